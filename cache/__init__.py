@@ -1,0 +1,1 @@
+"""Storage layer: Zarr layouts of label caches, activation caches and IoU cubes."""
