@@ -1,0 +1,33 @@
+# make test / make demo each set themselves up on a fresh machine: a virtual
+# environment in $(VENV) with the pinned torch (override for a GPU build:
+# `make TORCH=torch demo`, or TORCH="torch==2.13.0 --index-url ...").
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Demo ("the embedded default"): synthetic Broden + the committed demo CNN.
+DEMO_DIR     ?= runs/demo
+DEMO_IMAGES  ?= 2000
+DEMO_LAYERS  ?= conv2,conv3,conv4,conv5
+
+.PHONY: test demo setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --out $(DEMO_DIR) --num-images $(DEMO_IMAGES) --layers $(DEMO_LAYERS)
+
+clean:
+	rm -rf $(VENV) runs *.egg-info
