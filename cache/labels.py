@@ -169,6 +169,22 @@ class LabelCache:
     def chunk_images(self) -> int:
         return int(self.planes.chunks[0])
 
+    def label_pixels_upto(self, n: int) -> np.ndarray:
+        """(L,) int64 |L_c| over images [0, n) (all of them: :attr:`label_pixels`)."""
+        if n >= self.num_images:
+            return self.label_pixels
+        full = n // self.chunk_images
+        out = self.group["chunk_label_pixels"][:full].sum(axis=0).astype(np.int64)
+        start = full * self.chunk_images
+        if start < n:
+            t = self.read(start, n)
+            sh, sw = self.seg_size
+            out += np.bincount(t.planes.ravel(), minlength=self.num_labels)
+            sc = t.scalars[t.scalars != 0]
+            out += np.bincount(sc, minlength=self.num_labels) * (sh * sw)
+            out[0] = 0
+        return out
+
     def read(self, start: int, stop: int) -> LabelTile:
         """Labels of images [start, stop)."""
         return LabelTile(start, self.planes[start:stop], self.scalars[start:stop],

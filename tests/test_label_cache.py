@@ -53,6 +53,13 @@ def test_cache_equals_direct_decoding(tiny, tmp_path):
     assert cache.label_pixels[8] == 2 * 16
     assert cache.categories == tb.CATEGORIES
     assert cache.primary_category[6] == tb.CATEGORIES.index("texture")
+    for n in range(1, 5):       # prefixes (runs made with --limit), within and across chunks
+        t = cache.read(0, n)
+        want = sum(np.bincount(pixel_labels, minlength=301) for pixel_labels in
+                   [np.array([c for row in pixel_sets(t.planes[i].astype(np.int64),
+                                                      t.scalars[i]) for s in row for c in s],
+                             dtype=np.int64) for i in range(n)])
+        np.testing.assert_array_equal(cache.label_pixels_upto(n), want)
     reopened = LabelCache.open(tmp_path / "labels.zarr")
     np.testing.assert_array_equal(reopened.read(1, 3).planes, cache.read(1, 3).planes)
 
