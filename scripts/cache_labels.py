@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Decode a Broden directory's labels once into a label cache (Zarr).
+
+    python scripts/cache_labels.py --dataset BRODEN_DIR [--out LABELS.zarr] [--workers N]
+
+Without --out the cache goes to $NETDISSECT_CACHE (default ~/.cache/netdissect)
+under a name derived from the dataset fingerprint, where score.py looks for it.
+An interrupted build resumes when the command is run again.
+"""
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from cache.labels import LabelCacheError, build_label_cache
+from pipeline.broden import BrodenDataset, BrodenError
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
+    p.add_argument("--out", help="label cache path (default: under $NETDISSECT_CACHE)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes")
+    p.add_argument("--chunk-images", type=int, default=256)
+    p.add_argument("--rebuild", action="store_true", help="overwrite a cache of another dataset")
+    a = p.parse_args(argv)
+    try:
+        ds = BrodenDataset(a.dataset)
+        cache = build_label_cache(ds, a.out, chunk_images=a.chunk_images, workers=a.workers,
+                                  overwrite=a.rebuild)
+    except (BrodenError, LabelCacheError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished chunks are kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(f"label cache: {cache.path} ({cache.num_images} images, {cache.num_labels - 1} "
+          f"label numbers, {cache.planes.shape[1]} label slots per pixel)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
