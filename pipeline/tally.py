@@ -1,0 +1,400 @@
+"""Exact IoU tally kernels (DESIGN.md, "Scoring kernels"): torch code, CPU or CUDA.
+
+For a tile of B images and V quantile levels the kernel counts, in int64,
+
+  intersect[v, k, c]  = sum_x |M_vk(x) ∩ L_c(x)|
+  activation[v, k, g] = sum over x with present[x, g] of |M_vk(x)|
+
+with M_vk(x) = S_k(x) > T[v, k] (strict) and S the float64 lerp-form bilinear
+upsampling of :mod:`pipeline.upsample`. Work scales with the active pixels:
+
+1. (image, unit) maps whose maximum does not exceed min_v T[v, k] are skipped;
+2. of the other maps only the "pieces" (runs of <= g x g output pixels sharing the
+   same four source values, :func:`pipeline.upsample.axis_pieces`) whose corner
+   maximum exceeds min_v T[v, k] are upsampled (exact: a lerp never exceeds its inputs);
+3. each pixel of the tile has a *label-set id*: the index of its (image, canonical
+   label slots) combination among those of the tile (torch.unique). An active pixel
+   is binned with one scatter-add at (c, k, set), c = the number of levels it passes
+   (c = #{v : T[v, k] < S}, found by testing the sorted levels on shrinking subsets);
+4. the (c, k, set) histogram is expanded once per image group: each non-zero entry
+   adds its count to the set's plane labels, its image's scalar labels (a scalar
+   label covers every pixel) and its image's categories;
+5. the count at level v is the sum over c > rank(v, k), rank = position of T[v, k]
+   among the unit's thresholds in ascending order (a pixel passes exactly the c
+   smallest thresholds); accumulation is by c, the per-level view is built at the end.
+
+``planes`` must be canonical (:mod:`pipeline.labelsets`): each pixel's distinct labels,
+none repeated as a scalar label of the image, so no de-duplication is needed here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .upsample import axis_pieces
+
+__all__ = ["Tally", "tally_tile", "label_pixel_counts", "tally_dataset"]
+
+
+def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.uint16:
+            x = x.to(torch.int32)
+        return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
+    a = np.asarray(x)
+    if a.dtype in (np.uint16, np.uint32):
+        a = a.astype(np.int64)
+    return torch.as_tensor(a, device=device, dtype=dtype)
+
+
+def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices (int64) of the True entries of a bool tensor; numpy on CPU (several
+    times faster than torch.nonzero there), torch elsewhere."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
+def _nonzero2(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the True entries of a 2-D bool tensor."""
+    flat = _flatnonzero(mask)
+    ncol = mask.shape[1]
+    rows = flat // ncol
+    return rows, flat - rows * ncol
+
+
+@dataclass
+class _Geometry:
+    """Pieces of the (h, w) -> (sh, sw) upsampling, flattened to n_pieces = Py * Px."""
+    gg: int                 # pixels per piece (gy * gx)
+    gy: int
+    gx: int
+    cell: torch.Tensor      # (n_pieces,) int64 source cell y0 * w + x0 of each piece
+    wy: torch.Tensor        # (Py, gy) float64, NaN at padding
+    wx: torch.Tensor        # (Px, gx) float64, NaN at padding
+    py: torch.Tensor        # (n_pieces,) int64 row-piece index
+    px: torch.Tensor        # (n_pieces,) int64 column-piece index
+    pix: torch.Tensor       # (n_pieces, gg) int64 output pixel Y * sw + X (0 at padding)
+    cell_hi_y: torch.Tensor  # (h,) int64 y1 of each source row (clamped y0 + 1)
+    cell_hi_x: torch.Tensor  # (w,) int64
+
+
+def _geometry(h: int, w: int, sh: int, sw: int, device) -> _Geometry:
+    ay, ax = axis_pieces(h, sh), axis_pieces(w, sw)
+    Py, Px = len(ay.lo), len(ax.lo)
+    py, px = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
+    py, px = py.ravel(), px.ravel()
+    cell = ay.lo[py] * w + ax.lo[px]
+    pos_y, pos_x = ay.pos[py][:, :, None], ax.pos[px][:, None, :]        # (n, gy, 1), (n, 1, gx)
+    pix = np.where((pos_y >= 0) & (pos_x >= 0), pos_y * sw + pos_x, 0).reshape(len(py), -1)
+    wy = np.where(ay.pos >= 0, ay.w, np.nan)                             # NaN: S is NaN there,
+    wx = np.where(ax.pos >= 0, ax.w, np.nan)                             # never > T
+    hi_y = np.minimum(np.arange(h) + 1, h - 1)
+    hi_x = np.minimum(np.arange(w) + 1, w - 1)
+    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)
+    return _Geometry(ay.g * ax.g, ay.g, ax.g, t(cell), t(wy), t(wx), t(py), t(px), t(pix),
+                     t(hi_y), t(hi_x))
+
+
+@dataclass
+class _LabelSets:
+    """Label sets of a tile: pixel -> set id; sets ordered by image."""
+    sid: torch.Tensor       # (B, sh * sw) int64 global set id of each pixel
+    image: torch.Tensor     # (NS,) int64 image of each set
+    labels: torch.Tensor    # (NS, P + S) int64 plane labels of the set + scalars of its image
+    offsets: list           # (B + 1,) first set of each image
+
+
+def _label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int) -> _LabelSets:
+    """planes (B, P, sh*sw) int64 canonical slots, scalars (B, S) int64."""
+    B, P, n = planes.shape
+    dev = planes.device
+    img = torch.arange(B, device=dev)
+    bits = max(1, int(num_labels - 1).bit_length())
+    bbits = max(1, int(B - 1).bit_length())
+    if P * bits + bbits <= 62:
+        key = img[:, None].expand(B, n) << (P * bits)
+        for p in range(P):
+            key = key | (planes[:, p] << (p * bits))
+        uniq, inv = torch.unique(key.reshape(-1), return_inverse=True)
+        set_img = uniq >> (P * bits)
+        mask = (1 << bits) - 1
+        slots = torch.stack([(uniq >> (p * bits)) & mask for p in range(P)], dim=1) if P else \
+            torch.zeros(len(uniq), 0, dtype=torch.int64, device=dev)
+    else:                                       # too many bits to pack: unique rows
+        rows = torch.cat([img[:, None, None].expand(B, 1, n), planes], dim=1)
+        rows = rows.permute(0, 2, 1).reshape(B * n, P + 1)
+        uniq, inv = torch.unique(rows, dim=0, return_inverse=True)
+        set_img, slots = uniq[:, 0], uniq[:, 1:]
+    labels = torch.cat([slots, scalars[set_img]], dim=1)
+    counts = torch.bincount(set_img, minlength=B)
+    offsets = [0] + torch.cumsum(counts, 0).tolist()
+    return _LabelSets(inv.reshape(B, n), set_img, labels, offsets)
+
+
+class Tally:
+    """Accumulates exact counts over tiles of images for fixed thresholds.
+
+    thresholds:     (V, K) float64 T[v, k]
+    num_labels:     L (labels 0..L-1; label 0 is never counted)
+    num_categories: G
+    map_size:       (h, w) of activation maps; seg_size: (sh, sw) of label planes
+    device:         where counting happens (CPU or CUDA); tiles are moved there
+    chunk_values:   upsampled float64 values per block (default 2^18 on CPU, 2^22 on GPU)
+    max_maps:       bound on candidate (image, unit) maps converted to float64 at once
+                    (also kept below chunk_values / (h * w))
+    hist_entries:   bound on the (c, unit, label set) histogram of one image group
+    """
+
+    def __init__(self, thresholds, num_labels: int, num_categories: int,
+                 map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
+                 chunk_values: int | None = None, max_maps: int = 1 << 14,
+                 hist_entries: int = 1 << 23):
+        T = _as_tensor(thresholds, device=device, dtype=torch.float64)
+        if T.ndim != 2 or T.shape[0] < 1:
+            raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
+        if bool(torch.isnan(T).any()):
+            raise ValueError("thresholds contain NaN")
+        self.device = T.device
+        self.V, self.K = T.shape
+        self.L, self.G = int(num_labels), int(num_categories)
+        self.h, self.w = map_size
+        self.sh, self.sw = seg_size
+        self.T = T
+        self.Tmin = T.min(dim=0).values                               # (K,)
+        # rank[v, k]: position of T[v, k] in ascending order of T[:, k] (stable)
+        order = torch.argsort(T, dim=0, stable=True)
+        self.rank = torch.argsort(order, dim=0, stable=True)          # (V, K)
+        # _Tlev[r, K + k] = r-th smallest threshold of unit k (indexed by c * K + k, c = 1)
+        self._Tlev = torch.cat([torch.zeros_like(T), torch.gather(T, 0, order)], dim=1)
+        self._ones = torch.ones(1, dtype=torch.int64, device=self.device)
+        if chunk_values is None:   # CPU: blocks that stay in cache (measured best); GPU: big
+            chunk_values = 1 << 18 if self.device.type == "cpu" else 1 << 22
+        self.chunk_values = int(chunk_values)
+        self.max_maps = max(1, min(int(max_maps), self.chunk_values // (self.h * self.w)))
+        self.hist_entries = int(hist_entries)
+        self.geo = _geometry(self.h, self.w, self.sh, self.sw, self.device)
+        C = self.V + 1
+        self._hist = torch.zeros(C * self.K * self.L, dtype=torch.int64, device=self.device)
+        self._cat = torch.zeros(C * self.K * self.G, dtype=torch.int64, device=self.device)
+        self.images = 0
+
+    # ------------------------------------------------------------------ tiles
+    def add(self, acts, planes, scalars, present, maxima=None) -> None:
+        """Count one tile.
+
+        acts:    (B, K, h, w) float16/float32 activations
+        planes:  (B, P, sh, sw) integer canonical label slots (P may be 0)
+        scalars: (B, S) integer distinct non-zero scalar labels, zero padded (S may be 0)
+        present: (B, G) bool, category membership X_g of each image
+        maxima:  (B, K) exact per-map maxima of acts; computed from acts when None
+        """
+        dev, K, L = self.device, self.K, self.L
+        C = self.V + 1
+        acts = _as_tensor(acts, device=dev)
+        B = acts.shape[0]
+        if tuple(acts.shape[1:]) != (K, self.h, self.w):
+            raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
+                             f"{self.h}, {self.w})")
+        planes = _as_tensor(planes, device=dev, dtype=torch.int64)
+        if planes.ndim != 4 or planes.shape[0] != B or tuple(planes.shape[2:]) != (self.sh, self.sw):
+            raise ValueError(f"planes has shape {tuple(planes.shape)}, expected "
+                             f"({B}, P, {self.sh}, {self.sw})")
+        scalars = _as_tensor(scalars, device=dev, dtype=torch.int64).reshape(B, -1)
+        present = _as_tensor(present, device=dev).reshape(B, -1).to(torch.bool)
+        if present.shape[1] != self.G:
+            raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
+        for name, lab in (("planes", planes), ("scalars", scalars)):
+            if lab.numel():
+                lo, hi = int(lab.min()), int(lab.max())
+                if lo < 0 or hi >= L:
+                    raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
+                                     f"raise num_labels")
+        if maxima is None:
+            maxima = acts.amax(dim=(2, 3))
+        maxima = _as_tensor(maxima, device=dev)
+
+        # canonical slots hold zeros last: only slots used somewhere in the tile matter
+        planes = planes.reshape(B, planes.shape[1], -1)
+        if planes.shape[1]:
+            used = (planes != 0).any(dim=2).any(dim=0)
+            nslots = int(used.nonzero().max()) + 1 if bool(used.any()) else 0
+            planes = planes[:, :nslots]
+        sets = _label_sets(planes, scalars, L)
+        g = self.geo
+        sid_pieces = sets.sid[:, g.pix].reshape(-1)                    # (B * n_pieces * gg,)
+        cand_b, cand_k = _nonzero2(maxima.to(torch.float64) > self.Tmin[None, :])  # sorted by b
+
+        # image groups whose (c, unit, set) histogram fits hist_entries
+        per_set = C * K
+        b0 = 0
+        while b0 < B:
+            b1 = b0 + 1
+            while b1 < B and (sets.offsets[b1 + 1] - sets.offsets[b0]) * per_set <= self.hist_entries:
+                b1 += 1
+            s0, s1 = sets.offsets[b0], sets.offsets[b1]
+            ns = s1 - s0
+            H = self._buffer(per_set * ns)
+            lo = int(torch.searchsorted(cand_b, b0))
+            hi = int(torch.searchsorted(cand_b, b1))
+            for s in range(lo, hi, self.max_maps):
+                e = min(hi, s + self.max_maps)
+                self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid_pieces, s0, ns, H)
+            self._expand(H, sets, s0, s1, present)
+            b0 = b1
+        self.images += B
+
+    def _buffer(self, n: int) -> torch.Tensor:
+        """A zeroed int64 histogram of n entries (reuses one allocation)."""
+        if getattr(self, "_hbuf", None) is None or self._hbuf.numel() < n:
+            self._hbuf = torch.zeros(max(n, min(self.hist_entries, 4 * n)), dtype=torch.int64,
+                                     device=self.device)
+            return self._hbuf[:n]
+        h = self._hbuf[:n]
+        h.zero_()
+        return h
+
+    def _count_maps(self, acts, b_m, k_m, sid_pieces, s0, ns, H) -> None:
+        """Bin the active pixels of maps (b_m[i], k_m[i]) into H[(c * K + k) * ns + set - s0]."""
+        g, K, V, hw = self.geo, self.K, self.V, self.h * self.w
+        n = b_m.numel()
+        A = acts[b_m, k_m].to(torch.float64)                    # (n, h, w)
+        Ay = A[:, g.cell_hi_y]                                  # rows y1
+        corners = torch.stack((A, A[:, :, g.cell_hi_x], Ay, Ay[:, :, g.cell_hi_x]), dim=-1)
+        corners = corners.reshape(n * hw, 4)                    # a00, a01, a10, a11 per cell
+        cellmax = corners.amax(dim=1).view(n, hw)
+        tmin = self.Tmin.index_select(0, k_m)
+        pi, pp = _nonzero2(cellmax[:, g.cell] > tmin[:, None])  # candidate pieces
+        n_pieces, gg, gy, gx = g.cell.numel(), g.gg, g.gy, g.gx
+        shift = gg.bit_length() - 1 if gg & (gg - 1) == 0 else None
+        per = max(1, self.chunk_values // gg)
+        for s in range(0, pi.numel(), per):
+            i, p = pi[s:s + per], pp[s:s + per]
+            m = i.numel()
+            c00, c01, c10, c11 = corners.index_select(0, i * hw + g.cell.index_select(0, p)).unbind(1)
+            wx = g.wx.index_select(0, g.px.index_select(0, p))  # (m, gx)
+            wy = g.wy.index_select(0, g.py.index_select(0, p))  # (m, gy)
+            top = c00[:, None] + wx * (c01 - c00)[:, None]      # (m, gx)
+            bot = c10[:, None] + wx * (c11 - c10)[:, None]
+            S = (bot - top).repeat(1, gy).view(m, gy, gx)       # S = top + wy * (bot - top)
+            S.mul_(wy[:, :, None]).add_(top[:, None, :])        # (in-place: faster on CPU)
+            S = S.view(m, gg)
+            k = k_m.index_select(0, i)
+            flat = _flatnonzero(S > self.Tmin.index_select(0, k)[:, None])
+            if flat.numel() == 0:
+                continue
+            if shift is not None:
+                j, r = flat >> shift, flat & (gg - 1)
+            else:
+                j = flat // gg
+                r = flat - j * gg
+            row = (b_m.index_select(0, i) * n_pieces + p) * gg  # (m,) start of piece's set ids
+            keys = sid_pieces.index_select(0, row.index_select(0, j) + r)
+            keys += ((K + k) * ns - s0).index_select(0, j)      # (c * K + k) * ns + set, c = 1
+            if V > 1:                                           # levels by ascending T
+                val = S.view(-1).index_select(0, flat)
+                sub = None
+                for lev in range(1, V):
+                    t = self._Tlev[lev].index_select(0, K + k)  # (m,) per piece
+                    if sub is None:
+                        sub = _flatnonzero(val > t.index_select(0, j))
+                    else:
+                        sub = sub.index_select(0, _flatnonzero(
+                            val.index_select(0, sub) > t.index_select(0, j.index_select(0, sub))))
+                    if sub.numel() == 0:
+                        break
+                    keys.index_add_(0, sub, self._ones.expand(sub.numel()) * (K * ns))
+            H.scatter_add_(0, keys, self._ones.expand(keys.numel()))
+
+    def _expand(self, H, sets: _LabelSets, s0: int, s1: int, present) -> None:
+        """Add the (c, k, set) histogram H to the label and category accumulators."""
+        ns = s1 - s0
+        nz_all = _flatnonzero(H != 0)
+        gi = torch.arange(self.G, device=H.device)
+        step = max(1, self.chunk_values // max(1, sets.labels.shape[1] + self.G))
+        for a in range(0, nz_all.numel(), step):
+            nz = nz_all[a:a + step]
+            cnt = H[nz]
+            ck = nz // ns                                       # c * K + k
+            s = nz - ck * ns + s0
+            labels = sets.labels[s]                             # (nnz, P + S)
+            if labels.shape[1]:
+                idx = (ck * self.L)[:, None] + labels
+                self._hist.scatter_add_(0, idx.view(-1),
+                                        cnt[:, None].expand_as(labels).reshape(-1))
+            cats = present[sets.image[s]]                       # (nnz, G)
+            idx = (ck * self.G)[:, None] + gi[None, :]
+            self._cat.scatter_add_(0, idx.view(-1), (cnt[:, None] * cats).view(-1))
+
+    # ------------------------------------------------------------------ results
+    def _by_level(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw (C, K, X) counts by c = levels passed -> (V, K, X) counts per level."""
+        geq = raw.flip(0).cumsum(0).flip(0)                     # geq[r] = sum_{c >= r}
+        above = geq[1:]                                         # above[r] = sum_{c > r}
+        idx = self.rank[:, :, None].expand(self.V, self.K, raw.shape[2])
+        return torch.gather(above, 0, idx)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(intersect (V, K, L) int64, activation (V, K, G) int64) on self.device.
+        intersect[:, :, 0] is zero (label 0 = unlabelled is never counted)."""
+        C = self.V + 1
+        I = self._by_level(self._hist.view(C, self.K, self.L))
+        I[:, :, 0] = 0
+        return I, self._by_level(self._cat.view(C, self.K, self.G))
+
+
+def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: int,
+               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact counts for one tile of images (module docstring); device = acts.device.
+
+    acts:       (B, K, h, w) float16/float32 tensor
+    maxima:     (B, K) exact per-map maxima of acts, or None to compute them
+    thresholds: (V, K) float64
+    planes:     (B, P, sh, sw) integer canonical label slots
+    scalars:    (B, S) integer distinct non-zero scalar labels, zero padded
+    present:    (B, G) bool
+    kwargs:     memory knobs of :class:`Tally`
+    returns intersect (V, K, L) int64, activation (V, K, G) int64
+    """
+    acts = _as_tensor(acts)
+    present = _as_tensor(present).reshape(acts.shape[0], -1)
+    planes = _as_tensor(planes)
+    t = Tally(thresholds, num_labels, present.shape[1], tuple(acts.shape[2:]),
+              tuple(planes.shape[2:]), device=acts.device, **kwargs)
+    t.add(acts, planes, scalars, present, maxima)
+    return t.result()
+
+
+def label_pixel_counts(planes, scalars, num_labels: int) -> torch.Tensor:
+    """sum over images of |L_c(x)|: (L,) int64 from canonical planes (B, P, sh, sw) and
+    scalars (B, S) (a scalar label covers all sh*sw pixels). Entry 0 is zero."""
+    planes = _as_tensor(planes, dtype=torch.int64)
+    scalars = _as_tensor(scalars, device=planes.device, dtype=torch.int64).reshape(planes.shape[0], -1)
+    for name, lab in (("planes", planes), ("scalars", scalars)):
+        if lab.numel() and int(lab.max()) >= num_labels:
+            raise ValueError(f"{name} hold label {int(lab.max())} but num_labels={num_labels}")
+    npix = planes.shape[2] * planes.shape[3]
+    out = torch.bincount(planes.reshape(-1), minlength=num_labels)
+    out = out + torch.bincount(scalars.reshape(-1), minlength=num_labels) * npix
+    out[0] = 0
+    return out
+
+
+def tally_dataset(tiles: Iterable[tuple], thresholds, num_labels: int, num_categories: int,
+                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
+                  progress: Callable[[int], None] | None = None, **kwargs
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Loop :meth:`Tally.add` over tiles (acts, planes, scalars, present[, maxima]) and
+    return (intersect (V, K, L), activation (V, K, G)) int64 numpy arrays.
+    ``progress`` is called with the number of images of each finished tile."""
+    t = Tally(thresholds, num_labels, num_categories, map_size, seg_size, device=device, **kwargs)
+    for tile in tiles:
+        acts, planes, scalars, present, *rest = tile
+        t.add(acts, planes, scalars, present, rest[0] if rest else None)
+        if progress is not None:
+            progress(int(np.shape(acts)[0]))
+    I, A = t.result()
+    return I.cpu().numpy(), A.cpu().numpy()

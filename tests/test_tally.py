@@ -1,0 +1,212 @@
+"""Tally kernel: exact equality with the slow NumPy reference on raw labels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import reference as R
+from pipeline.labelsets import canonical_planes, canonical_scalars
+from pipeline.quantiles import exact_thresholds_inmemory
+from pipeline.tally import Tally, label_pixel_counts, tally_dataset, tally_tile
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+LEVELS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
+SMALL = dict(chunk_values=300, max_maps=3, hist_entries=50)   # exercise every chunking loop
+
+
+def make_case(seed, B=3, K=5, map_size=(7, 7), seg_size=(32, 32), L=12, G=3, ties=True,
+              max_planes=4, max_scalars=3):
+    """Random activations and RAW labels (duplicates, scalars repeated in planes, zeros)."""
+    rng = np.random.default_rng(seed)
+    h, w = map_size
+    sh, sw = seg_size
+    if ties:   # a few distinct float16 values: many pixels tie exactly at T
+        acts = rng.choice(np.array([0, 0, 0, 0.25, 0.5, 1, 1.5, 2], np.float16), (B, K, h, w))
+    else:
+        z = rng.standard_normal((B, K, h + 2, w + 2))
+        z = sum(z[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 3
+        acts = np.maximum(z - 0.3, 0).astype(np.float16)
+    if K > 1:
+        acts[:, 0] = 0                                   # a unit that never fires
+    if K > 2:
+        acts[:, 1] = np.float16(0.5)                     # a constant unit
+    cat = rng.integers(0, G, size=L)                     # primary category, any plane
+    planes, scalars = [], []
+    for b in range(B):
+        P = int(rng.integers(0, max_planes + 1))
+        pl = np.zeros((P, sh, sw), np.int64)
+        for p in range(P):
+            for _ in range(4):
+                y, x = rng.integers(0, sh), rng.integers(0, sw)
+                pl[p, y:y + rng.integers(1, sh), x:x + rng.integers(1, sw)] = rng.integers(0, L)
+        if P >= 2:
+            pl[1, : sh // 2] = pl[0, : sh // 2]          # the same label twice at a pixel
+        sc = rng.integers(0, L, size=int(rng.integers(0, max_scalars + 1)))
+        if P and sc.size:
+            pl[0, :2, :2] = sc[0]                        # a scalar label also in a plane
+        planes.append(pl)
+        scalars.append(sc)
+    return acts, cat, planes, scalars
+
+
+def canonical(planes, scalars, seg_size, S=4, P=None):
+    P = P or max(1, max(p.shape[0] for p in planes))
+    cp = np.stack([canonical_planes(p, s, P) for p, s in zip(planes, scalars)])
+    cs = np.stack([canonical_scalars(s, S) for s in scalars])
+    return cp, cs
+
+
+def run_and_compare(acts, cat, planes, scalars, T, seg_size, device="cpu", G=3, **kw):
+    L = len(cat)
+    cp, cs = canonical(planes, scalars, seg_size)
+    present = np.stack([R.image_categories(p, s, cat, G) for p, s in zip(planes, scalars)])
+    I, A = tally_tile(torch.as_tensor(acts, device=device), None, T, torch.as_tensor(cp),
+                      torch.as_tensor(cs), torch.as_tensor(present), L, **kw)
+    assert I.dtype == torch.int64 and A.dtype == torch.int64
+    assert I.device.type == torch.device(device).type
+    Ir, Ar, lab = R.counts_ref(acts, T, planes, scalars, cat, G, seg_size)
+    np.testing.assert_array_equal(I.cpu().numpy(), Ir)
+    np.testing.assert_array_equal(A.cpu().numpy(), Ar)
+    np.testing.assert_array_equal(label_pixel_counts(cp, cs, L).numpy(), lab)
+    return I.cpu().numpy(), A.cpu().numpy(), lab
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(4))
+def test_random_ties_several_levels(seed, device):
+    acts, cat, planes, scalars = make_case(seed)
+    T = exact_thresholds_inmemory(acts, LEVELS + [0.3])
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device, **SMALL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(3))
+def test_smooth_relu(seed, device):
+    acts, cat, planes, scalars = make_case(10 + seed, ties=False)
+    T = exact_thresholds_inmemory(acts, [0.01, 0.05, 0.2])
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device, **SMALL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("map_size,seg_size", [((13, 13), (112, 112)), ((7, 7), (112, 112)),
+                                               ((3, 5), (17, 23)), ((7, 7), (113, 113)),
+                                               ((1, 1), (8, 8)), ((5, 4), (5, 4))])
+def test_odd_sizes(map_size, seg_size, device):
+    big = seg_size[0] > 100
+    acts, cat, planes, scalars = make_case(20, B=2 if big else 3, K=3 if big else 4,
+                                           map_size=map_size, seg_size=seg_size,
+                                           max_planes=2 if big else 4)
+    T = exact_thresholds_inmemory(acts, [0.005, 0.05] if big else LEVELS)
+    run_and_compare(acts, cat, planes, scalars, T, seg_size, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_image_single_unit(device):
+    acts, cat, planes, scalars = make_case(30, B=1, K=1, ties=False)
+    T = exact_thresholds_inmemory(acts, LEVELS)
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_thresholds_in_any_order_and_equal_levels(device):
+    """Levels need not be sorted nor monotone across units; equal levels are allowed."""
+    acts, cat, planes, scalars = make_case(40)
+    rng = np.random.default_rng(40)
+    T = exact_thresholds_inmemory(acts, [0.05, 0.001, 0.02, 0.02, 0.3])
+    T[:, 3] = rng.permutation(T[:, 3])                   # per-unit order differs
+    T[2, 4] = T[0, 4]
+    T[1, 2] = 0.5                                        # exactly a value of the data
+    T[4, 2] = -1.0                                       # every pixel fires
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
+    run_and_compare(acts, cat, planes, scalars, T[:1], (32, 32), device)   # V = 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(2))
+def test_thresholds_at_exact_upsampled_values(seed, device):
+    """T equal to upsampled values of some pixels: any rounding difference from the
+    lerp form flips those pixels, so this pins down the arithmetic, not just geometry."""
+    acts, cat, planes, scalars = make_case(100 + seed, ties=False, map_size=(5, 6),
+                                           seg_size=(37, 29))
+    rng = np.random.default_rng(seed)
+    S = R.upsample_ref(acts, 37, 29).reshape(acts.shape[0], acts.shape[1], -1)
+    T = np.empty((10, acts.shape[1]))
+    for k in range(acts.shape[1]):
+        vals = S[:, k].ravel()
+        vals = np.unique(vals[vals > 0]) if (vals > 0).any() else np.zeros(1)
+        T[:, k] = rng.choice(vals, 10)
+    T[:, 1] = 0.5                                        # the constant unit, exactly at T
+    run_and_compare(acts, cat, planes, scalars, T, (37, 29), device, **SMALL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_images_without_labels_or_categories(device):
+    acts, cat, planes, scalars = make_case(50, B=4)
+    planes[0] = np.zeros((0, 32, 32), np.int64)          # no plane, no scalar at all
+    scalars[0] = np.zeros(0, np.int64)
+    planes[1] = np.zeros((2, 32, 32), np.int64)          # empty planes, scalars only
+    scalars[1] = np.array([3, 3, 0, 5])
+    T = exact_thresholds_inmemory(acts, [0.01, 0.2])
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
+
+
+def test_many_labels_take_the_unpacked_path():
+    """P * bits(L) > 62: label sets found with unique over rows instead of packed keys."""
+    acts, cat, planes, scalars = make_case(60, K=2, L=9)
+    big = 2 ** 16                                         # uint16 label cache limit
+    remap = np.zeros(9, np.int64)                         # label 0 stays 0
+    remap[1:] = np.random.default_rng(0).choice(np.arange(1, big), 8, replace=False)
+    cp, cs = canonical([remap[p] for p in planes], [remap[s] for s in scalars], (32, 32), P=4)
+    assert cp.shape[1] * 16 + 2 > 62
+    T = exact_thresholds_inmemory(acts, [0.01, 0.1])
+    present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
+    I, A = tally_tile(torch.as_tensor(acts), None, T, cp, cs, present, big)
+    Ir, Ar, _ = R.counts_ref(acts, T, planes, scalars, cat, 3, (32, 32))
+    np.testing.assert_array_equal(I.numpy()[:, :, remap], Ir)
+    np.testing.assert_array_equal(A.numpy(), Ar)
+    assert I.numpy().sum() == Ir.sum()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tiles_accumulate(device):
+    acts, cat, planes, scalars = make_case(70, B=5, ties=False)
+    L, G = len(cat), 3
+    T = exact_thresholds_inmemory(acts, LEVELS)
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.stack([R.image_categories(p, s, cat, G) for p, s in zip(planes, scalars)])
+    maxima = acts.reshape(5, acts.shape[1], -1).max(-1).astype(np.float32)
+    whole = tally_tile(torch.as_tensor(acts, device=device), torch.as_tensor(maxima), T, cp, cs,
+                       present, L)
+    tiles = [(acts[s:e], cp[s:e], cs[s:e], present[s:e], maxima[s:e])
+             for s, e in [(0, 2), (2, 3), (3, 5)]]
+    seen = []
+    I, A = tally_dataset(tiles, T, L, G, (7, 7), (32, 32), device=device,
+                         progress=seen.append, chunk_values=500)
+    assert seen == [2, 1, 2]
+    np.testing.assert_array_equal(I, whole[0].cpu().numpy())
+    np.testing.assert_array_equal(A, whole[1].cpu().numpy())
+
+
+def test_iou_from_counts_matches_reference_matrix():
+    acts, cat, planes, scalars = make_case(80, ties=False)
+    T = exact_thresholds_inmemory(acts, [0.05])
+    I, A, lab = run_and_compare(acts, cat, planes, scalars, T, (32, 32))
+    iou = R.iou_ref(I[0], A[0], lab, cat)
+    np.testing.assert_array_equal(
+        iou, R.iou_matrix_ref(acts, T[0], planes, scalars, cat, 3, (32, 32)))
+
+
+def test_bad_inputs():
+    acts, cat, planes, scalars = make_case(90)
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.ones((3, 3), bool)
+    T = exact_thresholds_inmemory(acts, [0.01])
+    with pytest.raises(ValueError, match="num_labels"):
+        tally_tile(torch.as_tensor(acts), None, T, cp, cs, present, int(cp.max()))
+    with pytest.raises(ValueError, match="acts has shape"):
+        tally_tile(torch.as_tensor(acts), None, T[:, :2], cp, cs, present, 12)
+    with pytest.raises(ValueError, match="present"):
+        t = Tally(T, 12, 4, (7, 7), (32, 32))
+        t.add(acts, cp, cs, present)
