@@ -1,0 +1,197 @@
+"""Stage measurements for scripts/bench.py: wall time, images/s, peak memory, bytes on disk.
+
+Every stage runs in a fresh (spawned) process so that its peak resident memory is its
+own: ``peak_rss_mib`` is the stage process's maximum RSS, ``child_rss_mib`` the largest
+of its worker processes (decoders, dask workers), if any.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class StageResult:
+    stage: str
+    images: int
+    seconds: float
+    peak_rss_mib: float = 0.0
+    child_rss_mib: float = 0.0
+    disk_mib: float | None = None
+    notes: str = ""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("inf")
+
+
+def dir_mib(path: str | Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total / 2**20
+
+
+# ------------------------------------------------------------------------ stages
+def stage_generate(out: str, num_images: int, image_size: int, seg_size: int, seed: int,
+                   workers: int | None) -> StageResult:
+    from pipeline.synthetic import write_dataset
+    t0 = time.perf_counter()
+    write_dataset(out, num_images=num_images, image_size=image_size, seg_size=seg_size,
+                  seed=seed, workers=workers, progress=False)
+    dt = time.perf_counter() - t0
+    return StageResult("generate", num_images, dt, disk_mib=dir_mib(out),
+                       notes=f"{image_size}px images, {seg_size}px segmentations, "
+                             f"workers={workers or os.cpu_count()}")
+
+
+def stage_labels(dataset: str, out: str, workers: int | None) -> StageResult:
+    from cache.labels import build_label_cache
+    from pipeline.broden import BrodenDataset
+    t0 = time.perf_counter()
+    ds = BrodenDataset(dataset)
+    c = build_label_cache(ds, out, workers=workers, overwrite=True, progress=False)
+    dt = time.perf_counter() - t0
+    return StageResult("label cache", c.num_images, dt, disk_mib=dir_mib(out),
+                       notes=f"P={c.planes.shape[1]} slots, seg {c.seg_size}")
+
+
+def stage_activations(dataset: str, out: str, shape: tuple[int, int, int],
+                      num_images: int | None) -> StageResult:
+    from pipeline.synthetic_activations import write_synthetic_run
+    t0 = time.perf_counter()
+    write_synthetic_run(out, dataset, shape, num_images=num_images, progress=False)
+    dt = time.perf_counter() - t0
+    from cache import store
+    n = store.activations(out, "synthetic").shape[0]
+    raw = n * shape[0] * shape[1] * shape[2] * 2 / 2**20
+    disk = dir_mib(out)
+    return StageResult("synthetic activations (write)", n, dt, disk_mib=disk,
+                       notes=f"{shape[0]}x{shape[1]}x{shape[2]} float16: raw {raw:.0f} MiB, "
+                             f"compression {raw / disk:.2f}x")
+
+
+def stage_extract(dataset: str, out: str, model: str, layers: str, device: str,
+                  num_images: int | None, batch_size: int) -> StageResult:
+    from pipeline.extract import ExtractConfig, bare_forward_loop, extract_with_stats
+    cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, out=out, device=device,
+                        limit=num_images, batch_size=batch_size, overwrite=True,
+                        progress=False)
+    bare = bare_forward_loop(cfg)
+    stats = extract_with_stats(cfg, log=lambda *a, **k: None)
+    rate = stats.images / stats.seconds
+    return StageResult("extract", stats.images, stats.seconds, disk_mib=dir_mib(out),
+                       notes=f"bare forward loop {bare:.1f} img/s; cache overhead "
+                             f"{100 * (bare / rate - 1):+.1f}% ({model}: {layers})")
+
+
+def stage_quantiles(run: str, layer: str, levels: list[float]) -> StageResult:
+    from cache import store
+    from pipeline.quantiles import exact_thresholds
+    acts = store.activations(run, layer)
+    t0 = time.perf_counter()
+    exact_thresholds(acts, levels)
+    dt = time.perf_counter() - t0
+    return StageResult("quantiles", acts.shape[0], dt,
+                       notes=f"{len(levels)} levels, {tuple(acts.shape[1:])} maps")
+
+
+def stage_tally(run: str, layer: str, labels: str, levels: list[float], device: str
+                ) -> StageResult:
+    from cache import store
+    from cache.labels import LabelCache
+    from pipeline.dissect import ScoreConfig, layer_cube, layer_thresholds
+    lab = LabelCache.open(labels)
+    layer_thresholds(run, layer, levels, log=lambda *a: None)   # stored: not timed here
+    g = store.layer_group(run, layer, mode="a")
+    if "cube" in g:
+        g["cube"].attrs["complete"] = False                    # force a replay
+    t0 = time.perf_counter()
+    cube = layer_cube(run, layer, lab, ScoreConfig(levels=levels, quantile=levels[0],
+                                                   device=device, progress=False),
+                      log=lambda *a: None)
+    dt = time.perf_counter() - t0
+    n = store.activations(run, layer).shape[0]
+    return StageResult("tally (IoU cube)", n, dt,
+                       notes=f"{len(levels)} levels, K={cube.intersect.shape[1]}, "
+                             f"L={cube.intersect.shape[2]}, device={device}")
+
+
+def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> StageResult:
+    from cache import store
+    from cache.cube import read_cube
+    from cache.labels import LabelCache
+    from pipeline.dissect import layer_source
+    from pipeline.scoring import dissect
+    t0 = time.perf_counter()
+    lab = LabelCache.open(labels)
+    cube = read_cube(store.layer_group(run, layer),
+                     {**layer_source(run, layer), "labels": lab.fingerprint})
+    v = cube.level_index(levels[0])
+    d = dissect(cube.intersect[v], cube.activation[v], cube.label_pixels,
+                lab.primary_category, cube.categories, iou_threshold=0.08)
+    d.summary()
+    dt = time.perf_counter() - t0
+    return StageResult("re-score (new IoU threshold)", store.activations(run, layer).shape[0],
+                       dt, notes="read cube + labels + summary, no replay")
+
+
+# ------------------------------------------------------------------------ runner
+def _child(q, fn, kwargs):
+    try:
+        r = fn(**kwargs)
+        r.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        r.child_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        q.put(asdict(r))
+    except BaseException as e:          # report, do not hang the parent
+        q.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def run_stage(fn, **kwargs) -> StageResult:
+    """Run ``fn(**kwargs)`` in a fresh spawned process and return its StageResult."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, fn, kwargs))
+    p.start()
+    out = q.get()
+    p.join()
+    if "error" in out:
+        raise RuntimeError(f"stage {fn.__name__} failed: {out['error']}")
+    return StageResult(**out)
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {gpu}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}")
+
+
+def table(results: list[StageResult]) -> str:
+    lines = ["| stage | images | wall s | images/s | peak RSS MiB (workers) | on disk MiB | notes |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        disk = f"{r.disk_mib:.0f}" if r.disk_mib is not None else ""
+        child = f" ({r.child_rss_mib:.0f})" if r.child_rss_mib else ""
+        lines.append(f"| {r.stage} | {r.images} | {r.seconds:.2f} | {r.images_per_s:.0f} | "
+                     f"{r.peak_rss_mib:.0f}{child} | {disk} | {r.notes} |")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Score a run: exact thresholds, IoU cube, per-unit labels and detector counts.
+
+    python scripts/score.py RUN_DIR [--dataset BRODEN_DIR] [--layer L ...] [--quantile 0.005]
+        [--iou-threshold 0.04] [--categories object,part,...] [--device auto]
+        [--export-iou PATH.npy] [--export-thresholds PATH.npy]
+
+Replays the activation cache (never the network). Thresholds and the cube are stored in the
+run; a new --iou-threshold or --categories, or a --quantile among the cube's levels, is
+answered from the stored cube without any replay.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import _bootstrap  # noqa: F401
+
+import numpy as np
+
+from cache import store
+from cache.labels import LabelCache, LabelCacheError, build_label_cache, default_label_cache_path
+from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.dissect import DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_results
+from pipeline.report import summary_table
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Score an extracted run (see module docstring).")
+    p.add_argument("run", help="run directory written by scripts/extract.py")
+    p.add_argument("--dataset", help="Broden directory (default: the one extract.py recorded)")
+    p.add_argument("--label-cache", help="label cache path (default: under $NETDISSECT_CACHE)")
+    p.add_argument("--layer", action="append", default=None,
+                   help="layer to score (repeatable; default: every layer of the run)")
+    p.add_argument("--quantile", type=float, default=0.005,
+                   help="activation quantile q: T_k is the (1-q) quantile (default 0.005)")
+    p.add_argument("--levels", default=",".join(str(q) for q in DEFAULT_LEVELS),
+                   help="quantile levels kept in the cube (default %(default)s)")
+    p.add_argument("--iou-threshold", type=float, default=0.04,
+                   help="a unit is a detector when its best IoU exceeds this (default 0.04)")
+    p.add_argument("--categories", default=None,
+                   help="comma-separated subset of categories to score (default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
+    p.add_argument("--export-iou", help="write the (units x labels) IoU matrix (.npy); "
+                   "column j = label number j; needs exactly one layer")
+    p.add_argument("--export-thresholds", help="write the (units,) thresholds T_k (.npy); "
+                   "needs exactly one layer")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def open_labels(a: argparse.Namespace, run) -> LabelCache:
+    """The label cache of the run's dataset, built on first use."""
+    attrs = store.read_run_attrs(run)
+    ds_path = a.dataset or attrs["dataset"]["path"]
+    ds = BrodenDataset(ds_path)
+    if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
+        raise LabelCacheError(
+            f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
+            f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
+            f"pass the same Broden directory or extract again")
+    path = a.label_cache or default_label_cache_path(ds)
+    try:
+        labels = LabelCache.open(path)
+    except LabelCacheError:
+        print(f"building the label cache at {path} (once per dataset)")
+        labels = build_label_cache(ds, path, progress=not a.quiet)
+    labels.check_dataset(ds)
+    return labels
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    try:
+        levels = [float(q) for q in a.levels.split(",") if q.strip()]
+    except ValueError:
+        print(f"error: --levels {a.levels!r}: expected comma-separated numbers", file=sys.stderr)
+        return 2
+    cats = [c.strip() for c in a.categories.split(",")] if a.categories else None
+    config = ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold, categories=cats,
+                         device=a.device, levels=levels, tile_images=a.tile_images,
+                         progress=not a.quiet)
+    try:
+        config.all_levels()
+        run = store.open_run(a.run, mode="r")
+        layers = a.layer or store.layer_names(run)
+        for layer in layers:
+            store.check_layer(run, layer)
+        if (a.export_iou or a.export_thresholds) and len(layers) != 1:
+            raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
+                             f"add --layer (the run has {layers})")
+        labels = open_labels(a, run)
+        if labels.categories and cats:
+            unknown = [c for c in cats if c not in labels.categories]
+            if unknown:
+                raise ValueError(f"--categories: unknown {unknown}; the dataset has "
+                                 f"{labels.categories}")
+        for layer in layers:
+            cube = layer_cube(run, layer, labels, config)
+            t0 = time.perf_counter()
+            d, summary, csv_path = layer_results(run, layer, cube, labels, config)
+            print(summary_table(layer, summary))
+            print(f"  results: {csv_path} (+ .json); scored from the cube in "
+                  f"{time.perf_counter() - t0:.2f} s")
+            if a.export_iou:
+                np.save(a.export_iou, d.iou)
+                print(f"  IoU matrix {d.iou.shape} -> {a.export_iou}")
+            if a.export_thresholds:
+                T = cube.thresholds[cube.level_index(config.quantile)]
+                np.save(a.export_thresholds, T)
+                print(f"  thresholds {T.shape} -> {a.export_thresholds}")
+    except (BrodenError, LabelCacheError, store.RunError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: stored thresholds and cubes are kept; nothing is lost",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
