@@ -1,0 +1,309 @@
+"""A run: one directory that is a Zarr v3 group (zarr 3.1 API), plus report files.
+
+Layout written by extraction (``cache/activations.py`` owns the arrays)::
+
+    RUN/zarr.json         root attrs:
+        format: "netdissect-run", version: 1,
+        dataset: {path (absolute), fingerprint, num_images (after --limit),
+                  image_size: [ih, iw], seg_size: [sh, sw]},
+        model: {spec, weights (str | null), fingerprint},
+        preprocessing: {input_size: [H, W], mean: [3], std: [3], bgr, resize},
+        layers: [names, in --layers order], dtype: "float16" | "float32",
+        layer_nodes: {layer name: node name under layers/},
+        layer_shapes: {layer name: [K, h, w]},
+        block_images: B (images per resume unit; every image chunk lies in one block),
+        compression: "lz4" | "zstd", layout_complete: true once every array exists,
+        versions: {torch, numpy, zarr, python, tool}
+    RUN/layers/<node>/activations   (N, K, h, w) float16|float32, chunks (n, k, h, w)
+                                    with n dividing B (~2 MB raw), Blosc-lz4 (default) or
+                                    zstd, fill 0, write_empty_chunks
+    RUN/layers/<node>/maxima        (N, K) float32, chunks (B, K): max over (h, w) of the
+                                    stored (rounded) activations
+    RUN/progress                    (num_blocks,) uint8, chunks (1,), uncompressed:
+                                    1 once every array of block b = images [bB, bB+B)
+                                    is fully written (written last)
+    RUN/.lock                       fcntl.flock target held while extracting
+
+Layer names are node names as they are (dots included: ``layer4.1``) unless they hold
+characters a node name cannot (``/``, a leading ``__``, only dots), which are escaped
+with ``%XX``; ``layer_nodes`` records the mapping, so readers never guess.
+
+Other stages add their own nodes (e.g. thresholds, cubes) inside ``layers/<node>/``
+(``layer_group``) or beside ``layers/``, write reports under ``RUN/results/``
+(``results_dir``), and never change the root attrs.
+
+Readers for the scoring stage (each takes a run path or the group ``open_run`` gave):
+``read_run_attrs``, ``layer_names``, ``activations`` (N, K, h, w), ``maxima`` (N, K),
+``check_layer`` / ``check_complete`` (raise RunError on a missing layer or an
+unfinished extraction), ``layer_group``, ``run_path``, ``results_dir``,
+``layer_file_name``, ``progress``.
+``open_run`` takes local paths; URLs (``s3://...``) are passed to zarr/fsspec for
+reading, while extraction (which needs a lock) is local only.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+RUN_FORMAT = "netdissect-run"
+RUN_VERSION = 1
+LOCK_NAME = ".lock"
+
+class RunError(RuntimeError):
+    """A run directory is missing, unreadable, incomplete or not what it claims."""
+
+
+class RunLockedError(RunError):
+    """Another process holds the run's lock."""
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
+    """Open the run at ``path`` (local directory or fsspec URL) as a zarr.Group.
+
+    mode: "r" (read only), "r+" (must exist), "a" (create if missing), "w" (create,
+    deleting what was there). A read of a path that is not a run raises RunError.
+    """
+    if mode not in ("r", "r+", "a", "w"):
+        raise ValueError(f"mode must be r, r+, a or w, got {mode!r}")
+    store: Any = str(path) if is_url(path) else Path(path)
+    if mode in ("r", "r+"):
+        if not is_url(path) and not (Path(path) / "zarr.json").is_file():
+            raise RunError(f"{path}: not a run (no zarr.json); run scripts/extract.py "
+                           f"--out {path} first")
+        try:
+            group = zarr.open_group(store, mode=mode)
+        except Exception as e:
+            raise RunError(f"{path}: cannot open the run ({type(e).__name__}: {e}); "
+                           f"re-extract with --overwrite") from e
+        if group.attrs.get("format") != RUN_FORMAT:
+            raise RunError(f"{path}: a Zarr group but not a netdissect run "
+                           f"(format={group.attrs.get('format')!r})")
+        return group
+    return zarr.open_group(store, mode=mode)
+
+
+def as_group(run: "str | os.PathLike | zarr.Group", mode: str = "r") -> zarr.Group:
+    return run if isinstance(run, zarr.Group) else open_run(run, mode)
+
+
+def read_run_attrs(run: "str | os.PathLike | zarr.Group") -> dict:
+    """The root attributes of a run as a plain dict (see the module docstring)."""
+    return dict(as_group(run).attrs)
+
+
+def layer_node(name: str) -> str:
+    """Node name under ``layers/`` for a layer name (``%XX`` escapes, see docstring)."""
+    out = []
+    for ch in name:
+        if ch == "%" or ch == "/" or ord(ch) < 32:
+            out.append(f"%{ord(ch):02X}")
+        else:
+            out.append(ch)
+    node = "".join(out)
+    if node.startswith("__"):
+        node = "%5F" + node[1:]
+    if node and set(node) == {"."}:
+        node = "%2E" + node[1:]
+    return node
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """True if ``path`` holds a zarr.json whose attrs say format netdissect-run."""
+    try:
+        return zarr.open_group(Path(path), mode="r").attrs.get("format") == RUN_FORMAT
+    except Exception:
+        return False
+
+
+def clear_run_dir(path: str | os.PathLike) -> None:
+    """Delete everything in a run directory except the lock file (for --overwrite).
+
+    Refuses a non-empty directory that is not a run, so that a mistyped --out never
+    deletes unrelated files.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    entries = [p for p in path.iterdir() if p.name != LOCK_NAME]
+    if not entries:
+        return
+    if not (path / "zarr.json").is_file():
+        raise RunError(f"--out {path}: the directory holds files but is not a run; "
+                       f"refusing to delete them with --overwrite; choose another --out")
+    try:
+        fmt = zarr.open_group(path, mode="r").attrs.get("format")
+    except Exception:
+        fmt = RUN_FORMAT          # a run whose zarr.json a crash left unreadable
+    if fmt != RUN_FORMAT:
+        raise RunError(f"--out {path}: a Zarr group of format {fmt!r}, not a run; "
+                       f"refusing to delete it with --overwrite; choose another --out")
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+class RunLock:
+    """Exclusive ``fcntl.flock`` on ``RUN/.lock`` (creates RUN if needed).
+
+    ``with RunLock(run_dir): ...``; a second holder (another process, or another
+    RunLock in this one) gets RunLockedError at once. The lock dies with the process,
+    so a killed extraction never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        if is_url(run_dir):
+            raise RunError(f"--out {run_dir}: extraction writes to local directories only")
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"--out {self.run_dir}: cannot create the directory ({e})") from e
+        if not self.run_dir.is_dir():
+            raise RunError(f"--out {self.run_dir}: not a directory")
+        path = self.run_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            who = f" (pid {holder})" if holder else ""
+            raise RunLockedError(f"{self.run_dir} is being written by another extraction"
+                                 f"{who}; wait for it to finish or choose another --out"
+                                 ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------- readers
+def run_path(run: "str | os.PathLike | zarr.Group") -> Path | str:
+    """The run's location: a Path for local runs, the URL string otherwise."""
+    if not isinstance(run, zarr.Group):
+        return run if is_url(run) else Path(run)
+    root = getattr(run.store, "root", None)
+    if root is not None:
+        base = Path(root)
+        return base / run.path if run.path else base
+    return str(run.store)
+
+
+def results_dir(run: "str | os.PathLike | zarr.Group") -> Path:
+    """``RUN/results``: where report files go (not created here)."""
+    return Path(run_path(run)) / "results"
+
+
+def layer_file_name(layer: str) -> str:
+    """A file-name-safe form of a layer name (the node name: ``/`` -> ``%2F``)."""
+    return layer_node(layer)
+
+
+def layer_names(run: "str | os.PathLike | zarr.Group") -> list[str]:
+    """Layer names of a run, in the order they were requested."""
+    return list(as_group(run).attrs["layers"])
+
+
+def _node_name(group: zarr.Group, layer: str) -> str:
+    nodes = group.attrs.get("layer_nodes") or {}
+    if layer not in nodes:
+        raise RunError(f"layer {layer!r} is not in the run {run_path(group)}; it has "
+                       f"{list(group.attrs.get('layers', []))}")
+    return nodes[layer]
+
+
+def layer_group(run: "str | os.PathLike | zarr.Group", layer: str, mode: str = "r"
+                ) -> zarr.Group:
+    """The group ``layers/<node>`` of a layer (holds activations, maxima; other stages
+    may add arrays). mode "a"/"r+" reopens the run writable, whatever ``run`` was."""
+    group = as_group(run)
+    node = _node_name(group, layer)
+    if mode == "r":
+        return group[f"layers/{node}"]
+    if mode not in ("a", "r+"):
+        raise ValueError(f"mode must be r, r+ or a, got {mode!r}")
+    return zarr.open_group(run_path(group), mode="r+")[f"layers/{node}"]
+
+
+def activations(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
+    """(N, K, h, w) float16|float32 cached activations of ``layer`` (lazy zarr.Array)."""
+    return layer_group(run, layer)["activations"]
+
+
+def maxima(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
+    """(N, K) float32 per-image maxima over (h, w) of the stored activations."""
+    return layer_group(run, layer)["maxima"]
+
+
+def read_progress(group: zarr.Group) -> np.ndarray:
+    """(num_blocks,) bool: blocks fully written. A marker cut short by a kill reads as
+    not done (that block is simply redone)."""
+    arr = group["progress"]
+    try:
+        return np.asarray(arr[:]) == 1
+    except Exception:
+        out = np.zeros(arr.shape[0], dtype=bool)
+        for b in range(arr.shape[0]):
+            try:
+                out[b] = arr[b] == 1
+            except Exception:
+                out[b] = False
+        return out
+
+
+def progress(run: "str | os.PathLike | zarr.Group") -> tuple[int, int]:
+    """(blocks done, blocks in all) of the extraction."""
+    done = read_progress(as_group(run))
+    return int(done.sum()), int(done.size)
+
+
+def is_complete(run: "str | os.PathLike | zarr.Group") -> bool:
+    done, total = progress(run)
+    return done == total
+
+
+def check_complete(run: "str | os.PathLike | zarr.Group") -> None:
+    """Raise RunError unless every block of the run has been extracted."""
+    done, total = progress(run)
+    if done != total:
+        raise RunError(f"{run_path(as_group(run))}: extraction is incomplete ({done} of "
+                       f"{total} blocks); rerun the same scripts/extract.py command to "
+                       f"finish it")
+
+
+def check_layer(run: "str | os.PathLike | zarr.Group", layer: str) -> None:
+    """Raise RunError if ``layer`` is not in the run or the extraction is unfinished."""
+    _node_name(as_group(run), layer)
+    check_complete(run)

@@ -1,0 +1,221 @@
+"""Train :class:`pipeline.models.DemoCNN` to classify the scene of Broden images.
+
+Images with a scalar label in index.csv's ``scene`` column are used (others are
+skipped); rows whose ``split`` is ``val`` form the validation set (if there are none,
+every 10th scene image is held out). Classes are the scene label numbers present,
+in increasing order. Inputs use the extraction preprocessing (PIL bilinear resize to
+``input_size`` when it differs from the image size, ``(x/255 - mean)/std``), with a
+random horizontal flip and a random shift of up to 1/8 of the size (reflect padding)
+for training. Optimiser: AdamW with a cosine learning-rate decay.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
+                              to_model_input)
+from pipeline.models import DemoCNN, DemoConfig, save_demo_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Demo CNN training run. input_size None = the dataset's image size."""
+    dataset: str | Path
+    out_dir: str | Path
+    iterations: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    save_at: Sequence[int] = ()
+    eval_every: int = 0                 # 0: only at save points and the end
+    seed: int = 0
+    batchnorm: bool = True
+    dropout: float = 0.0
+    conv5_width: int = 256
+    widths: tuple[int, int, int, int] = (32, 64, 128, 128)
+    threads: int | None = None          # torch intra-op threads (None: torch default)
+
+
+@dataclass
+class TrainResult:
+    model: DemoCNN
+    classes: list[int]
+    class_names: list[str]
+    train_images: int
+    val_images: int
+    train_accuracy: float
+    val_accuracy: float
+    chance: float                       # 1 / number of classes
+    majority: float                     # frequency of the most common val class
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+
+def scene_images(ds: BrodenDataset) -> tuple[list[int], list[int], list[int]]:
+    """(image indices, scene label per image, is-val flags) of images with a scene."""
+    if "scene" not in ds.categories:
+        raise BrodenError(f"{ds.directory / 'category.csv'}: no 'scene' category; the demo "
+                          f"CNN is trained to classify scenes")
+    idx, labels, val = [], [], []
+    for i, r in enumerate(ds.rows):
+        scenes = [e for e in r.cells["scene"] if isinstance(e, int)]
+        if scenes:
+            idx.append(i)
+            labels.append(scenes[0])
+            val.append(r.split == "val")
+    if not idx:
+        raise BrodenError(f"{ds.directory / 'index.csv'}: no image has a scene label")
+    if not any(val):
+        val = [k % 10 == 9 for k in range(len(idx))]
+    return idx, labels, val
+
+
+def _load(ds: BrodenDataset, indices: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+    """(n, H, W, 3) uint8 of the given images."""
+    return torch.from_numpy(np.stack([resize_image(ds.load_image(i), size) for i in indices]))
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and shift (reflect padding) of a (B, 3, H, W) batch."""
+    B, _, H, W = x.shape
+    flip = torch.rand(B, generator=gen) < 0.5
+    x = torch.where(flip.view(B, 1, 1, 1), x.flip(3), x)
+    py, px = max(1, H // 8), max(1, W // 8)
+    xp = F.pad(x, (px, px, py, py), mode="reflect")
+    dy = torch.randint(0, 2 * py + 1, (B,), generator=gen)
+    dx = torch.randint(0, 2 * px + 1, (B,), generator=gen)
+    return torch.stack([xp[b, :, dy[b]:dy[b] + H, dx[b]:dx[b] + W] for b in range(B)])
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor,
+             prep: Preprocessing, batch: int = 128) -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, len(pixels), batch):
+        logits = model(to_model_input(pixels[s:s + batch], prep))
+        correct += int((logits.argmax(1) == targets[s:s + batch]).sum())
+    return correct / max(1, len(pixels))
+
+
+def train_demo(config: TrainConfig, log: Callable[[str], None] = print,
+               meta: dict | None = None) -> TrainResult:
+    """Train, saving ``demo_cnn_iter{it:06d}.pt`` at each ``save_at`` iteration (0 = the
+    initial weights) and ``demo_cnn.pt`` + ``demo_cnn.json`` at the end in out_dir."""
+    t_start = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    ds = BrodenDataset(config.dataset)
+    size = tuple(config.input_size or ds.image_size())
+    prep = Preprocessing(size, tuple(config.mean), tuple(config.std))
+    idx, labels, is_val = scene_images(ds)
+    classes = sorted(set(labels))
+    cls_of = {c: k for k, c in enumerate(classes)}
+    y = torch.tensor([cls_of[l] for l in labels])
+    val_mask = torch.tensor(is_val)
+    t0 = time.perf_counter()
+    pixels = _load(ds, idx, size)
+    log(f"loaded {len(idx)} scene images ({int(val_mask.sum())} val) at {size[0]}x{size[1]} "
+        f"in {time.perf_counter() - t0:.1f} s; {len(classes)} classes")
+    xtr, ytr = pixels[~val_mask], y[~val_mask]
+    xva, yva = pixels[val_mask], y[val_mask]
+    chance = 1.0 / len(classes)
+    majority = float(torch.bincount(yva, minlength=len(classes)).max()) / max(1, len(yva))
+
+    cfg = DemoConfig(num_classes=len(classes), widths=tuple(config.widths),
+                     conv5_width=config.conv5_width, batchnorm=config.batchnorm,
+                     dropout=config.dropout, classes=tuple(classes))
+    model = DemoCNN(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(it, config.iterations) /
+                                          max(1, config.iterations))))
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [ds.label_names[c] for c in classes]
+    base_meta = {"classes": classes, "class_names": names, "input_size": list(size),
+                 "mean": list(config.mean), "std": list(config.std),
+                 "train_config": _jsonable(asdict(config)), **(meta or {})}
+    result = TrainResult(model, classes, names, len(xtr), len(xva), 0.0, 0.0, chance,
+                         majority, 0.0)
+    save_at = set(int(s) for s in config.save_at)
+
+    def evaluate(it: int, loss: float | None) -> dict:
+        tr_sub = torch.arange(len(xtr))[:: max(1, len(xtr) // 500)]   # <= ~500 images
+        rec = {"iteration": it, "loss": loss,
+               "train_accuracy": accuracy(model, xtr[tr_sub], ytr[tr_sub], prep),
+               "val_accuracy": accuracy(model, xva, yva, prep),
+               "seconds": round(time.perf_counter() - t_start, 1)}
+        result.history.append(rec)
+        log(f"iter {it:6d}  loss {loss if loss is not None else float('nan'):.3f}  "
+            f"train acc {rec['train_accuracy']:.3f}  val acc {rec['val_accuracy']:.3f}  "
+            f"(chance {chance:.3f}, majority {majority:.3f})  {rec['seconds']:.0f} s")
+        model.train()
+        return rec
+
+    def save(it: int, path: Path, rec: dict | None) -> None:
+        save_demo_checkpoint(path, model, {**base_meta, "iteration": it,
+                                           "evaluation": rec})
+        result.checkpoints.append(str(path))
+
+    if 0 in save_at:
+        save(0, out / "demo_cnn_iter000000.pt", evaluate(0, None))
+    model.train()
+    perm = torch.randperm(len(xtr), generator=gen)
+    pos, running = 0, []
+    for it in range(1, config.iterations + 1):
+        if pos + config.batch_size > len(perm):
+            perm, pos = torch.randperm(len(xtr), generator=gen), 0
+        b = perm[pos:pos + config.batch_size]
+        pos += config.batch_size
+        x = _augment(to_model_input(xtr[b], prep), gen)
+        loss = F.cross_entropy(model(x), ytr[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        last = it == config.iterations
+        if it in save_at or last or (config.eval_every and it % config.eval_every == 0):
+            rec = evaluate(it, float(np.mean(running[-50:])))
+            if it in save_at:
+                save(it, out / f"demo_cnn_iter{it:06d}.pt", rec)
+    model.eval()
+    final = result.history[-1]
+    result.train_accuracy = final["train_accuracy"]
+    result.val_accuracy = final["val_accuracy"]
+    result.seconds = time.perf_counter() - t_start
+    summary = {**base_meta, "iterations": config.iterations,
+               "train_images": result.train_images, "val_images": result.val_images,
+               "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
+               "chance": chance, "majority_chance": majority,
+               "seconds": round(result.seconds, 1), "torch": torch.__version__,
+               "history": result.history}
+    save(config.iterations, out / "demo_cnn.pt", final)
+    (out / "demo_cnn.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return result
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, Path):
+        return str(d)
+    return d

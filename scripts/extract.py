@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Extract a model's layer activations over a Broden dataset into a run (Zarr cache).
+
+Example:
+    python scripts/extract.py --dataset data/broden1_224 --model demo \\
+        --layers conv3,conv5 --out runs/demo
+
+Rerunning the same command resumes an interrupted extraction, or does nothing when
+the cache is complete. See pipeline/extract.py and cache/store.py for the details.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import _bootstrap  # noqa: F401,E402  (repo root on sys.path)
+
+from cache.store import RunError  # noqa: E402
+from pipeline.broden import BrodenError  # noqa: E402
+from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
+                              ExtractError, extract_with_stats)
+from pipeline.models import LayerError, ModelError  # noqa: E402
+
+
+def _floats3(name: str):
+    def parse(text: str) -> tuple[float, float, float]:
+        try:
+            vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: expected three numbers like "
+                                             f"0.485,0.456,0.406, got {text!r}") from None
+        if len(vals) != 3:
+            raise argparse.ArgumentTypeError(f"{name}: expected three numbers, got {text!r}")
+        return vals
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        vals = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--input-size: expected S or H,W (pixels), "
+                                         f"got {text!r}")
+    return vals[0], vals[1]
+
+
+def _layers(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--layers: give at least one layer name")
+    return names
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
+    p.add_argument("--model", required=True,
+                   help="demo | path/file.py:function | package.module:function | "
+                        "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] | TorchScript file")
+    p.add_argument("--layers", required=True, type=_layers,
+                   help="comma-separated layer names (e.g. conv3,conv5 or layer4)")
+    p.add_argument("--out", required=True, help="run directory to create or resume")
+    p.add_argument("--weights", help="checkpoint: state_dict, {'state_dict': ...} or "
+                                     "{'model': ...}; a 'module.' prefix is stripped")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per forward pass and per resume block (default 32)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="image decoding processes (default min(4, cores-1); 0 = main)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="stored activation dtype (default float16)")
+    p.add_argument("--input-size", type=_size, default=None,
+                   help="S or H,W: resize images (PIL bilinear) to this size "
+                        "(default: the dataset's image size, no resizing)")
+    p.add_argument("--mean", type=_floats3("--mean"), default=IMAGENET_MEAN,
+                   help="per-channel mean on the 0..1 scale, RGB order "
+                        "(default ImageNet 0.485,0.456,0.406)")
+    p.add_argument("--std", type=_floats3("--std"), default=IMAGENET_STD,
+                   help="per-channel std on the 0..1 scale (default 0.229,0.224,0.225); "
+                        "--mean 0,0,0 --std 1,1,1 feeds pixels/255")
+    p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a cache made with another model/layers/dataset/settings")
+    p.add_argument("--compression", default="lz4", choices=["lz4", "zstd"],
+                   help="chunk codec: lz4 (Blosc, fast, default) or zstd (~25%% smaller, "
+                        "~4x slower to write)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    config = ExtractConfig(
+        dataset=a.dataset, model=a.model, layers=a.layers, out=a.out, weights=a.weights,
+        batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
+        input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
+        overwrite=a.overwrite, compression=a.compression, progress=not a.no_progress)
+    try:
+        st = extract_with_stats(config)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ExtractError, RunError, ModelError, LayerError, BrodenError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if st.status != "complete":
+        print(f"{st.status} {st.images} images ({st.num_images} in the run) in "
+              f"{st.seconds:.1f} s: {st.images_per_s:.1f} images/s")
+    print(f"run: {st.path.resolve()}  layers: {', '.join(config.layers)}  "
+          f"on disk: {st.bytes_on_disk / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
