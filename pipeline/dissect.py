@@ -124,6 +124,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         "summary": summary,
         "thresholds": {"quantile": config.quantile,
                        "T": [float(t) for t in cube.thresholds[v]]},
+        "units": report.unit_records(d, labels.label_names),
         "run": str(store.run_path(run)),
     })
     return d, summary, out / f"{name}.csv"

@@ -48,6 +48,16 @@ def result_rows(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
     return header, rows
 
 
+def unit_records(d: Dissection, label_names: Sequence[str]) -> list[dict]:
+    """Per-unit records (unit numbered from 1, in unit order) for the JSON output."""
+    return [{"unit": u.unit + 1, "label": label_names[u.label] if u.category else "",
+             "label_number": u.label, "category": u.category, "iou": u.iou,
+             "detector": u.iou > d.iou_threshold,
+             "best": {c: {"label": label_names[j], "label_number": j, "iou": iou}
+                      for c, (j, iou) in u.best.items()}}
+            for u in d.units]
+
+
 def write_result_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves half a CSV."""
     path = Path(path)

@@ -65,7 +65,8 @@ def open_labels(a: argparse.Namespace, run) -> LabelCache:
     try:
         labels = LabelCache.open(path)
     except LabelCacheError:
-        print(f"building the label cache at {path} (once per dataset)")
+        if not a.quiet:
+            print(f"building the label cache at {path} (once per dataset)")
         labels = build_label_cache(ds, path, progress=not a.quiet)
     labels.check_dataset(ds)
     return labels

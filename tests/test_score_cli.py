@@ -74,8 +74,16 @@ def test_result_csv_and_json(scored):
     for r in rows:
         k = int(r["unit"]) - 1
         assert names[int(np.argmax(iou[k]))] == r["label"]
-    summary = json.load(open(res / f"{LAYER}.json"))["summary"]
+    js = json.load(open(res / f"{LAYER}.json"))
+    summary = js["summary"]
     assert summary["detectors"] == int((iou.max(axis=1) > 0.04).sum())
+    assert [u["unit"] for u in js["units"]] == list(range(1, iou.shape[0] + 1))
+    for u in js["units"]:
+        k = u["unit"] - 1
+        assert u["iou"] == iou[k].max() and u["label_number"] == 1 + np.argmax(iou[k, 1:])
+        assert u["detector"] == (iou[k].max() > 0.04)
+        for c, b in u["best"].items():
+            assert names[b["label_number"]] == b["label"] and b["iou"] <= u["iou"]
     assert summary["quantile"] == 0.005 and summary["levels_in_cube"] == [0.005, 0.02]
     assert "IoU cube at [0.005, 0.02]" in scored["stdout"]
 
