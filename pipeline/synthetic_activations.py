@@ -74,11 +74,12 @@ def write_synthetic_run(out: str | Path, dataset: str | Path, shape: tuple[int, 
     cache_acts.create_layer_arrays(group, layer, (K, h, w), n, block, dtype)
     cache_acts.create_progress(group, n, block)
     group.attrs["layout_complete"] = True
+    writer = cache_acts.BlockWriter(group, [layer])
     with tqdm(total=n, unit="img", desc="synthetic activations", disable=not progress) as bar:
         for b in range(cache_acts.num_blocks(n, block)):
             s, e = cache_acts.block_range(b, block, n)
             a = synthetic_block(s, e, (K, h, w), seed).astype(dtype)
             m = a.reshape(e - s, K, -1).max(axis=2).astype(np.float32)
-            cache_acts.write_block(group, b, block, n, {layer: a}, {layer: m})
+            writer.write(b, {layer: a}, {layer: m})
             bar.update(e - s)
     return out
