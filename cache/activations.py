@@ -10,8 +10,10 @@ Images are processed in blocks of B = ``block_images`` images: block b holds ima
 [b*B, min((b+1)*B, N)). n divides B, so every chunk lies inside one block and two
 blocks never write the same chunk. A block's ``progress`` entry is set only after all
 its arrays are written, so a kill at any moment loses at most the unfinished blocks,
-which are rewritten whole on resume. All arrays use ``write_empty_chunks=True``
-(a dead unit's all-zero chunk is still written, so a block is always complete on disk).
+which are rewritten whole on resume. All writes use ``write_empty_chunks=True`` (a
+dead unit's all-zero chunk is still written, so a block is always complete on disk);
+zarr keeps that setting only at runtime, so :class:`BlockWriter` sets it when it opens
+the arrays.
 
 Readers (``activations``, ``maxima``, ``layer_names``, ``check_complete``, ...) live in
 ``cache/store.py`` and are re-exported here; they take a run path or a ``zarr.Group``.
@@ -33,16 +35,18 @@ ARRAY_CONFIG = {"write_empty_chunks": True}
 # Measured on float16 post-ReLU maps of the demo CNN (about half zeros), one core:
 #   lz4  (Blosc lz4, clevel 5, no shuffle): 1.67x smaller, ~630 MB/s encode, ~2.8 GB/s decode
 #   zstd (Zstd level 3):                    2.10x smaller, ~150 MB/s encode, ~0.6 GB/s decode
-# lz4 keeps the cache's cost within ~15% of a bare forward pass on a 2-core CPU.
-COMPRESSIONS = ("lz4", "zstd")
+#   none:                                   1x, only a copy and the file write
+COMPRESSIONS = ("lz4", "zstd", "none")
 
 
 def compressor(name: str = "lz4"):
-    """The zarr v3 codec of a compression preset (see COMPRESSIONS)."""
+    """The zarr v3 codec of a compression preset (see COMPRESSIONS); None = raw."""
     if name == "lz4":
         return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
     if name == "zstd":
         return ZstdCodec(level=3, checksum=True)
+    if name == "none":
+        return None
     raise ValueError(f"compression must be one of {COMPRESSIONS}, got {name!r}")
 
 
@@ -94,19 +98,37 @@ def create_progress(group: zarr.Group, num_images: int, block: int) -> None:
                        overwrite=True, attributes={"block_images": block})
 
 
-def write_block(group: zarr.Group, b: int, block: int, num_images: int,
-                acts: dict[str, np.ndarray], maxima: dict[str, np.ndarray]) -> None:
-    """Write block b: acts[name] (n, K, h, w), maxima[name] (n, K) float32 with
-    n = the block's image count; then set its progress entry."""
-    start, stop = block_range(b, block, num_images)
-    for name, a in acts.items():
-        node = group[f"layers/{layer_node(name)}"]
-        if a.shape[0] != stop - start:
-            raise ValueError(f"block {b} of layer {name!r}: {a.shape[0]} images, "
-                             f"expected {stop - start}")
-        node["activations"][start:stop] = a
-        node["maxima"][start:stop] = maxima[name]
-    group["progress"][b] = 1
+def _writable(arr: zarr.Array) -> zarr.Array:
+    """``write_empty_chunks`` is a runtime setting that zarr does not store: an array
+    opened from disk has it off (all-zero chunks deleted, plus a costly all-equal test
+    of every chunk), so writers reopen arrays with it on."""
+    return arr.with_config({"write_empty_chunks": True})
+
+
+class BlockWriter:
+    """Writes whole blocks of a run; opens each array once (zarr.json is not re-read)."""
+
+    def __init__(self, group: zarr.Group, layers: list[str]):
+        self.block = int(group.attrs["block_images"])
+        self.num_images = int(group.attrs["dataset"]["num_images"])
+        self.arrays = {n: (_writable(group[f"layers/{layer_node(n)}/activations"]),
+                           _writable(group[f"layers/{layer_node(n)}/maxima"]))
+                       for n in layers}
+        self.progress = _writable(group["progress"])
+
+    def write(self, b: int, acts: dict[str, np.ndarray], maxima: dict[str, np.ndarray]
+              ) -> None:
+        """Write block b: acts[name] (n, K, h, w), maxima[name] (n, K) float32 with
+        n = the block's image count; then set its progress entry."""
+        start, stop = block_range(b, self.block, self.num_images)
+        for name, a in acts.items():
+            if a.shape[0] != stop - start:
+                raise ValueError(f"block {b} of layer {name!r}: {a.shape[0]} images, "
+                                 f"expected {stop - start}")
+            arr, mx = self.arrays[name]
+            arr[start:stop] = a
+            mx[start:stop] = maxima[name]
+        self.progress[b] = 1
 
 
 # ----------------------------------------------------------------------- readers

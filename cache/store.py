@@ -70,11 +70,12 @@ def is_url(path: str | os.PathLike) -> bool:
 def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     """Open the run at ``path`` (local directory or fsspec URL) as a zarr.Group.
 
-    mode: "r" (read only), "r+" (must exist), "a" (create if missing), "w" (create,
-    deleting what was there). A read of a path that is not a run raises RunError.
+    mode: "r" (read only), "r+" (read/write, must exist) or "a" (created if missing;
+    extraction creates runs, see pipeline/extract.py). Opening with "r"/"r+" a path that
+    is not a run raises RunError. (No "w": zarr's "w" would delete the lock file.)
     """
-    if mode not in ("r", "r+", "a", "w"):
-        raise ValueError(f"mode must be r, r+, a or w, got {mode!r}")
+    if mode not in ("r", "r+", "a"):
+        raise ValueError(f"mode must be r, r+ or a, got {mode!r}")
     store: Any = str(path) if is_url(path) else Path(path)
     if mode in ("r", "r+"):
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():

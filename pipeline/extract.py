@@ -21,12 +21,11 @@ import os
 import platform
 import queue
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,8 +37,7 @@ from cache import activations as cache_acts
 from cache.store import (RUN_FORMAT, RUN_VERSION, LOCK_NAME, RunError, RunLock,
                          clear_run_dir, layer_node)
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.models import (LayerCapture, ModelError, load_model, model_fingerprint,
-                             resolve_layers)
+from pipeline.models import LayerCapture, load_model, model_fingerprint, resolve_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +49,11 @@ Log = Callable[[str], None]
 
 class ExtractError(RuntimeError):
     """Extraction cannot proceed (message names the argument/file and the fix)."""
+
+
+class ExtractInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the loop: the computed blocks were written and the way to resume
+    was logged (``str(e)`` repeats it)."""
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -117,6 +120,30 @@ def default_workers() -> int:
     return min(4, max(1, (os.cpu_count() or 2) - 1))
 
 
+def default_threads(workers: int) -> int:
+    """torch threads for a CPU forward pass: the cores left after the decoding workers
+    and the writer thread (at least 1). Oversubscribed OpenMP threads wait on each other:
+    on a 2-core machine 2 threads ran extraction ~1.5x (and training ~10x, with other jobs
+    on the machine) slower than 1."""
+    return max(1, (os.cpu_count() or 2) - workers - 1)
+
+
+class _torch_threads:
+    """Set torch's intra-op threads for a CPU run, restoring them afterwards."""
+
+    def __init__(self, config: "ExtractConfig", device: torch.device, workers: int):
+        auto = default_threads(workers) if device.type == "cpu" else None
+        self.n = config.threads or auto
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+
+
 def _loader(images: _Images, batches: list[list[int]], workers: int, pin: bool):
     return torch.utils.data.DataLoader(
         images, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
@@ -142,14 +169,16 @@ class ExtractConfig:
     bgr: bool = False
     limit: int | None = None             # only the first N images
     overwrite: bool = False
-    compression: str = "lz4"             # lz4 (fast) | zstd (smaller); not part of identity
+    compression: str = "lz4"             # lz4 | zstd | none; not part of the identity
+    threads: int | None = None           # torch CPU threads; None: default_threads()
     progress: bool = True                # tqdm bar on stderr
 
 
 @dataclass
 class ExtractStats:
     """What one extract() call did. images: processed in this call; seconds: the
-    loop's wall time (first batch requested -> last block written)."""
+    loop's wall time (first batch requested -> last block written); cpu_seconds: CPU
+    time of this process over the loop (all threads, not the decoding workers)."""
     path: Path
     num_images: int
     images: int = 0
@@ -158,6 +187,7 @@ class ExtractStats:
     blocks_before: int = 0
     status: str = "extracted"            # extracted | resumed | complete | interrupted
     bytes_on_disk: int = 0
+    cpu_seconds: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -200,6 +230,8 @@ def _check_config(c: ExtractConfig) -> None:
         raise ExtractError(f"--limit {c.limit}: must be >= 1")
     if c.workers is not None and c.workers < 0:
         raise ExtractError(f"--workers {c.workers}: must be >= 0")
+    if c.threads is not None and c.threads < 1:
+        raise ExtractError(f"--threads {c.threads}: must be >= 1")
     for name, v in (("--mean", c.mean), ("--std", c.std)):
         if len(v) != 3:
             raise ExtractError(f"{name}: expected three numbers, got {list(v)}")
@@ -343,9 +375,9 @@ class _Writer(threading.Thread):
     """Writes (block, {layer: (activations (n, K, h, w), maxima (n, K) float32)}) items
     (CPU tensors) from a bounded queue."""
 
-    def __init__(self, group: zarr.Group, block: int, num_images: int, maxsize: int = 2):
+    def __init__(self, group: zarr.Group, layers: list[str], maxsize: int = 2):
         super().__init__(name="activation-writer", daemon=True)
-        self.group, self.block, self.num_images = group, block, num_images
+        self.target = cache_acts.BlockWriter(group, layers)
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
         self.failed_block: int | None = None
@@ -362,7 +394,7 @@ class _Writer(threading.Thread):
             try:
                 acts = {n: a.numpy() for n, (a, _m) in outs.items()}
                 mx = {n: m.numpy() for n, (_a, m) in outs.items()}
-                cache_acts.write_block(self.group, b, self.block, self.num_images, acts, mx)
+                self.target.write(b, acts, mx)
                 self.written += 1
             except BaseException as e:      # noqa: BLE001 - reported by the main thread
                 self.error, self.failed_block = e, b
@@ -413,13 +445,14 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
 
     Raises RunLockedError (another extraction holds the run), RunError (a cache made
     differently is there; --overwrite), ExtractError/ModelError/LayerError/BrodenError
-    (user errors, named), KeyboardInterrupt after leaving a resumable cache.
+    (user errors, named), ExtractInterrupted (a KeyboardInterrupt) on Ctrl-C after
+    writing the blocks already computed: the cache stays resumable.
     """
     out = Path(config.out)
     s = _setup(config)
     dtype = torch.float16 if config.dtype == "float16" else torch.float32
     with RunLock(out):
-        group, block, created = _open_or_create(out, s, config, log)
+        group, block, _created = _open_or_create(out, s, config, log)
         N = s.num_images
         done = cache_acts.read_progress(group)
         pending = np.flatnonzero(~done)
@@ -450,15 +483,15 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
             t = t.detach()
             return (t.to(dtype, copy=True),
                     t.amax(dim=(2, 3)).to(dtype).to(torch.float32))
-        writer = _Writer(group, block, N)
+        writer = _Writer(group, list(config.layers))
         writer.start()
         bar = tqdm(total=N, initial=N - todo, unit="img", desc="extract", smoothing=0.1,
                    disable=not config.progress, dynamic_ncols=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         interrupted = False
         try:
             with LayerCapture(s.model, list(config.layers), transform) as cap, \
-                    torch.inference_mode():
+                    torch.inference_mode(), _torch_threads(config, s.device, workers):
                 for idx, pixels, err in loader:
                     if err is not None:
                         raise ExtractError(f"{err}\n(blocks written so far are kept; "
@@ -480,12 +513,14 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
                     raise
             finally:
                 stats.seconds = time.perf_counter() - t0
+                stats.cpu_seconds = time.process_time() - c0
         if interrupted:
             d, t = cache_acts.progress(group)
-            log(f"interrupted: {d} of {t} blocks are in {out}; rerun the same command "
-                f"to resume")
+            msg = f"interrupted: {d} of {t} blocks are in {out}; rerun the same command " \
+                  f"to resume"
+            log(msg)
             stats.status = "interrupted"
-            raise KeyboardInterrupt
+            raise ExtractInterrupted(msg)
         _warn_overflow(group, config.layers, log)
         stats.bytes_on_disk = _dir_bytes(out)
         return stats
@@ -514,8 +549,20 @@ def _warn_overflow(group: zarr.Group, layers: Sequence[str], log: Log) -> None:
 
 
 # ------------------------------------------------------------------ bare forward
-def bare_forward_loop(config: ExtractConfig, log: Log | None = None) -> float:
-    """images/s of the same pipeline (workers, decoding, preprocessing, forward pass
+@dataclass
+class LoopStats:
+    """images, wall seconds and process CPU seconds (all threads) of a loop."""
+    images: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def bare_forward_stats(config: ExtractConfig) -> LoopStats:
+    """The same pipeline as extract() (decoding workers, preprocessing, forward pass
     over the first ``config.limit`` images in batches of ``config.batch_size``) with
     no hooks and no writes: the baseline the cache's cost is measured against."""
     s = _setup(config)
@@ -524,15 +571,21 @@ def bare_forward_loop(config: ExtractConfig, log: Log | None = None) -> float:
     workers = default_workers() if config.workers is None else config.workers
     loader = _loader(_Images(s.dataset, s.prep.input_size), batches, workers,
                      pin=s.device.type == "cuda")
-    t0 = time.perf_counter()
-    with torch.inference_mode():
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.inference_mode(), _torch_threads(config, s.device, workers):
         for _idx, pixels, err in loader:
             if err is not None:
                 raise ExtractError(err)
             s.model(to_model_input(pixels, s.prep, s.device))
         if s.device.type == "cuda":
             torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    return LoopStats(N, time.perf_counter() - t0, time.process_time() - c0)
+
+
+def bare_forward_loop(config: ExtractConfig, log: Log | None = None) -> float:
+    """images/s of :func:`bare_forward_stats` (compare with ExtractStats.images_per_s)."""
+    st = bare_forward_stats(config)
     if log:
-        log(f"bare forward loop: {N} images in {seconds:.2f} s = {N / seconds:.1f} images/s")
-    return N / seconds
+        log(f"bare forward loop: {st.images} images in {st.seconds:.2f} s = "
+            f"{st.images_per_s:.1f} images/s")
+    return st.images_per_s

@@ -472,8 +472,9 @@ def resolve_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int
                              f"4-D outputs: {_list_layers(outputs)}")
         s = outputs[n]
         if not (isinstance(s, tuple) and len(s) == 4):
-            raise LayerError(f"layer {n!r} outputs {s if isinstance(s, str) else 'a tensor of shape ' + str(s)}"
-                             f", not (B, K, h, w) maps; choose a layer with 4-D outputs: "
+            what = s if isinstance(s, str) else f"a tensor of shape {s}"
+            raise LayerError(f"layer {n!r} outputs {what}, not (B, K, h, w) maps; choose "
+                             f"a layer with 4-D outputs: "
                              f"{_list_layers(outputs)}")
         result[n] = (int(s[1]), int(s[2]), int(s[3]))
     return result

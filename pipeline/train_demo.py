@@ -115,9 +115,18 @@ def train_demo(config: TrainConfig, log: Callable[[str], None] = print,
                meta: dict | None = None) -> TrainResult:
     """Train, saving ``demo_cnn_iter{it:06d}.pt`` at each ``save_at`` iteration (0 = the
     initial weights) and ``demo_cnn.pt`` + ``demo_cnn.json`` at the end in out_dir."""
-    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(config, log, meta)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], meta: dict | None
+           ) -> TrainResult:
+    t_start = time.perf_counter()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     ds = BrodenDataset(config.dataset)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import _bootstrap  # noqa: F401,E402  (repo root on sys.path)
 
 from cache.store import RunError  # noqa: E402
 from pipeline.broden import BrodenError  # noqa: E402
 from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
-                              ExtractError, extract_with_stats)
+                              ExtractError, ExtractInterrupted, extract_with_stats)
 from pipeline.models import LayerError, ModelError  # noqa: E402
 
 
@@ -88,9 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a cache made with another model/layers/dataset/settings")
-    p.add_argument("--compression", default="lz4", choices=["lz4", "zstd"],
-                   help="chunk codec: lz4 (Blosc, fast, default) or zstd (~25%% smaller, "
-                        "~4x slower to write)")
+    p.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "none"],
+                   help="chunk codec: lz4 (Blosc, fast, default), zstd (~20%% smaller, "
+                        "~4x slower to write) or none")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default on CPU: cores - workers - 1, at least "
+                        "1, leaving cores for decoding and writing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -101,11 +103,14 @@ def main(argv=None) -> int:
         dataset=a.dataset, model=a.model, layers=a.layers, out=a.out, weights=a.weights,
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
-        overwrite=a.overwrite, compression=a.compression, progress=not a.no_progress)
+        overwrite=a.overwrite, compression=a.compression, threads=a.threads,
+        progress=not a.no_progress)
     try:
         st = extract_with_stats(config)
+    except ExtractInterrupted:
+        return 130                      # extract() said how to resume
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except (ExtractError, RunError, ModelError, LayerError, BrodenError) as e:
         print(f"error: {e}", file=sys.stderr)

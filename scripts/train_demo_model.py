@@ -2,14 +2,15 @@
 """Train the demo CNN (pipeline/models.py DemoCNN) to classify synthetic Broden scenes.
 
 Example (what made pipeline/demo_weights/demo_cnn.pt; see the JSON next to it):
-    python scripts/train_demo_model.py --dataset data/synthetic_s0_n2000 \\
-        --generate-images 2000 --generate-seed 0 --out runs/demo_training \\
-        --iterations 1500 --save-at 0,100,300,1000 --install
+    python scripts/train_demo_model.py --dataset data/synthetic_train_s1_n4000 \\
+        --generate-images 4000 --generate-seed 1 --out runs/demo_training \\
+        --iterations 1200 --save-at 0,100,300,600,1200 --eval-every 100 --install
 
 --dataset is generated first (pipeline/synthetic.py) when --generate-images is given
-and the directory has no index.csv. Checkpoints: OUT/demo_cnn_iter*.pt at --save-at
-iterations, OUT/demo_cnn.pt + OUT/demo_cnn.json at the end; --install copies the
-final pair to pipeline/demo_weights/.
+and the directory has no index.csv; without --dataset, the recipe's dataset above is
+generated and used. Checkpoints: OUT/demo_cnn_iter*.pt at the --save-at iterations,
+OUT/demo_cnn.pt + OUT/demo_cnn.json at the end; --install copies the final pair to
+pipeline/demo_weights/.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401  (repo root on sys.path)
+import _bootstrap  # repo root on sys.path
 
 from pipeline.broden import BrodenDataset, BrodenError  # noqa: E402
 from pipeline.models import DEMO_WEIGHTS  # noqa: E402
@@ -44,7 +45,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="Broden directory with a scene column")
+    p.add_argument("--dataset", default=None,
+                   help="Broden directory with a scene column (default: generate "
+                        "data/synthetic_train_s1_n4000 as for the committed weights)")
     p.add_argument("--out", required=True, help="directory for checkpoints")
     p.add_argument("--generate-images", type=int, default=None,
                    help="generate a synthetic Broden of this many images into --dataset "
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--generate-seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=224, help="generated image size")
     p.add_argument("--seg-size", type=int, default=112, help="generated segmentation size")
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--iterations", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -68,6 +71,10 @@ def main(argv=None) -> int:
     p.add_argument("--install", action="store_true",
                    help=f"copy the final checkpoint and JSON to {DEMO_WEIGHTS.parent}")
     a = p.parse_args(argv)
+    if a.dataset is None:
+        a.dataset = str(_bootstrap.ROOT / "data" / "synthetic_train_s1_n4000")
+        a.generate_images = a.generate_images or 4000
+        a.generate_seed = 1
 
     meta = {"command": "python " + " ".join(shlex.quote(x) for x in
                                             ["scripts/train_demo_model.py", *sys.argv[1:]])}

@@ -80,3 +80,20 @@ def dict_out() -> nn.Module:
 
 def not_a_model():
     return 42
+
+
+class DeadUnits(nn.Module):
+    """``dead``: a conv with zero weights and bias -> all-zero maps (dead units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dead = nn.Conv2d(3, 4, 3, padding=1)
+        nn.init.zeros_(self.dead.weight)
+        nn.init.zeros_(self.dead.bias)
+
+    def forward(self, x):
+        return self.dead(x)
+
+
+def dead_units() -> nn.Module:
+    return DeadUnits()

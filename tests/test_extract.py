@@ -1,7 +1,6 @@
 """Extraction into a run: values, resume after kill -9, reruns, refusals, locks, inputs."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -135,6 +134,21 @@ def test_float32_and_dotted_layer_names(small_broden, tmp_path):
     np.testing.assert_allclose(np.maximum(got, 0), want["features.1"], rtol=1e-6, atol=1e-6)
 
 
+def test_all_zero_chunks_are_written(small_broden, tmp_path):
+    """Dead units give all-zero chunks; they must exist on disk like any other chunk."""
+    out = tmp_path / "run"
+    extract(cfg(small_broden, out, model=f"{FACTORIES}:dead_units", layers=["dead"],
+                limit=10), log=quiet)
+    acts = store.activations(out, "dead")
+    assert not np.asarray(acts[:]).any()
+    n_chunks = int(np.prod([-(-s // c) for s, c in zip(acts.shape, acts.chunks)]))
+    files = [p for p in (out / "layers" / "dead" / "activations" / "c").rglob("*")
+             if p.is_file()]
+    assert len(files) == n_chunks == 3
+    assert len([p for p in (out / "layers" / "dead" / "maxima" / "c").rglob("*")
+                if p.is_file()]) == 3
+
+
 def test_chunk_shapes_align_with_blocks():
     for K, h, w, block in [(32, 56, 56, 32), (512, 7, 7, 64), (64, 224, 224, 64), (3, 5, 5, 7)]:
         n, k, hh, ww = chunk_shape(K, h, w, 2, block)
@@ -144,7 +158,7 @@ def test_chunk_shapes_align_with_blocks():
 
 # ---------------------------------------------------------------------- resume
 def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, reference_run,
-                                                               tmp_path):
+                                                               tmp_path, monkeypatch):
     out = tmp_path / "run"
     env = dict(os.environ, SLOW_NET_SECONDS="0.2", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, str(ROOT / "scripts" / "extract.py"), "--dataset",
@@ -177,15 +191,40 @@ def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, refe
     with pytest.raises(RunError, match="incomplete"):
         store.check_complete(out)
     messages = []
-    os.environ["SLOW_NET_SECONDS"] = "0"
-    try:
-        st = extract_with_stats(cfg(small_broden, out, model=f"{FACTORIES}:slow_net",
-                                    batch_size=2), log=messages.append)
-    finally:
-        del os.environ["SLOW_NET_SECONDS"]
+    monkeypatch.setenv("SLOW_NET_SECONDS", "0")
+    st = extract_with_stats(cfg(small_broden, out, model=f"{FACTORIES}:slow_net",
+                                batch_size=2), log=messages.append)
     assert st.status == "resumed" and st.blocks_before >= 3
     assert st.images == 24 - 2 * st.blocks_before
     assert any("resuming" in m for m in messages)
+    assert_runs_identical(out, reference_run)
+
+
+def test_ctrl_c_in_the_script_leaves_resumable_cache(small_broden, reference_run, tmp_path,
+                                                     monkeypatch):
+    out = tmp_path / "run"
+    env = dict(os.environ, SLOW_NET_SECONDS="0.2", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "extract.py"), "--dataset", str(small_broden),
+         "--model", f"{FACTORIES}:slow_net", "--layers", ",".join(TINY_LAYERS), "--out",
+         str(out), "--batch-size", "2", "--workers", "1", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "progress" / "c").is_dir() and len(list((out / "progress" / "c").iterdir())) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "rerun the same command to resume" in stdout
+    assert "Traceback" not in stderr
+    done, total = store.progress(out)
+    assert 2 <= done < total
+    monkeypatch.setenv("SLOW_NET_SECONDS", "0")
+    st = extract_with_stats(cfg(small_broden, out, model=f"{FACTORIES}:slow_net",
+                                batch_size=2), log=quiet)
+    assert st.status == "resumed"
     assert_runs_identical(out, reference_run)
 
 
@@ -221,7 +260,7 @@ def test_keyboard_interrupt_leaves_resumable_cache(small_broden, reference_run, 
         return real(*a, **k)
     monkeypatch.setattr(ex, "to_model_input", interrupting)
     messages = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(ex.ExtractInterrupted):
         extract(cfg(small_broden, out, batch_size=2), log=messages.append)
     assert any("rerun the same command to resume" in m for m in messages)
     assert store.progress(out) == (3, 12)          # the 3 computed blocks were written
@@ -237,18 +276,18 @@ def test_write_error_is_clear_and_resumable(small_broden, reference_run, tmp_pat
                                             monkeypatch):
     out = tmp_path / "run"
     import cache.activations as ca
-    real = ca.write_block
+    real = ca.BlockWriter.write
 
-    def failing(group, b, *a, **k):
+    def failing(self, b, *a, **k):
         if b == 5:
             raise OSError(28, "No space left on device")
-        return real(group, b, *a, **k)
-    monkeypatch.setattr(ca, "write_block", failing)
+        return real(self, b, *a, **k)
+    monkeypatch.setattr(ca.BlockWriter, "write", failing)
     with pytest.raises(ExtractError, match="No space left on device.*rerun the same command"):
         extract(cfg(small_broden, out, batch_size=2), log=quiet)
     done, total = store.progress(out)
     assert done < total
-    monkeypatch.setattr(ca, "write_block", real)
+    monkeypatch.setattr(ca.BlockWriter, "write", real)
     st = extract_with_stats(cfg(small_broden, out, batch_size=2), log=quiet)
     assert st.status == "resumed"
     assert_runs_identical(out, reference_run)
@@ -257,8 +296,9 @@ def test_write_error_is_clear_and_resumable(small_broden, reference_run, tmp_pat
 def test_bad_image_names_file_and_keeps_cache(small_broden, tmp_path):
     ds_dir = tmp_path / "broden"
     shutil.copytree(small_broden, ds_dir)
-    (ds_dir / "images" / "0010.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ExtractError, match="(?s)0010.jpg.*row 11.*rerun the same command"):
+    bad = BrodenDataset(ds_dir).image_path(10)
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ExtractError, match=f"(?s){bad.name}.*row 11.*rerun the same command"):
         extract(cfg(ds_dir, tmp_path / "run"), log=quiet)
     assert store.progress(tmp_path / "run") == (2, 6)   # blocks before image 10 are kept
 
@@ -274,8 +314,9 @@ def test_mismatched_cache_refused_unless_overwrite(small_broden, reference_run, 
     torch.save(sd, other_weights)
     other_ds = tmp_path / "other_broden"
     shutil.copytree(small_broden, other_ds)
-    text = (other_ds / "index.csv").read_text().replace(",train,", ",val,", 1)
-    (other_ds / "index.csv").write_text(text)
+    text = (other_ds / "index.csv").read_text()
+    assert ",train," in text
+    (other_ds / "index.csv").write_text(text.replace(",train,", ",val,", 1))
     cases = [
         (dict(weights=str(other_weights)), "model fingerprint"),
         (dict(layers=["features.2"]), "layers"),

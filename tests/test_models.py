@@ -1,12 +1,10 @@
 """Model specs, checkpoint variants, fingerprints, layer capture, the demo CNN."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -222,11 +220,12 @@ def test_demo_training_beats_chance(tmp_path):
     """Train briefly on a small synthetic set (64 px); val accuracy clearly above chance."""
     from pipeline.synthetic import write_dataset
     from pipeline.train_demo import TrainConfig, train_demo
-    ds = write_dataset(tmp_path / "syn", num_images=600, image_size=64, seg_size=32, seed=3,
+    ds = write_dataset(tmp_path / "syn", num_images=500, image_size=64, seg_size=32, seed=3,
                        workers=1, progress=False)
-    r = train_demo(TrainConfig(dataset=ds, out_dir=tmp_path / "ckpt", iterations=150,
-                               save_at=[0, 50]), log=lambda m: None)
-    assert r.val_images >= 20 and len(r.classes) == 10
+    # one thread: on a shared 2-core machine two OpenMP threads can be 10x slower
+    r = train_demo(TrainConfig(dataset=ds, out_dir=tmp_path / "ckpt", iterations=100,
+                               save_at=[0, 50], threads=1), log=lambda m: None)
+    assert r.val_images >= 15 and len(r.classes) == 10
     assert r.val_accuracy >= max(3 * r.chance, r.majority + 0.2), r.history
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert names == ["demo_cnn.json", "demo_cnn.pt", "demo_cnn_iter000000.pt",
