@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/demo", help="where the dataset and run go")
     p.add_argument("--num-images", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=1,
-                   help="dataset seed (the demo model was trained on seed 0 images)")
+    p.add_argument("--seed", type=int, default=2,
+                   help="dataset seed (the demo model was trained on seed 1 images)")
     p.add_argument("--layers", default="conv2,conv3,conv4,conv5")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     else:
         print(f"dataset: {dataset} (already generated)")
     if not DEMO_WEIGHTS.is_file():
-        run([py, str(ROOT / "scripts/train_demo_model.py"), "--out", str(DEMO_WEIGHTS.parent)])
+        run([py, str(ROOT / "scripts/train_demo_model.py"), "--out", str(out / "training"),
+             "--install"])
     run([py, str(ROOT / "scripts/extract.py"), "--dataset", str(dataset), "--model", "demo",
          "--layers", a.layers, "--out", str(run_dir), "--device", a.device])
     run([py, str(ROOT / "scripts/score.py"), str(run_dir), "--device", a.device])
