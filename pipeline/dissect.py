@@ -5,14 +5,17 @@ same activation cache (same model, dataset, layer, dtype, images):
 
     layer_thresholds(run, layer, levels)          exact T per level (Dask over Zarr)
     layer_cube(run, layer, labels, levels)        integer counts (torch replay)
-    layer_results(run, layer, cube, config)       CSV + JSON + printed table
+    layer_results(run, layer, cube, config)       results document (JSON) [+ null model]
+                                                  -> CSV + HTML generated from it
+    layer_sweep(layer, dissection, thresholds)    IoU-threshold sweep (CSV + PNG)
 
-Only a level missing from the stored cube triggers a replay, and only of that level.
+Only a level missing from the stored cube triggers a replay, and only of that level; the
+results, the null model and the sweep never replay.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +24,10 @@ import numpy as np
 from cache import store
 from cache.cube import Cube, read_cube, read_thresholds, write_cube, write_thresholds
 from cache.labels import LabelCache
-from pipeline import report
+from pipeline import results as results_doc
+from pipeline import sweep as sweep_mod
+from pipeline.null_model import NullConfig, null_p_values
+from pipeline.report import write_json, write_result_csv
 from pipeline.scoring import Dissection, dissect
 
 DEFAULT_LEVELS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
@@ -38,6 +44,7 @@ class ScoreConfig:
     levels: Sequence[float] = DEFAULT_LEVELS
     tile_images: int | None = None
     progress: bool = True
+    null: NullConfig | None = None          # run the null model (pipeline/null_model.py)
 
     def all_levels(self) -> list[float]:
         lv = sorted(set(float(q) for q in self.levels) | {float(self.quantile)})
@@ -104,27 +111,57 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     return stored.select(levels)
 
 
-def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig
-                  ) -> tuple[Dissection, dict, Path]:
-    """Dissect at ``config.quantile``; write <run>/results/<layer>.csv and .json."""
+def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig,
+                  *, log=print) -> tuple[Dissection, dict, Path]:
+    """Dissect at ``config.quantile`` (and run the null model when ``config.null``); write
+    the results document <run>/results/<layer>.json and, generated from it, <layer>.csv
+    and <layer>.html. Returns (dissection, summary, csv path)."""
     v = cube.level_index(config.quantile)
     d = dissect(cube.intersect[v], cube.activation[v], cube.label_pixels,
                 labels.primary_category, cube.categories, selected=config.categories,
                 iou_threshold=config.iou_threshold)
-    summary = d.summary()
-    summary.update({"layer": layer, "quantile": config.quantile,
-                    "levels_in_cube": [float(q) for q in cube.levels]})
-    header, rows = report.result_rows(d, cube.intersect[v], cube.activation[v],
-                                      cube.label_pixels, cube.categories, labels.label_names)
+    acts = store.activations(run, layer)
+    null = None
+    if config.null is not None:
+        from tqdm import tqdm
+        concepts = [u.label if u.category else 0 for u in d.units]
+        primary = labels.primary_category
+        keep = np.isin(primary, [list(cube.categories).index(c) for c in d.categories])
+        with tqdm(total=acts.shape[1], unit="unit", desc=f"null {layer}",
+                  disable=not config.progress, dynamic_ncols=True) as bar:
+            null = null_p_values(acts, labels, cube.thresholds[v], concepts, primary, keep,
+                                 config.null, progress=bar.update)
+        log(f"[{layer}] null model ({', '.join(null.kinds)}; {null.permutations} "
+            f"permutations, {len(null.images)} images): {null.seconds:.1f} s")
+    meta = results_doc.run_metadata(store.read_run_attrs(run), layer, store.run_path(run),
+                                    acts.shape, acts.dtype, labels.path, labels.fingerprint)
+    null_cfg = None
+    if config.null is not None:
+        null_cfg = {"kinds": list(config.null.kinds),
+                    "permutations": int(config.null.permutations),
+                    "images": config.null.images, "seed": int(config.null.seed)}
+    doc = results_doc.build_document(
+        d, cube.intersect[v], cube.activation[v], cube.label_pixels, cube.categories,
+        labels.label_names, cube.thresholds[v], layer=layer, quantile=config.quantile,
+        levels=cube.levels, run=meta, null=null, null_config=null_cfg)
     out = store.results_dir(run)
     out.mkdir(parents=True, exist_ok=True)
     name = store.layer_file_name(layer)
-    report.write_result_csv(out / f"{name}.csv", header, rows)
-    report.write_json(out / f"{name}.json", {
-        "summary": summary,
-        "thresholds": {"quantile": config.quantile,
-                       "T": [float(t) for t in cube.thresholds[v]]},
-        "units": report.unit_records(d, labels.label_names),
-        "run": str(store.run_path(run)),
-    })
-    return d, summary, out / f"{name}.csv"
+    write_json(results_doc.document_path(out, name), doc)
+    header, rows = results_doc.csv_rows(doc)
+    write_result_csv(out / f"{name}.csv", header, rows)
+    results_doc.write_text(out / f"{name}.html", results_doc.to_html(doc))
+    return d, doc["summary"], out / f"{name}.csv"
+
+
+def layer_sweep(run, layer: str, d: Dissection, thresholds) -> tuple[list[dict], Path, Path]:
+    """Sweep the IoU threshold over ``d``'s labelling (no replay); write
+    <run>/results/<layer>.sweep.csv and .sweep.png. Returns (summaries, csv, png)."""
+    summaries = sweep_mod.sweep(d.units, d.categories, thresholds)
+    out = store.results_dir(run)
+    out.mkdir(parents=True, exist_ok=True)
+    name = store.layer_file_name(layer)
+    csv_path = sweep_mod.write_sweep_csv(out / f"{name}.sweep.csv", summaries)
+    png = sweep_mod.sweep_chart(out / f"{name}.sweep.png", summaries,
+                                title=f"{layer}: detectors against the IoU threshold")
+    return summaries, csv_path, png

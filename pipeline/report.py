@@ -1,6 +1,8 @@
-"""Write dissection results: the NetDissect result CSV, a JSON summary, a printed table.
+"""Write dissection results: the NetDissect result CSV, JSON files, a printed table.
 
-The CSV has the column layout of the published NetDissect result files so that
+The per-layer results document (``<layer>.json``) and the CSV and HTML generated from it are
+in :mod:`pipeline.results`; :func:`result_rows` is the direct writer the generated CSV is
+tested against. The CSV has the column layout of the published NetDissect result files so that
 existing analysis scripts read it: ``unit,category,label,score`` then, for each
 category, ``<cat>-label,<cat>-truth,<cat>-activation,<cat>-intersect,<cat>-iou``;
 units numbered from 1, one row per unit, sorted by score descending (ties: unit
@@ -46,16 +48,6 @@ def result_rows(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
                 row += ["", 0, int(activation[u.unit, g]), 0, repr(0.0)]
         rows.append(row)
     return header, rows
-
-
-def unit_records(d: Dissection, label_names: Sequence[str]) -> list[dict]:
-    """Per-unit records (unit numbered from 1, in unit order) for the JSON output."""
-    return [{"unit": u.unit + 1, "label": label_names[u.label] if u.category else "",
-             "label_number": u.label, "category": u.category, "iou": u.iou,
-             "detector": u.iou > d.iou_threshold,
-             "best": {c: {"label": label_names[j], "label_number": j, "iou": iou}
-                      for c, (j, iou) in u.best.items()}}
-            for u in d.units]
 
 
 def write_result_csv(path: str | os.PathLike, header: list[str], rows: list[list]) -> Path:

@@ -39,7 +39,8 @@ def iou_matrix(intersect: np.ndarray, activation: np.ndarray, label_pixels: np.n
 class UnitResult:
     """One unit's labels. ``best[g]`` = (label, iou) for each selected category g."""
     unit: int                         # 0-based
-    label: int                        # best label number overall (0 if none)
+    label: int | str                  # best label number overall (0 if none); a name
+                                      # when read from a result CSV
     category: str
     iou: float
     best: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -61,32 +62,48 @@ class Dissection:
         return [u for u in self.units if u.iou > self.iou_threshold]
 
     def summary(self) -> dict:
-        """Detector counts under both conventions (see README):
+        """Detector counts under both conventions: :func:`count_detectors`."""
+        return count_detectors(self.units, self.categories, self.iou_threshold)
 
-        - ``unique_top_labels``: distinct best labels among detector units, per category
-          of that label and in total (what most re-implementations print);
-        - ``per_category_sum``: for each category g, the distinct best-in-g labels among
-          units whose best IoU within g exceeds the threshold, summed over categories
-          (what the published figures count).
-        """
-        det = self.detectors()
-        by_cat = {g: sorted({u.label for u in det if u.category == g}) for g in self.categories}
-        per_cat = {}
-        for g in self.categories:
-            per_cat[g] = len({u.best[g][0] for u in self.units
-                              if g in u.best and u.best[g][1] > self.iou_threshold})
-        return {
-            "units": len(self.units),
-            "iou_threshold": self.iou_threshold,
-            "categories": list(self.categories),
-            "detectors": len(det),
-            "detectors_per_category": {g: sum(u.category == g for u in det)
-                                       for g in self.categories},
-            "unique_top_labels": sum(len(v) for v in by_cat.values()),
-            "unique_top_labels_per_category": {g: len(v) for g, v in by_cat.items()},
-            "per_category_sum": sum(per_cat.values()),
-            "per_category_sum_per_category": per_cat,
-        }
+
+def _named(label) -> bool:
+    """A label that counts as a concept: not None and not "" (the published CSVs name
+    the anchors' nameless scalar label 0 ""; we never count it)."""
+    return label is not None and label != ""
+
+
+def count_detectors(units: Sequence[UnitResult], categories: Sequence[str],
+                    iou_threshold: float) -> dict:
+    """Detectors and unique detectors of a layer under both conventions (see README).
+
+    units: per-unit top label, its category and IoU, and ``best[g] = (label, iou)`` per
+    category (labels may be label numbers or names); a unit is a detector when its IoU
+    exceeds ``iou_threshold`` strictly.
+
+    - ``unique_top_labels``: distinct top labels among detector units, per category of
+      that label and in total (what most re-implementations print);
+    - ``per_category_sum``: for each category g, the distinct best-in-g labels among
+      units whose best IoU within g exceeds the threshold, summed over categories
+      (what the published NetDissect figures count).
+    """
+    categories = list(categories)
+    det = [u for u in units if u.iou > iou_threshold and _named(u.label)]
+    by_cat = {g: {u.label for u in det if u.category == g} for g in categories}
+    per_cat = {g: len({u.best[g][0] for u in units
+                       if g in u.best and u.best[g][1] > iou_threshold
+                       and _named(u.best[g][0])})
+               for g in categories}
+    return {
+        "units": len(units),
+        "iou_threshold": iou_threshold,
+        "categories": categories,
+        "detectors": len(det),
+        "detectors_per_category": {g: sum(u.category == g for u in det) for g in categories},
+        "unique_top_labels": sum(len(v) for v in by_cat.values()),
+        "unique_top_labels_per_category": {g: len(v) for g, v in by_cat.items()},
+        "per_category_sum": sum(per_cat.values()),
+        "per_category_sum_per_category": per_cat,
+    }
 
 
 def dissect(intersect: np.ndarray, activation: np.ndarray, label_pixels: np.ndarray,

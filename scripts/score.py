@@ -4,10 +4,13 @@
     python scripts/score.py RUN_DIR [--dataset BRODEN_DIR] [--layer L ...] [--quantile 0.005]
         [--iou-threshold 0.04] [--categories object,part,...] [--device auto]
         [--export-iou PATH.npy] [--export-thresholds PATH.npy]
+        [--sweep 0.01:0.2:0.01] [--null [image|spatial|both]] [--null-permutations 100]
+        [--null-images 500|all] [--null-seed 0]
 
 Replays the activation cache (never the network). Thresholds and the cube are stored in the
 run; a new --iou-threshold or --categories, or a --quantile among the cube's levels, is
-answered from the stored cube without any replay.
+answered from the stored cube without any replay. So are --sweep (detectors against the IoU
+threshold) and --null (permutation p-values from the activation and label caches).
 """
 from __future__ import annotations
 
@@ -22,8 +25,11 @@ import numpy as np
 from cache import store
 from cache.labels import LabelCache, LabelCacheError, build_label_cache, default_label_cache_path
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.dissect import DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_results
+from pipeline.dissect import (DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_results,
+                              layer_sweep)
+from pipeline.null_model import KINDS, NullConfig
 from pipeline.report import summary_table
+from pipeline.sweep import parse_thresholds, sweep_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +53,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "column j = label number j; needs exactly one layer")
     p.add_argument("--export-thresholds", help="write the (units,) thresholds T_k (.npy); "
                    "needs exactly one layer")
+    p.add_argument("--sweep", metavar="START:STOP:STEP", default=None,
+                   help="also count detectors at each IoU threshold of this grid (or a "
+                        "comma list), from the cube: results/<layer>.sweep.csv and .png")
+    p.add_argument("--null", nargs="?", const="both", default=None,
+                   metavar="image|spatial|both",
+                   help="permutation p-values of each unit's best IoU: image shuffle, "
+                        "spatial (rigid motion of the mask) or both (default when given "
+                        "bare); adds p_image/p_spatial columns (README, 'Null model')")
+    p.add_argument("--null-permutations", type=int, default=100,
+                   help="replicates R of the null model (default 100; smallest p 1/(R+1))")
+    p.add_argument("--null-images", default="500",
+                   help="random subsample of images for the null model, or 'all' "
+                        "(default 500)")
+    p.add_argument("--null-seed", type=int, default=0, help="seed of the null model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -72,6 +92,25 @@ def open_labels(a: argparse.Namespace, run) -> LabelCache:
     return labels
 
 
+def null_config(a: argparse.Namespace) -> NullConfig | None:
+    """The NullConfig asked for by --null* (None without --null); errors name the flag."""
+    if a.null is None:
+        return None
+    kinds = list(KINDS) if a.null == "both" else [k.strip() for k in a.null.split(",")]
+    if a.null_images.strip().lower() == "all":
+        images = None
+    else:
+        try:
+            images = int(a.null_images)
+        except ValueError:
+            raise ValueError(f"--null-images {a.null_images!r}: expected a number of images "
+                             f"or 'all'") from None
+    cfg = NullConfig(kinds=tuple(kinds), permutations=a.null_permutations, images=images,
+                     seed=a.null_seed)
+    cfg.check()
+    return cfg
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
@@ -85,6 +124,8 @@ def main(argv=None) -> int:
                          progress=not a.quiet)
     try:
         config.all_levels()
+        sweep = parse_thresholds(a.sweep) if a.sweep else None
+        config.null = null_config(a)
         run = store.open_run(a.run, mode="r")
         layers = a.layer or store.layer_names(run)
         for layer in layers:
@@ -103,8 +144,18 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             d, summary, csv_path = layer_results(run, layer, cube, labels, config)
             print(summary_table(layer, summary))
-            print(f"  results: {csv_path} (+ .json); scored from the cube in "
+            if "significant_detectors" in summary:
+                sig = summary["significant_detectors"]
+                print(f"  detectors with p <= {sig['alpha']} (uncorrected): " + ", ".join(
+                    f"{k} {v}" for k, v in sig.items() if k != "alpha"))
+            print(f"  results: {csv_path} (+ .json results document, .html); "
                   f"{time.perf_counter() - t0:.2f} s")
+            if sweep:
+                t1 = time.perf_counter()
+                summaries, sweep_csv, png = layer_sweep(run, layer, d, sweep)
+                print(sweep_table(summaries, f"  IoU-threshold sweep of {layer} (from the "
+                                             f"cube, no replay):"))
+                print(f"  sweep: {sweep_csv} (+ .png); {time.perf_counter() - t1:.2f} s")
             if a.export_iou:
                 np.save(a.export_iou, d.iou)
                 print(f"  IoU matrix {d.iou.shape} -> {a.export_iou}")

@@ -1,0 +1,317 @@
+"""The results document: one versioned JSON file per scored layer, ``RUN/results/<layer>.json``.
+
+Every other report of a layer (the NetDissect CSV, the HTML page) is generated from it, and
+``scripts/compare.py`` reads it. Schema ``netdissect-zarr/results`` version 1 (README,
+"The results document")::
+
+    schema, schema_version, created (UTC ISO 8601)
+    run:        path, layer, model {spec, weights, fingerprint}, dataset {path, fingerprint,
+                num_images, image_size, seg_size}, activations {shape [N, K, h, w], dtype},
+                preprocessing, extraction_versions, label_cache {path, fingerprint}
+    versions:   of the scoring (tool, python, numpy, torch, zarr)
+    config:     quantile, levels_in_cube, iou_threshold, categories (scored),
+                all_categories, null (NullConfig as run, or null)
+    thresholds: quantile, T (K floats)
+    summary:    count_detectors() at iou_threshold + layer, quantile, levels_in_cube
+                [+ significant_detectors when the null was run]
+    units:      K records in unit order: unit (from 1), label, label_number, category, iou,
+                detector, [p_image, p_spatial, null {concept, iou_sample, mean_*, max_*}],
+                best {category: {label, label_number, truth, activation, intersect, iou}}
+    null:       null-model run facts (kinds, permutations, images, seed, seconds) or null
+
+A reader accepts documents of this schema with ``schema_version <= SCHEMA_VERSION`` and
+refuses newer ones. Version 1 keeps the keys of the summary JSON it replaces
+(``summary``, ``thresholds``, ``units``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.netdissect_csv import FIELDS, CategoryStats, ResultTable
+from pipeline.scoring import Dissection, UnitResult
+
+SCHEMA = "netdissect-zarr/results"
+SCHEMA_VERSION = 1
+#: p-value columns appended (in this order) to the CSV when the null model was run.
+P_COLUMNS = {"image": "p_image", "spatial": "p_spatial"}
+ALPHA = 0.05
+
+
+class ResultsError(ValueError):
+    """A results document is missing, unreadable, or of another schema or a newer version."""
+
+
+def scoring_versions() -> dict:
+    """Versions of what scored the run."""
+    import torch
+    import zarr
+    try:
+        from importlib.metadata import version
+        tool = version("netdissect-zarr")
+    except Exception:
+        tool = "0.1.0"
+    return {"tool": tool, "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "zarr": zarr.__version__}
+
+
+def run_metadata(run_attrs: dict, layer: str, run_path, acts_shape: Sequence[int],
+                 acts_dtype: str, label_cache_path: str, label_fingerprint: str) -> dict:
+    """The document's ``run`` block from the run's root attributes (cache/store.py)."""
+    return {
+        "path": str(run_path), "layer": layer,
+        "model": dict(run_attrs.get("model", {})),
+        "dataset": dict(run_attrs.get("dataset", {})),
+        "activations": {"shape": [int(s) for s in acts_shape], "dtype": str(acts_dtype)},
+        "preprocessing": dict(run_attrs.get("preprocessing", {})),
+        "extraction_versions": dict(run_attrs.get("versions", {})),
+        "label_cache": {"path": str(label_cache_path), "fingerprint": label_fingerprint},
+    }
+
+
+def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
+                   label_pixels: np.ndarray, categories: Sequence[str],
+                   label_names: Sequence[str], thresholds: np.ndarray, *, layer: str,
+                   quantile: float, levels: Sequence[float], run: dict,
+                   null=None, null_config: dict | None = None) -> dict:
+    """The results document of one layer (module docstring).
+
+    intersect (K, L), activation (K, G) over all G ``categories``, label_pixels (L,) at
+    ``quantile``; thresholds (K,) T_k; null: a pipeline.null_model.NullResult or None.
+    """
+    cats = list(categories)
+    summary = d.summary()
+    summary.update({"layer": layer, "quantile": float(quantile),
+                    "levels_in_cube": [float(q) for q in levels]})
+    units = []
+    for u in d.units:
+        rec = {"unit": u.unit + 1, "label": label_names[u.label] if u.category else "",
+               "label_number": int(u.label), "category": u.category, "iou": float(u.iou),
+               "detector": bool(u.iou > d.iou_threshold)}
+        if null is not None:
+            for kind in null.kinds:
+                rec[P_COLUMNS[kind]] = float(null.p[kind][u.unit])
+            k = u.unit
+            rec["null"] = {
+                "iou_sample": float(null.iou_sample[k]),
+                "concept": label_names[int(null.concept[k])] if null.concept[k] else "",
+                "concept_iou_sample": float(null.concept_iou_sample[k]),
+                **{f"p_concept_{kd}": float(null.p_concept[kd][k]) for kd in null.kinds},
+                **{f"mean_{kd}": float(null.null_mean[kd][k]) for kd in null.kinds},
+                **{f"max_{kd}": float(null.null_max[kd][k]) for kd in null.kinds}}
+        best = {}
+        for c in d.categories:
+            g = cats.index(c)
+            if c in u.best:
+                j, iou = u.best[c]
+                best[c] = {"label": label_names[j], "label_number": int(j),
+                           "truth": int(label_pixels[j]),
+                           "activation": int(activation[u.unit, g]),
+                           "intersect": int(intersect[u.unit, j]), "iou": float(iou)}
+            else:                                   # a category without labels
+                best[c] = {"label": "", "label_number": None, "truth": 0,
+                           "activation": int(activation[u.unit, g]), "intersect": 0,
+                           "iou": 0.0}
+        rec["best"] = best
+        units.append(rec)
+    null_block = None
+    if null is not None:
+        sig = {}
+        for kind in null.kinds:
+            col = P_COLUMNS[kind]
+            sig[col] = sum(1 for r in units if r["detector"] and r[col] <= ALPHA)
+        summary["significant_detectors"] = {"alpha": ALPHA, **sig}
+        null_block = {"kinds": list(null.kinds), "permutations": int(null.permutations),
+                      "images": int(len(null.images)), "seed": int(null.seed),
+                      "seconds": round(float(null.seconds), 3)}
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": run,
+        "versions": scoring_versions(),
+        "config": {"quantile": float(quantile), "levels_in_cube": [float(q) for q in levels],
+                   "iou_threshold": float(d.iou_threshold), "categories": list(d.categories),
+                   "all_categories": cats, "null": null_config},
+        "thresholds": {"quantile": float(quantile), "T": [float(t) for t in thresholds]},
+        "summary": summary,
+        "units": units,
+        "null": null_block,
+    }
+
+
+# --------------------------------------------------------------- reading, checking
+def check_document(doc, where: str = "results document") -> dict:
+    """Raise ResultsError unless ``doc`` is a results document this code can read."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ResultsError(f"{where}: not a results document (schema {got!r}, expected "
+                           f"{SCHEMA!r}); re-score the run with scripts/score.py")
+    v = doc.get("schema_version")
+    if not isinstance(v, int) or v < 1 or v > SCHEMA_VERSION:
+        raise ResultsError(f"{where}: schema_version {v!r} is not supported (this code "
+                           f"reads 1..{SCHEMA_VERSION}); update the tool or re-score")
+    for key in ("config", "summary", "units", "thresholds", "run"):
+        if key not in doc:
+            raise ResultsError(f"{where}: missing key {key!r}")
+    return doc
+
+
+def read_document(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not JSON ({e})") from None
+    return check_document(doc, str(path))
+
+
+def document_path(results_dir: str | os.PathLike, layer_file: str) -> Path:
+    return Path(results_dir) / f"{layer_file}.json"
+
+
+# ------------------------------------------------------------------ generated views
+def p_columns(doc: dict) -> list[str]:
+    """The p-value columns the document holds (empty when the null was not run)."""
+    null = doc.get("null")
+    return [P_COLUMNS[k] for k in null["kinds"]] if null else []
+
+
+def csv_rows(doc: dict) -> tuple[list[str], list[list]]:
+    """(header, rows) of the NetDissect result CSV: ``unit,category,label,score`` then
+    ``<cat>-label,-truth,-activation,-intersect,-iou`` per scored category; p-value columns
+    (``p_image``, ``p_spatial``) appended at the end when the null was run. One row per
+    unit, by score descending (ties: unit ascending)."""
+    cats = list(doc["config"]["categories"])
+    pcols = p_columns(doc)
+    header = ["unit", "category", "label", "score"] + [
+        f"{c}-{f}" for c in cats for f in FIELDS] + pcols
+    rows = []
+    for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"])):
+        row = [u["unit"], u["category"], u["label"], repr(float(u["iou"]))]
+        for c in cats:
+            b = u["best"][c]
+            row += [b["label"], int(b["truth"]), int(b["activation"]), int(b["intersect"]),
+                    repr(float(b["iou"]))]
+        row += [repr(float(u[col])) for col in pcols]
+        rows.append(row)
+    return header, rows
+
+
+def to_table(doc: dict, name: str | None = None) -> ResultTable:
+    """The document as a :class:`ResultTable` (string labels), as compare.py reads it."""
+    cats = list(doc["config"]["categories"])
+    units, stats = [], []
+    for u in doc["units"]:
+        best = {c: (u["best"][c]["label"], float(u["best"][c]["iou"])) for c in cats}
+        units.append(UnitResult(u["unit"] - 1, u["label"], u["category"], float(u["iou"]),
+                                best))
+        stats.append({c: CategoryStats(b["label"], int(b["truth"]), int(b["activation"]),
+                                       int(b["intersect"]), float(b["iou"]))
+                      for c, b in ((c, u["best"][c]) for c in cats)})
+    extra = {col: [repr(float(u[col])) for u in doc["units"]] for col in p_columns(doc)}
+    return ResultTable(name or doc["run"].get("layer", "layer"), cats, units, stats, extra,
+                       str(doc["run"].get("path", "")))
+
+
+def to_html(doc: dict) -> str:
+    """A self-contained HTML page: run facts, the summary table (both conventions) and the
+    per-unit table (units by score; p-values when computed)."""
+    s, run = doc["summary"], doc["run"]
+    e = html.escape
+    cats = s["categories"]
+    pcols = p_columns(doc)
+    out = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>Network Dissection: {e(str(run.get('layer')))}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "td.l,th.l{text-align:left}tr.det{background:#eef6ee}</style></head><body>",
+        f"<h1>Layer {e(str(run.get('layer')))}</h1>",
+        f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
+        f"{e(str(run.get('dataset', {}).get('path')))} "
+        f"({run.get('dataset', {}).get('num_images')} images); {s['units']} units; "
+        f"quantile {s['quantile']}, IoU &gt; {s['iou_threshold']}; schema "
+        f"{e(doc['schema'])} v{doc['schema_version']}, created {e(doc['created'])}</p>",
+        "<h2>Detectors</h2><p><b>unique (top)</b>: distinct top labels among detector "
+        "units; <b>unique (per-cat)</b>: per category, distinct best-in-category labels of "
+        "units whose IoU in that category exceeds the threshold, summed (the published "
+        "convention).</p>",
+        "<table><tr><th class=l>category</th><th>detectors</th><th>unique (top)</th>"
+        "<th>unique (per-cat)</th></tr>"]
+    for c in cats:
+        out.append(f"<tr><td class=l>{e(c)}</td><td>{s['detectors_per_category'][c]}</td>"
+                   f"<td>{s['unique_top_labels_per_category'][c]}</td>"
+                   f"<td>{s['per_category_sum_per_category'][c]}</td></tr>")
+    out.append(f"<tr><th class=l>total</th><th>{s['detectors']}</th>"
+               f"<th>{s['unique_top_labels']}</th><th>{s['per_category_sum']}</th></tr>"
+               "</table>")
+    if doc.get("null"):
+        n = doc["null"]
+        sig = s.get("significant_detectors", {})
+        out.append(f"<p>Null model: {', '.join(n['kinds'])}; {n['permutations']} "
+                   f"permutations on {n['images']} images (seed {n['seed']}); detectors "
+                   f"with p &le; {sig.get('alpha')}: "
+                   + ", ".join(f"{k} {v}" for k, v in sig.items() if k != "alpha")
+                   + "</p>")
+    out.append("<h2>Units</h2><table><tr><th>unit</th><th class=l>category</th>"
+               "<th class=l>label</th><th>IoU</th>"
+               + "".join(f"<th>{e(p)}</th>" for p in pcols)
+               + "".join(f"<th class=l>{e(c)}</th>" for c in cats) + "</tr>")
+    for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"])):
+        cls = " class=det" if u["detector"] else ""
+        out.append(f"<tr{cls}><td>{u['unit']}</td><td class=l>{e(u['category'])}</td>"
+                   f"<td class=l>{e(u['label'])}</td><td>{u['iou']:.4f}</td>"
+                   + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
+                   + "".join(f"<td class=l>{e(u['best'][c]['label'])} "
+                             f"{u['best'][c]['iou']:.3f}</td>" for c in cats) + "</tr>")
+    out.append("</table></body></html>\n")
+    return "\n".join(out)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None
+               ) -> list[ResultTable]:
+    """ResultTables of a run's scored layers (from their results documents), named
+    ``<run dir name>/<layer>``, in the run's layer order. ``layers`` selects some."""
+    from cache import store
+    run = store.open_run(run_dir, mode="r")
+    names = store.layer_names(run)
+    if layers:
+        unknown = [l for l in layers if l not in names]
+        if unknown:
+            raise ResultsError(f"--layers: {unknown} not in the run {run_dir} (it has "
+                               f"{names})")
+        names = [l for l in names if l in layers]
+    rdir = store.results_dir(run)
+    tables = []
+    for layer in names:
+        path = document_path(rdir, store.layer_file_name(layer))
+        if not path.is_file():
+            if layers:
+                raise ResultsError(f"{run_dir}: layer {layer!r} has not been scored (no "
+                                   f"{path}); run scripts/score.py {run_dir} --layer {layer}")
+            continue
+        tables.append(to_table(read_document(path), f"{Path(run_dir).name}/{layer}"))
+    if not tables:
+        raise ResultsError(f"{run_dir}: no scored layer (no results/<layer>.json); run "
+                           f"scripts/score.py {run_dir} first")
+    return tables
