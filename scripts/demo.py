@@ -57,8 +57,8 @@ def main(argv=None) -> int:
          "--layers", a.layers, "--out", str(run_dir), "--device", a.device])
     run([py, str(ROOT / "scripts/score.py"), str(run_dir), "--device", a.device])
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
-    print(f"results: {run_dir / 'results'}  (one <layer>.csv in the NetDissect layout and one "
-          f"<layer>.json summary per layer)")
+    print(f"results: {run_dir / 'results'}  (per layer: <layer>.csv in the NetDissect layout, "
+          f"<layer>.json results document, <layer>.html page)")
     print(f"try re-scoring without replay: {py} scripts/score.py {run_dir} --iou-threshold 0.08")
     return 0
 
