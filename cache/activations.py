@@ -6,6 +6,9 @@ See ``cache/store.py`` for the whole run layout. Per layer (node = ``layer_node(
     layers/<node>/maxima       (N, K) float32                chunks (B, K)
     progress                   (num_blocks,) uint8           chunks (1,)
 
+Every stored chunk ends with a CRC32C of its bytes (``codecs``), so corruption is
+detected on read rather than returned as wrong numbers.
+
 Images are processed in blocks of B = ``block_images`` images: block b holds images
 [b*B, min((b+1)*B, N)). n divides B, so every chunk lies inside one block and two
 blocks never write the same chunk. A block's ``progress`` entry is set only after all
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from cache.store import (activations, check_complete, check_layer, is_complete,  # noqa: F401
                          layer_group, layer_names, layer_node, maxima, progress,
@@ -48,6 +51,14 @@ def compressor(name: str = "lz4"):
     if name == "none":
         return None
     raise ValueError(f"compression must be one of {COMPRESSIONS}, got {name!r}")
+
+
+def codecs(name: str = "lz4") -> list:
+    """The bytes-to-bytes codecs of a preset followed by a CRC32C checksum of the
+    stored chunk: a flipped or truncated byte fails the read with a checksum error
+    (``cache/integrity.py`` names the chunk; ``extract.py --repair`` rewrites it)."""
+    c = compressor(name)
+    return ([c] if c is not None else []) + [Crc32cCodec()]
 
 
 def chunk_shape(K: int, h: int, w: int, itemsize: int, block: int,
@@ -84,17 +95,18 @@ def create_layer_arrays(group: zarr.Group, name: str, shape: tuple[int, int, int
     node.attrs.update({"layer": name, "shape": [K, h, w]})
     node.create_array("activations", shape=(num_images, K, h, w),
                       chunks=chunk_shape(K, h, w, np.dtype(dtype).itemsize, block),
-                      dtype=dtype, compressors=compressor(compression), fill_value=0,
+                      dtype=dtype, compressors=codecs(compression), fill_value=0,
                       config=ARRAY_CONFIG, overwrite=True,
                       attributes={"layer": name, "axes": ["image", "unit", "y", "x"]})
     node.create_array("maxima", shape=(num_images, K), chunks=(block, K), dtype="float32",
-                      compressors=compressor(compression), fill_value=0, config=ARRAY_CONFIG,
+                      compressors=codecs(compression), fill_value=0, config=ARRAY_CONFIG,
                       overwrite=True, attributes={"layer": name, "axes": ["image", "unit"]})
 
 
 def create_progress(group: zarr.Group, num_images: int, block: int) -> None:
     group.create_array("progress", shape=(num_blocks(num_images, block),), chunks=(1,),
-                       dtype="uint8", compressors=None, fill_value=0, config=ARRAY_CONFIG,
+                       dtype="uint8", compressors=codecs("none"), fill_value=0,
+                       config=ARRAY_CONFIG,
                        overwrite=True, attributes={"block_images": block})
 
 

@@ -14,7 +14,8 @@ activation cache's model/dataset fingerprints, layer, dtype, number of images,
 and for the cube the label cache fingerprint). Stored results whose source
 differs from the current one are stale and ignored, so they are recomputed
 only when the cache changes. Levels are kept sorted ascending; adding a level
-merges it into the stored arrays.
+merges it into the stored arrays. Chunks carry a CRC32C: a damaged stored cube or
+threshold array reads as absent and is recomputed from the caches.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 
 @dataclass
@@ -49,8 +50,8 @@ class Cube:
 
 
 def _array(g: zarr.Group, name: str, data: np.ndarray) -> None:
-    g.create_array(name, data=np.ascontiguousarray(data), compressors=ZstdCodec(level=3),
-                   overwrite=True)
+    g.create_array(name, data=np.ascontiguousarray(data),
+                   compressors=[ZstdCodec(level=3), Crc32cCodec()], overwrite=True)
 
 
 def read_thresholds(layer: zarr.Group, source: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -60,7 +61,10 @@ def read_thresholds(layer: zarr.Group, source: dict) -> tuple[np.ndarray, np.nda
     q = layer["quantiles"]
     if q.attrs.get("source") != source or "thresholds" not in q:
         return None
-    return np.asarray(q.attrs["levels"], dtype=np.float64), q["thresholds"][:]
+    try:
+        return np.asarray(q.attrs["levels"], dtype=np.float64), q["thresholds"][:]
+    except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
+        return None
 
 
 def write_thresholds(layer: zarr.Group, levels, thresholds: np.ndarray, source: dict) -> None:
@@ -94,9 +98,12 @@ def read_cube(layer: zarr.Group, source: dict) -> Cube | None:
     g = layer["cube"]
     if g.attrs.get("source") != source or not g.attrs.get("complete"):
         return None
-    return Cube(np.asarray(g.attrs["levels"], dtype=np.float64), g["thresholds"][:],
-                g["intersect"][:], g["activation"][:], g["label_pixels"][:],
-                list(g.attrs["categories"]))
+    try:
+        return Cube(np.asarray(g.attrs["levels"], dtype=np.float64), g["thresholds"][:],
+                    g["intersect"][:], g["activation"][:], g["label_pixels"][:],
+                    list(g.attrs["categories"]))
+    except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
+        return None
 
 
 def write_cube(layer: zarr.Group, cube: Cube, source: dict) -> Cube:

@@ -17,7 +17,10 @@ Scoring reads label tiles from here and never decodes a PNG again. Layout::
 
 P = the largest number of PNG entries in one index.csv row (at least 1), S = the
 largest number of scalar entries. Building is resumable chunk by chunk (a killed
-build continues where it stopped) and uses worker processes for decoding.
+build continues where it stopped) and uses worker processes for decoding. Every
+chunk carries a CRC32C; ``repair=True`` re-decodes only the chunks that fail it
+(``cache/integrity.py``). A local build holds ``LABELS.zarr.lock`` (a second builder
+of the same cache is refused); the cache may also live at an fsspec URL (no lock).
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from typing import Iterator
 import numpy as np
 import zarr
 from tqdm import tqdm
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from cache.store import RunLock, is_url, location
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.labelsets import canonical_planes, canonical_scalars
 
@@ -57,10 +61,15 @@ class LabelTile:
     present: np.ndarray
 
 
-def default_label_cache_path(dataset: BrodenDataset) -> Path:
-    """``$NETDISSECT_CACHE`` (default ``~/.cache/netdissect``)/labels-<fingerprint16>.zarr"""
-    root = Path(os.environ.get("NETDISSECT_CACHE", Path.home() / ".cache" / "netdissect"))
-    return root / f"labels-{dataset.fingerprint()[:16]}.zarr"
+def default_label_cache_path(dataset: "BrodenDataset | str") -> Path | str:
+    """``$NETDISSECT_CACHE`` (default ``~/.cache/netdissect``)/labels-<fingerprint16>.zarr
+    for a dataset or its fingerprint: keyed by the dataset's content, so a moved or
+    copied dataset (or run) finds its cache. ``$NETDISSECT_CACHE`` may be an fsspec URL
+    (then a URL string is returned)."""
+    fp = dataset if isinstance(dataset, str) else dataset.fingerprint()
+    root = os.environ.get("NETDISSECT_CACHE", str(Path.home() / ".cache" / "netdissect"))
+    name = f"labels-{fp[:16]}.zarr"
+    return f"{root.rstrip('/')}/{name}" if is_url(root) else Path(location(root)) / name
 
 
 def _slot_counts(dataset: BrodenDataset) -> tuple[int, int]:
@@ -129,7 +138,7 @@ class LabelCache:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelCache":
-        path = str(path)
+        path = str(location(path))
         try:
             g = zarr.open_group(path, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -210,26 +219,43 @@ class LabelCache:
 
 def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = None, *,
                       chunk_images: int = 256, workers: int | None = None,
-                      overwrite: bool = False, progress: bool = True) -> LabelCache:
+                      overwrite: bool = False, progress: bool = True,
+                      repair: bool = False, log=print) -> LabelCache:
     """Decode every image of ``dataset`` into a label cache at ``path`` and return it.
 
     Resumes an interrupted build of the same dataset; a complete cache is returned
     as is. A cache of another dataset at ``path`` is refused unless ``overwrite``.
-    All categories are cached, whatever subset ``dataset`` selected.
+    All categories are cached, whatever subset ``dataset`` selected. ``repair``:
+    first check every finished chunk and re-decode those that fail their checksum.
+    Raises RunLockedError while another process builds the same (local) cache.
     """
     if dataset.categories != dataset.all_categories:
         dataset = BrodenDataset(dataset.directory)
-    path = str(path or default_label_cache_path(dataset))
+    path = str(location(path or default_label_cache_path(dataset)))
+    if len(dataset) == 0:
+        raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows; a label "
+                          f"cache needs at least one image")
+    if is_url(path):
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+    where = Path(path)
+    with RunLock(where.parent, "label-cache build", name=where.name + ".lock"):
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+
+
+def _build(dataset: BrodenDataset, path: str, chunk_images: int, workers: int | None,
+           overwrite: bool, progress: bool, repair: bool, log) -> LabelCache:
+    """build_label_cache's work, with the lock held (arguments as there)."""
     fp = dataset.fingerprint()
     N = len(dataset)
-    if N == 0:
-        raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows")
     sh, sw = dataset.segmentation_size()
     P, S = _slot_counts(dataset)
     L = dataset.num_labels
     C = -(-N // chunk_images)
 
     g = _open_or_create(path, fp, overwrite)
+    if repair and g.attrs.get("layout_ready"):
+        from cache.integrity import repair_label_cache
+        repair_label_cache(g, log)
     if g.attrs.get("complete"):
         return LabelCache(g, path)
     if g.attrs.get("layout_ready"):
@@ -238,21 +264,30 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     else:
         g = zarr.open_group(path, mode="w")              # nothing or a half set-up: start over
         _create_layout(g, dataset, fp, (N, P, S, sh, sw), chunk_images)
-    done = g["done"][:]
+    done = _read_done(g["done"])
     todo = [(c * chunk_images, min((c + 1) * chunk_images, N), P, S)
             for c in range(C) if not done[c]]
     bar = tqdm(total=N, initial=N - sum(b - a for a, b, _, _ in todo), unit="img",
                desc="label cache", disable=not progress, dynamic_ncols=True)
 
+    arrays = {n: g[n].with_config({"write_empty_chunks": True})
+              for n in ("planes", "scalars", "present", "chunk_label_pixels", "done")}
+
     def store(start: int, result) -> None:
         planes, scalars, present, counts = result
         stop = start + planes.shape[0]
         c = start // chunk_images
-        g["planes"][start:stop] = planes
-        g["scalars"][start:stop] = scalars
-        g["present"][start:stop] = present
-        g["chunk_label_pixels"][c] = counts
-        g["done"][c] = 1                      # only after the chunk's data is written
+        try:
+            arrays["planes"][start:stop] = planes
+            arrays["scalars"][start:stop] = scalars
+            arrays["present"][start:stop] = present
+            arrays["chunk_label_pixels"][c] = counts
+            arrays["done"][c] = 1             # only after the chunk's data is written
+        except OSError as e:
+            raise LabelCacheError(
+                f"{path}: writing label chunk {c} (images {start}-{stop - 1}) failed "
+                f"({e}); finished chunks are kept: fix the cause (e.g. free disk space) "
+                f"and rerun the same command to resume") from e
         bar.update(stop - start)
 
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
@@ -268,7 +303,7 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     finally:
         bar.close()
     g.create_array("label_pixels", data=g["chunk_label_pixels"][:].sum(axis=0),
-                   chunks=(L,), overwrite=True)
+                   chunks=(L,), compressors=_codecs(), overwrite=True)
     g.attrs["complete"] = True
     return LabelCache(g, path)
 
@@ -288,7 +323,7 @@ def _create_layout(g: zarr.Group, dataset: BrodenDataset, fp: str,
         "num_labels": L, "num_slots": P, "num_scalar_slots": S,
         "chunk_images": chunk_images,
     })
-    zstd = ZstdCodec(level=3)
+    zstd = _codecs()
     cfg = {"write_empty_chunks": True}
     g.create_array("planes", shape=(N, P, sh, sw), chunks=(chunk_images, P, sh, sw),
                    dtype="uint16", compressors=zstd, fill_value=0, config=cfg)
@@ -298,8 +333,28 @@ def _create_layout(g: zarr.Group, dataset: BrodenDataset, fp: str,
                    compressors=zstd, fill_value=False, config=cfg)
     g.create_array("chunk_label_pixels", shape=(C, L), chunks=(1, L), dtype="int64",
                    compressors=zstd, fill_value=0, config=cfg)
-    g.create_array("done", shape=(C,), chunks=(1,), dtype="uint8", fill_value=0, config=cfg)
+    g.create_array("done", shape=(C,), chunks=(1,), dtype="uint8", fill_value=0, config=cfg,
+                   compressors=[Crc32cCodec()])
     g.attrs["layout_ready"] = True       # written last: a half set-up is redone
+
+
+def _read_done(arr: zarr.Array) -> np.ndarray:
+    """(C,) uint8 done flags; a flag a kill left unreadable reads as 0 (chunk redone)."""
+    try:
+        return np.asarray(arr[:])
+    except Exception:                           # noqa: BLE001
+        out = np.zeros(arr.shape[0], dtype=np.uint8)
+        for c in range(arr.shape[0]):
+            try:
+                out[c] = arr[c]
+            except Exception:                   # noqa: BLE001
+                out[c] = 0
+        return out
+
+
+def _codecs() -> list:
+    """zstd then a CRC32C of the stored chunk (corruption fails the read)."""
+    return [ZstdCodec(level=3), Crc32cCodec()]
 
 
 def _bounded_map(pool, fn, items, depth: int):

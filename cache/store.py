@@ -16,13 +16,14 @@ Layout written by extraction (``cache/activations.py`` owns the arrays)::
         versions: {torch, numpy, zarr, python, tool}
     RUN/layers/<node>/activations   (N, K, h, w) float16|float32, chunks (n, k, h, w)
                                     with n dividing B (~2 MB raw), Blosc-lz4 (default) or
-                                    zstd, fill 0, write_empty_chunks
+                                    zstd, then CRC32C, fill 0, write_empty_chunks
     RUN/layers/<node>/maxima        (N, K) float32, chunks (B, K): max over (h, w) of the
                                     stored (rounded) activations
-    RUN/progress                    (num_blocks,) uint8, chunks (1,), uncompressed:
+    RUN/progress                    (num_blocks,) uint8, chunks (1,), CRC32C only:
                                     1 once every array of block b = images [bB, bB+B)
                                     is fully written (written last)
-    RUN/.lock                       fcntl.flock target held while extracting
+    RUN/.lock                       fcntl.flock target held while extracting or scoring
+                                    (holds "<pid> <extraction|scoring>")
 
 Layer names are node names as they are (dots included: ``layer4.1``) unless they hold
 characters a node name cannot (``/``, a leading ``__``, only dots), which are escaped
@@ -37,16 +38,23 @@ Readers for the scoring stage (each takes a run path or the group ``open_run`` g
 ``check_layer`` / ``check_complete`` (raise RunError on a missing layer or an
 unfinished extraction), ``layer_group``, ``run_path``, ``results_dir``,
 ``layer_file_name``, ``progress``.
-``open_run`` takes local paths; URLs (``s3://...``) are passed to zarr/fsspec for
-reading, while extraction (which needs a lock) is local only.
+``open_run`` takes local paths or fsspec URLs (``file://`` is read as a local path;
+``memory://``, ``s3://``, ``gcs://``... go through zarr's FsspecStore, with s3fs/gcsfs
+installed by the user). Scoring writes thresholds, cubes and reports into a URL run
+(``results_output`` stages report files locally and uploads them). Extraction and the
+label-cache build take an ``fcntl`` lock, which exists only for local directories:
+extraction writes to local (or shared-filesystem) directories only, and nothing
+stops two writers of one object-store location (do not start two).
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import zarr
@@ -64,7 +72,18 @@ class RunLockedError(RunError):
 
 
 def is_url(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
+    """True for an fsspec URL other than ``file://`` (which :func:`location` turns into a
+    local path)."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def location(path: str | os.PathLike) -> Path | str:
+    """A run or cache location: a local Path (``file://`` URLs included) or a URL string."""
+    text = str(path)
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    return text if is_url(text) else Path(path)
 
 
 def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
@@ -76,7 +95,8 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     """
     if mode not in ("r", "r+", "a"):
         raise ValueError(f"mode must be r, r+ or a, got {mode!r}")
-    store: Any = str(path) if is_url(path) else Path(path)
+    path = location(path)
+    store: Any = path
     if mode in ("r", "r+"):
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise RunError(f"{path}: not a run (no zarr.json); run scripts/extract.py "
@@ -158,15 +178,19 @@ def clear_run_dir(path: str | os.PathLike) -> None:
 class RunLock:
     """Exclusive ``fcntl.flock`` on ``RUN/.lock`` (creates RUN if needed).
 
-    ``with RunLock(run_dir): ...``; a second holder (another process, or another
-    RunLock in this one) gets RunLockedError at once. The lock dies with the process,
-    so a killed extraction never leaves a stale lock.
+    ``with RunLock(run_dir, "scoring"): ...``; a second holder (another process, or
+    another RunLock in this one) gets RunLockedError at once, naming the holder's pid
+    and ``purpose``. The lock dies with the process, so a killed writer never leaves a
+    stale lock. Also used for label caches (``cache/labels.py``).
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
+                 name: str = LOCK_NAME):
         if is_url(run_dir):
             raise RunError(f"--out {run_dir}: extraction writes to local directories only")
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(location(run_dir))
+        self.purpose = purpose
+        self.name = name
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -176,22 +200,24 @@ class RunLock:
             raise RunError(f"--out {self.run_dir}: cannot create the directory ({e})") from e
         if not self.run_dir.is_dir():
             raise RunError(f"--out {self.run_dir}: not a directory")
-        path = self.run_dir / LOCK_NAME
+        path = self.run_dir / self.name
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
             except OSError:
                 holder = ""
             os.close(fd)
-            who = f" (pid {holder})" if holder else ""
-            raise RunLockedError(f"{self.run_dir} is being written by another extraction"
-                                 f"{who}; wait for it to finish or choose another --out"
-                                 ) from None
+            pid, _, what = holder.partition(" ")
+            who = f" (pid {pid})" if pid else ""
+            target = self.run_dir if self.name == LOCK_NAME else path.with_suffix("")
+            raise RunLockedError(f"{target} is being written by another "
+                                 f"{what or 'extraction'}{who}; wait for it to finish or "
+                                 f"choose another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.purpose}".encode(), 0)
         self._fd = fd
         return self
 
@@ -214,17 +240,48 @@ class RunLock:
 def run_path(run: "str | os.PathLike | zarr.Group") -> Path | str:
     """The run's location: a Path for local runs, the URL string otherwise."""
     if not isinstance(run, zarr.Group):
-        return run if is_url(run) else Path(run)
-    root = getattr(run.store, "root", None)
+        return location(run)
+    return store_location(run.store, run.path)
+
+
+def store_location(zstore: Any, path: str = "") -> Path | str:
+    """Where node ``path`` of a zarr store lives: a Path (LocalStore) or a URL
+    (FsspecStore); other stores (in-process memory) give their repr."""
+    root = getattr(zstore, "root", None)
     if root is not None:
         base = Path(root)
-        return base / run.path if run.path else base
-    return str(run.store)
+        return base / path if path else base
+    fs = getattr(zstore, "fs", None)
+    if fs is not None:
+        base = fs.unstrip_protocol(zstore.path).rstrip("/")
+        return f"{base}/{path}" if path else base
+    return str(zstore)
 
 
-def results_dir(run: "str | os.PathLike | zarr.Group") -> Path:
-    """``RUN/results``: where report files go (not created here)."""
-    return Path(run_path(run)) / "results"
+def results_dir(run: "str | os.PathLike | zarr.Group") -> Path | str:
+    """``RUN/results``: where report files go (not created here); a URL for URL runs."""
+    where = run_path(run)
+    return f"{where}/results" if isinstance(where, str) else where / "results"
+
+
+@contextmanager
+def results_output(run: "str | os.PathLike | zarr.Group") -> Iterator[tuple[Path, str]]:
+    """``with results_output(run) as (local_dir, final): ...``: write report files into
+    ``local_dir``; ``final`` is where they end up (``RUN/results``). For a local run
+    they are the same directory; for a URL run ``local_dir`` is temporary and its
+    files are uploaded with fsspec when the block ends without an error."""
+    final = results_dir(run)
+    if not isinstance(final, str):
+        final.mkdir(parents=True, exist_ok=True)
+        yield final, str(final)
+        return
+    import fsspec
+    with tempfile.TemporaryDirectory(prefix="netdissect-results-") as tmp:
+        yield Path(tmp), final
+        fs, root = fsspec.core.url_to_fs(final)
+        fs.makedirs(root, exist_ok=True)
+        for f in sorted(Path(tmp).iterdir()):
+            fs.put_file(str(f), f"{root}/{f.name}")
 
 
 def layer_file_name(layer: str) -> str:

@@ -12,13 +12,13 @@ by label names (the published tables name real-Broden concepts).
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
 
 from pipeline.netdissect_csv import ResultCSVError, ResultTable, read_result_csv
 from pipeline.results import ResultsError, read_document, run_tables, to_table
+from pipeline.report import write_result_csv
 
 #: Display order of Broden's categories (others follow, in order of appearance).
 CATEGORY_ORDER = ("object", "part", "scene", "material", "texture", "color")
@@ -121,15 +121,9 @@ def comparison_table(tables: Sequence[ResultTable], summaries: Sequence[dict]) -
 
 
 def write_comparison_csv(path: str | os.PathLike, tables, summaries) -> Path:
-    path = Path(path)
+    """Write the table atomically (temp file + rename)."""
     header, rows = comparison_rows(tables, summaries)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return write_result_csv(path, header, rows)
 
 
 def comparison_chart(path: str | os.PathLike, tables: Sequence[ResultTable],

@@ -10,14 +10,21 @@ same activation cache (same model, dataset, layer, dtype, images):
     layer_sweep(layer, dissection, thresholds)    IoU-threshold sweep (CSV + PNG)
 
 Only a level missing from the stored cube triggers a replay, and only of that level; the
-results, the null model and the sweep never replay.
+results, the null model and the sweep never replay. With ``ScoreConfig.client`` (a
+``distributed.Client``, see pipeline/distributed.py) the quantiles and the replay run as
+Dask graphs on its cluster; the numbers are the same.
+
+A read that fails on a damaged chunk is reported as a RunError naming the chunk and
+the repair command (``cache/integrity.py``); NaN or infinite activations as a
+ValueError naming the layer, the units and the fix.
 """
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +52,7 @@ class ScoreConfig:
     tile_images: int | None = None
     progress: bool = True
     null: NullConfig | None = None          # run the null model (pipeline/null_model.py)
+    client: Any = None                      # distributed.Client: score on its cluster
 
     def all_levels(self) -> list[float]:
         lv = sorted(set(float(q) for q in self.levels) | {float(self.quantile)})
@@ -71,16 +79,59 @@ def _missing(have: np.ndarray | None, want: Sequence[float]) -> list[float]:
     return [q for q in want if not np.any(np.abs(have - q) <= 1e-12)]
 
 
-def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(levels (V,), T (V, K) float64) for the asked levels; computes only missing ones."""
+@contextmanager
+def named_failures(run, layer: str, labels: LabelCache | None = None) -> Iterator[None]:
+    """Turn a failed read of ``layer``'s caches into a RunError naming the damaged
+    chunks and the repair command, and NaN/inf activations into a ValueError naming
+    the layer, the units and what to do; other errors pass through unchanged."""
+    from pipeline.quantiles import NonFiniteActivations
+    try:
+        yield
+    except NonFiniteActivations as e:
+        raise ValueError(
+            f"layer {layer!r} of {store.run_path(run)}: {e}. Float16 overflow (values "
+            f"beyond +-65504) stores inf/NaN: re-extract with --dtype float32 --overwrite; "
+            f"otherwise the model itself produces them (check its weights and "
+            f"preprocessing)") from None
+    except store.RunError:
+        raise
+    except Exception as e:                          # noqa: BLE001 - maybe a bad chunk
+        # (a CRC32C mismatch is a ValueError; a codec failure another type)
+        from cache.integrity import explain
+        named = explain(run, layer, labels)
+        if named is None:
+            raise
+        raise named from e
+
+
+def check_finite_maxima(run, layer: str) -> None:
+    """Raise NonFiniteActivations if a unit's per-image maxima (N, K) hold NaN or +inf
+    (NaN and +inf propagate into the maxima, so this reads only (N, K) values)."""
+    from pipeline.quantiles import NonFiniteActivations
+    mx = np.asarray(store.maxima(run, layer)[:], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(mx).all(axis=0))
+    if bad.size:
+        raise NonFiniteActivations(bad)
+
+
+def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
+                     client: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(levels (V,), T (V, K) float64) for the asked levels; computes only missing ones
+    (on ``client``'s cluster when given, else with Dask's local threaded scheduler)."""
     from pipeline.quantiles import exact_thresholds     # dask: imported only when needed
     source = layer_source(run, layer)
     stored = read_thresholds(store.layer_group(run, layer), source)
     todo = _missing(None if stored is None else stored[0], levels)
     if todo:
         t0 = time.perf_counter()
-        T = exact_thresholds(store.activations(run, layer), todo)
+        if client is not None:
+            from pipeline.distributed import check_shared
+            check_shared(run)
+        # no client: the local threaded scheduler, whatever Dask's default is
+        kwargs = {"scheduler": client if client is not None else "threads"}
+        with named_failures(run, layer):
+            check_finite_maxima(run, layer)
+            T = exact_thresholds(store.activations(run, layer), todo, compute_kwargs=kwargs)
         write_thresholds(store.layer_group(run, layer, mode="a"), todo, T, source)
         log(f"[{layer}] exact quantiles at {todo}: {time.perf_counter() - t0:.1f} s")
         stored = read_thresholds(store.layer_group(run, layer), source)
@@ -98,17 +149,29 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     stored = read_cube(group, source)
     todo = _missing(None if stored is None else stored.levels, levels)
     if todo:
-        from pipeline.replay import replay_cube            # torch: only when replaying
-        lv, T = layer_thresholds(run, layer, todo, log=log)
+        lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client)
         t0 = time.perf_counter()
-        new = replay_cube(store.activations(run, layer), store.maxima(run, layer), labels,
-                          lv, T, device=config.device, tile_images=config.tile_images,
-                          progress=config.progress, desc=f"tally {layer}")
+        with named_failures(run, layer, labels):
+            new = _replay(run, layer, labels, lv, T, config)
         n = new.intersect.shape[1]
         log(f"[{layer}] IoU cube at {[float(q) for q in lv]}: {time.perf_counter() - t0:.1f} s "
             f"({store.activations(run, layer).shape[0]} images, {n} units)")
         stored = write_cube(store.layer_group(run, layer, mode="a"), new, source)
     return stored.select(levels)
+
+
+def _replay(run, layer: str, labels: LabelCache, levels, T: np.ndarray,
+            config: ScoreConfig) -> Cube:
+    """The threaded replay (default) or, with ``config.client``, the Dask graph."""
+    if config.client is not None:
+        from pipeline.distributed import replay_cube_dask
+        return replay_cube_dask(run, layer, labels, levels, T, device=config.device,
+                                tile_images=config.tile_images,
+                                compute_kwargs={"scheduler": config.client})
+    from pipeline.replay import replay_cube            # torch: only when replaying
+    return replay_cube(store.activations(run, layer), store.maxima(run, layer), labels,
+                       levels, T, device=config.device, tile_images=config.tile_images,
+                       progress=config.progress, desc=f"tally {layer}")
 
 
 def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig,
@@ -144,24 +207,28 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         d, cube.intersect[v], cube.activation[v], cube.label_pixels, cube.categories,
         labels.label_names, cube.thresholds[v], layer=layer, quantile=config.quantile,
         levels=cube.levels, run=meta, null=null, null_config=null_cfg)
-    out = store.results_dir(run)
-    out.mkdir(parents=True, exist_ok=True)
     name = store.layer_file_name(layer)
-    write_json(results_doc.document_path(out, name), doc)
-    header, rows = results_doc.csv_rows(doc)
-    write_result_csv(out / f"{name}.csv", header, rows)
-    results_doc.write_text(out / f"{name}.html", results_doc.to_html(doc))
-    return d, doc["summary"], out / f"{name}.csv"
+    with store.results_output(run) as (out, final):
+        write_json(results_doc.document_path(out, name), doc)
+        header, rows = results_doc.csv_rows(doc)
+        write_result_csv(out / f"{name}.csv", header, rows)
+        results_doc.write_text(out / f"{name}.html", results_doc.to_html(doc))
+    return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 
 def layer_sweep(run, layer: str, d: Dissection, thresholds) -> tuple[list[dict], Path, Path]:
     """Sweep the IoU threshold over ``d``'s labelling (no replay); write
     <run>/results/<layer>.sweep.csv and .sweep.png. Returns (summaries, csv, png)."""
     summaries = sweep_mod.sweep(d.units, d.categories, thresholds)
-    out = store.results_dir(run)
-    out.mkdir(parents=True, exist_ok=True)
     name = store.layer_file_name(layer)
-    csv_path = sweep_mod.write_sweep_csv(out / f"{name}.sweep.csv", summaries)
-    png = sweep_mod.sweep_chart(out / f"{name}.sweep.png", summaries,
-                                title=f"{layer}: detectors against the IoU threshold")
-    return summaries, csv_path, png
+    with store.results_output(run) as (out, final):
+        sweep_mod.write_sweep_csv(out / f"{name}.sweep.csv", summaries)
+        sweep_mod.sweep_chart(out / f"{name}.sweep.png", summaries,
+                              title=f"{layer}: detectors against the IoU threshold")
+    return (summaries, _final_path(final, f"{name}.sweep.csv"),
+            _final_path(final, f"{name}.sweep.png"))
+
+
+def _final_path(final: str, name: str) -> Path | str:
+    """Where a report file ended up: a Path for local runs, a URL for URL runs."""
+    return f"{final}/{name}" if store.is_url(final) else Path(final) / name

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from cache import activations as cache_acts
 from cache.store import (RUN_FORMAT, RUN_VERSION, LOCK_NAME, RunError, RunLock,
-                         clear_run_dir, layer_node)
+                         clear_run_dir, is_url, layer_node, location)
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.models import LayerCapture, load_model, model_fingerprint, resolve_layers
 
@@ -172,6 +172,7 @@ class ExtractConfig:
     compression: str = "lz4"             # lz4 | zstd | none; not part of the identity
     threads: int | None = None           # torch CPU threads; None: default_threads()
     progress: bool = True                # tqdm bar on stderr
+    repair: bool = False                 # re-extract the blocks holding damaged chunks
 
 
 @dataclass
@@ -436,7 +437,9 @@ def _dir_bytes(path: Path) -> int:
 
 # ---------------------------------------------------------------------- extract
 def extract(config: ExtractConfig, log: Log = print) -> Path:
-    """Extract (or resume, or confirm complete) the run at ``config.out``; return its path."""
+    """Extract (or resume, or confirm complete) the run at ``config.out``; return its path.
+    With ``config.repair`` the finished blocks are first checked chunk by chunk and
+    those holding a damaged (checksum-failing or missing) chunk are extracted again."""
     return extract_with_stats(config, log).path
 
 
@@ -448,11 +451,18 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
     (user errors, named), ExtractInterrupted (a KeyboardInterrupt) on Ctrl-C after
     writing the blocks already computed: the cache stays resumable.
     """
-    out = Path(config.out)
+    if is_url(config.out):
+        raise RunError(f"--out {config.out}: extraction writes to a local (or shared-"
+                       f"filesystem) directory; copy the run to object storage afterwards "
+                       f"(README, 'Running on a cluster')")
+    out = Path(location(config.out))
     s = _setup(config)
     dtype = torch.float16 if config.dtype == "float16" else torch.float32
     with RunLock(out):
-        group, block, _created = _open_or_create(out, s, config, log)
+        group, block, created = _open_or_create(out, s, config, log)
+        if config.repair and not created:
+            from cache.integrity import repair_run
+            repair_run(group, list(config.layers), log)
         N = s.num_images
         done = cache_acts.read_progress(group)
         pending = np.flatnonzero(~done)

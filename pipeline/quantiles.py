@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = [
+    "NonFiniteActivations",
     "TailIndex",
     "check_levels",
     "tail_index",
@@ -34,6 +35,26 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes per (unit chunk) topk combine step
+
+
+class NonFiniteActivations(ValueError):
+    """Some units hold NaN or infinite activations, whose quantile means nothing.
+    ``units``: their 0-based indices (all of them, the message shows the first 10)."""
+
+    def __init__(self, units: Sequence[int], what: str = "NaN or infinite"):
+        self.units = [int(u) for u in units]
+        more = f" and {len(self.units) - 10} more" if len(self.units) > 10 else ""
+        super().__init__(f"units {self.units[:10]}{more} (0-based) contain {what} "
+                         f"activations")
+
+
+def check_finite_top(top: np.ndarray) -> None:
+    """Raise NonFiniteActivations if a unit's top values (K, m) hold NaN or +-inf.
+    NaN sorts above every number in topk, and +inf is the largest value, so a unit
+    holding either has it among its top values."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(top, dtype=np.float64)).all(axis=1))
+    if bad.size:
+        raise NonFiniteActivations(bad)
 
 
 @dataclass(frozen=True)
@@ -171,7 +192,8 @@ def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True
     levels: V quantile levels q (0 < q < 1); T[v, k] = np.quantile(unit k, 1 - q_v)
     compute=False returns the lazy (V, K) dask array (compute it with any scheduler);
     otherwise it is computed with ``dask.compute(..., **compute_kwargs)``.
-    Raises ValueError if a unit contains NaN (numpy would return NaN).
+    Raises NonFiniteActivations (a ValueError naming the units) if a unit holds NaN or
+    +-inf among its top values (numpy would return NaN or inf).
     """
     import dask
     import dask.array as da
@@ -186,10 +208,12 @@ def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True
     m = max(tail_count(n, q) for q in qs)       # largest q needs the longest tail
     top = top_values(x, m, memory_budget=memory_budget, split_every=split_every)
 
-    def finish(block: np.ndarray) -> np.ndarray:
-        nan_units = np.flatnonzero(np.isnan(block[:, 0].astype(np.float64)))
-        if nan_units.size:
-            raise ValueError(f"units {nan_units[:10].tolist()} contain NaN activations")
+    def finish(block: np.ndarray, block_info=None) -> np.ndarray:
+        try:
+            check_finite_top(block)
+        except NonFiniteActivations as e:       # unit numbers of the whole array
+            k0 = block_info[0]["array-location"][0][0] if block_info else 0
+            raise NonFiniteActivations([k0 + u for u in e.units]) from None
         return thresholds_from_top(block, n, qs)
 
     T = da.map_blocks(finish, top, dtype=np.float64, chunks=((len(qs),), top.chunks[0]),
@@ -215,8 +239,8 @@ def exact_thresholds_inmemory(acts: np.ndarray, levels: Sequence[float]) -> np.n
     top = np.empty((K, m), dtype=a.dtype)
     for k in range(K):
         v = a[:, k].ravel()
-        if np.isnan(v).any():
-            raise ValueError(f"unit {k} contains NaN activations")
+        if not np.isfinite(v).all():
+            raise NonFiniteActivations([k])
         part = np.partition(v, n - m)[n - m:] if m < n else v.copy()
         top[k] = np.sort(part)[::-1]
     return thresholds_from_top(top, n, qs)

@@ -6,12 +6,12 @@ thresholds with :func:`pipeline.scoring.count_detectors`: no replay, millisecond
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
 
 from pipeline.scoring import UnitResult, count_detectors
+from pipeline.report import write_result_csv
 
 TOTALS = ("detectors", "unique_top_labels", "per_category_sum")
 PER_CAT = (("detectors", "detectors_per_category"),
@@ -81,15 +81,9 @@ def sweep_table(summaries: Sequence[dict], title: str = "") -> str:
 
 
 def write_sweep_csv(path: str | os.PathLike, summaries: Sequence[dict]) -> Path:
-    path = Path(path)
+    """Write the table atomically (temp file + rename)."""
     header, rows = sweep_rows(summaries)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return write_result_csv(path, header, rows)
 
 
 def sweep_chart(path: str | os.PathLike, summaries: Sequence[dict], title: str = "",

@@ -2,10 +2,12 @@
 """Decode a Broden directory's labels once into a label cache (Zarr).
 
     python scripts/cache_labels.py --dataset BRODEN_DIR [--out LABELS.zarr] [--workers N]
+        [--repair]
 
 Without --out the cache goes to $NETDISSECT_CACHE (default ~/.cache/netdissect)
 under a name derived from the dataset fingerprint, where score.py looks for it.
-An interrupted build resumes when the command is run again.
+An interrupted build resumes when the command is run again; --repair re-checks every
+chunk's CRC32C and re-decodes only the damaged ones. --out may be an fsspec URL.
 """
 import argparse
 import sys
@@ -13,6 +15,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from cache.labels import LabelCacheError, build_label_cache
+from cache.store import RunError
 from pipeline.broden import BrodenDataset, BrodenError
 
 
@@ -23,12 +26,16 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None, help="decoding processes")
     p.add_argument("--chunk-images", type=int, default=256)
     p.add_argument("--rebuild", action="store_true", help="overwrite a cache of another dataset")
+    p.add_argument("--repair", action="store_true",
+                   help="re-decode only the chunks that fail their checksum (or are missing)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     try:
         ds = BrodenDataset(a.dataset)
         cache = build_label_cache(ds, a.out, chunk_images=a.chunk_images, workers=a.workers,
-                                  overwrite=a.rebuild)
-    except (BrodenError, LabelCacheError) as e:
+                                  overwrite=a.rebuild, repair=a.repair,
+                                  progress=not a.no_progress)
+    except (BrodenError, LabelCacheError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,7 +6,8 @@ Example:
         --layers conv3,conv5 --out runs/demo
 
 Rerunning the same command resumes an interrupted extraction, or does nothing when
-the cache is complete. See pipeline/extract.py and cache/store.py for the details.
+the cache is complete; adding --repair first re-checks every stored chunk's CRC32C
+and re-extracts only the blocks holding damaged ones. See pipeline/extract.py and cache/store.py for the details.
 """
 from __future__ import annotations
 
@@ -93,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: cores - workers - 1, at least "
                         "1, leaving cores for decoding and writing)")
+    p.add_argument("--repair", action="store_true",
+                   help="check every stored chunk (CRC32C) and re-extract only the blocks "
+                        "holding damaged or missing chunks; names each damaged chunk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
         overwrite=a.overwrite, compression=a.compression, threads=a.threads,
-        progress=not a.no_progress)
+        progress=not a.no_progress, repair=a.repair)
     try:
         st = extract_with_stats(config)
     except ExtractInterrupted:

@@ -5,16 +5,19 @@
         [--iou-threshold 0.04] [--categories object,part,...] [--device auto]
         [--export-iou PATH.npy] [--export-thresholds PATH.npy]
         [--sweep 0.01:0.2:0.01] [--null [image|spatial|both]] [--null-permutations 100]
-        [--null-images 500|all] [--null-seed 0]
+        [--null-images 500|all] [--null-seed 0] [--scheduler ADDRESS | --cluster local:N]
 
 Replays the activation cache (never the network). Thresholds and the cube are stored in the
 run; a new --iou-threshold or --categories, or a --quantile among the cube's levels, is
 answered from the stored cube without any replay. So are --sweep (detectors against the IoU
 threshold) and --null (permutation p-values from the activation and label caches).
+With --scheduler or --cluster the quantiles and the tally run as Dask graphs on a
+dask.distributed cluster (same numbers); a local run is locked while it is scored.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -27,6 +30,7 @@ from cache.labels import LabelCache, LabelCacheError, build_label_cache, default
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.dissect import (DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_results,
                               layer_sweep)
+from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
 from pipeline.null_model import KINDS, NullConfig
 from pipeline.report import summary_table
 from pipeline.sweep import parse_thresholds, sweep_table
@@ -34,7 +38,8 @@ from pipeline.sweep import parse_thresholds, sweep_table
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Score an extracted run (see module docstring).")
-    p.add_argument("run", help="run directory written by scripts/extract.py")
+    p.add_argument("run", help="run directory written by scripts/extract.py, or its fsspec "
+                               "URL (memory://, s3://, gcs://...)")
     p.add_argument("--dataset", help="Broden directory (default: the one extract.py recorded)")
     p.add_argument("--label-cache", help="label cache path (default: under $NETDISSECT_CACHE)")
     p.add_argument("--layer", action="append", default=None,
@@ -67,29 +72,57 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="random subsample of images for the null model, or 'all' "
                         "(default 500)")
     p.add_argument("--null-seed", type=int, default=0, help="seed of the null model")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the quantiles and the tally on this dask.distributed scheduler "
+                        "(e.g. tcp://10.0.0.5:8786); the run and label cache must be at a "
+                        "path or URL the workers can open")
+    p.add_argument("--cluster", metavar="local:N", default=None,
+                   help="start a LocalCluster of N worker processes for the quantiles and "
+                        "the tally (default: neither, the local threaded scheduler)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
 def open_labels(a: argparse.Namespace, run) -> LabelCache:
-    """The label cache of the run's dataset, built on first use."""
+    """The label cache of the run's dataset, built on first use. A complete cache of the
+    run's dataset fingerprint (at --label-cache or the default path, which is keyed by
+    the fingerprint) is used even when the dataset has moved; building one needs the
+    dataset (--dataset, default the path extract.py recorded)."""
+    fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
+    ds = dataset_of_run(a, run) if a.dataset else None
+    path = a.label_cache or default_label_cache_path(fp)
+    try:
+        labels = LabelCache.open(path)
+        if labels.fingerprint == fp:
+            return labels
+    except LabelCacheError:
+        pass
+    ds = ds or dataset_of_run(a, run)
+    if not a.quiet:
+        print(f"building the label cache at {path} (once per dataset)")
+    labels = build_label_cache(ds, path, progress=not a.quiet)
+    labels.check_dataset(ds)
+    return labels
+
+
+def dataset_of_run(a: argparse.Namespace, run) -> BrodenDataset:
+    """--dataset, or the dataset path the run recorded; refused unless its fingerprint
+    is the run's (errors say to pass --dataset when the recorded path has moved)."""
     attrs = store.read_run_attrs(run)
     ds_path = a.dataset or attrs["dataset"]["path"]
-    ds = BrodenDataset(ds_path)
+    try:
+        ds = BrodenDataset(ds_path)
+    except BrodenError as e:
+        if a.dataset:
+            raise
+        raise BrodenError(f"{e}\n(the run recorded the dataset at {ds_path}; if it has "
+                          f"moved, pass its new location with --dataset)") from None
     if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
         raise LabelCacheError(
             f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
             f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
             f"pass the same Broden directory or extract again")
-    path = a.label_cache or default_label_cache_path(ds)
-    try:
-        labels = LabelCache.open(path)
-    except LabelCacheError:
-        if not a.quiet:
-            print(f"building the label cache at {path} (once per dataset)")
-        labels = build_label_cache(ds, path, progress=not a.quiet)
-    labels.check_dataset(ds)
-    return labels
+    return ds
 
 
 def null_config(a: argparse.Namespace) -> NullConfig | None:
@@ -111,6 +144,71 @@ def null_config(a: argparse.Namespace) -> NullConfig | None:
     return cfg
 
 
+def score_layer(a: argparse.Namespace, config: ScoreConfig, run, layer: str,
+                labels: LabelCache, sweep) -> None:
+    """Cube, results, optional sweep and exports of one layer, printed as they finish."""
+    cube = layer_cube(run, layer, labels, config)
+    t0 = time.perf_counter()
+    d, summary, csv_path = layer_results(run, layer, cube, labels, config)
+    print(summary_table(layer, summary))
+    if "significant_detectors" in summary:
+        sig = summary["significant_detectors"]
+        print(f"  detectors with p <= {sig['alpha']} (uncorrected): " + ", ".join(
+            f"{k} {v}" for k, v in sig.items() if k != "alpha"))
+    print(f"  results: {csv_path} (+ .json results document, .html); "
+          f"{time.perf_counter() - t0:.2f} s")
+    if sweep:
+        t1 = time.perf_counter()
+        summaries, sweep_csv, png = layer_sweep(run, layer, d, sweep)
+        print(sweep_table(summaries, f"  IoU-threshold sweep of {layer} (from the "
+                                     f"cube, no replay):"))
+        print(f"  sweep: {sweep_csv} (+ .png); {time.perf_counter() - t1:.2f} s")
+    if a.export_iou:
+        np.save(a.export_iou, d.iou)
+        print(f"  IoU matrix {d.iou.shape} -> {a.export_iou}")
+    if a.export_thresholds:
+        T = cube.thresholds[cube.level_index(config.quantile)]
+        np.save(a.export_thresholds, T)
+        print(f"  thresholds {T.shape} -> {a.export_thresholds}")
+
+
+def run_lock(run) -> contextlib.AbstractContextManager:
+    """The run's lock while scoring writes into it (a local run; an fsspec URL has none),
+    so a second writer (scoring or extraction) of the same run is refused."""
+    where = store.run_path(run)
+    if isinstance(where, str):
+        return contextlib.nullcontext()
+    return store.RunLock(where, "scoring")
+
+
+def score(a: argparse.Namespace, config: ScoreConfig) -> None:
+    """Everything main() does once the arguments parsed; raises the errors it reports."""
+    config.all_levels()
+    check_scheduler_args(a.scheduler, a.cluster)
+    sweep = parse_thresholds(a.sweep) if a.sweep else None
+    config.null = null_config(a)
+    run = store.open_run(a.run, mode="r")
+    layers = a.layer or store.layer_names(run)
+    for layer in layers:
+        store.check_layer(run, layer)
+    if (a.export_iou or a.export_thresholds) and len(layers) != 1:
+        raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
+                         f"add --layer (the run has {layers})")
+    with run_lock(run):
+        labels = open_labels(a, run)
+        if labels.categories and config.categories:
+            unknown = [c for c in config.categories if c not in labels.categories]
+            if unknown:
+                raise ValueError(f"--categories: unknown {unknown}; the dataset has "
+                                 f"{labels.categories}")
+        with dask_scheduler(a.scheduler, a.cluster) as client:
+            if client is not None:
+                check_shared(run, labels)
+            config.client = client
+            for layer in layers:
+                score_layer(a, config, run, layer, labels, sweep)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
@@ -123,52 +221,18 @@ def main(argv=None) -> int:
                          device=a.device, levels=levels, tile_images=a.tile_images,
                          progress=not a.quiet)
     try:
-        config.all_levels()
-        sweep = parse_thresholds(a.sweep) if a.sweep else None
-        config.null = null_config(a)
-        run = store.open_run(a.run, mode="r")
-        layers = a.layer or store.layer_names(run)
-        for layer in layers:
-            store.check_layer(run, layer)
-        if (a.export_iou or a.export_thresholds) and len(layers) != 1:
-            raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
-                             f"add --layer (the run has {layers})")
-        labels = open_labels(a, run)
-        if labels.categories and cats:
-            unknown = [c for c in cats if c not in labels.categories]
-            if unknown:
-                raise ValueError(f"--categories: unknown {unknown}; the dataset has "
-                                 f"{labels.categories}")
-        for layer in layers:
-            cube = layer_cube(run, layer, labels, config)
-            t0 = time.perf_counter()
-            d, summary, csv_path = layer_results(run, layer, cube, labels, config)
-            print(summary_table(layer, summary))
-            if "significant_detectors" in summary:
-                sig = summary["significant_detectors"]
-                print(f"  detectors with p <= {sig['alpha']} (uncorrected): " + ", ".join(
-                    f"{k} {v}" for k, v in sig.items() if k != "alpha"))
-            print(f"  results: {csv_path} (+ .json results document, .html); "
-                  f"{time.perf_counter() - t0:.2f} s")
-            if sweep:
-                t1 = time.perf_counter()
-                summaries, sweep_csv, png = layer_sweep(run, layer, d, sweep)
-                print(sweep_table(summaries, f"  IoU-threshold sweep of {layer} (from the "
-                                             f"cube, no replay):"))
-                print(f"  sweep: {sweep_csv} (+ .png); {time.perf_counter() - t1:.2f} s")
-            if a.export_iou:
-                np.save(a.export_iou, d.iou)
-                print(f"  IoU matrix {d.iou.shape} -> {a.export_iou}")
-            if a.export_thresholds:
-                T = cube.thresholds[cube.level_index(config.quantile)]
-                np.save(a.export_thresholds, T)
-                print(f"  thresholds {T.shape} -> {a.export_thresholds}")
+        score(a, config)
     except (BrodenError, LabelCacheError, store.RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                # e.g. a full disk while writing a cube or report
+        print(f"error: {e}\nthresholds and cubes stored before are kept (a cube is marked "
+              f"complete only once written): fix the cause (e.g. free disk space) and rerun "
+              f"the same command", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: stored thresholds and cubes are kept; nothing is lost",
-              file=sys.stderr)
+        print("\ninterrupted: stored thresholds and cubes are kept; nothing is lost; rerun "
+              "the same command to finish", file=sys.stderr)
         return 130
     return 0
 

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.compare import compare, comparison_rows, load_sources
 from pipeline.synthetic import write_dataset
+from clirun import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("NETDISSECT_GOLDEN", ROOT.parent / "shared" / "golden"))
@@ -20,12 +21,6 @@ needs_golden = pytest.mark.skipif(not ALEXNET.is_file() or not RESNET18.is_file(
                                   reason=f"golden files not found in {GOLDEN}")
 
 
-def cli(*args, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 def _csv(path):

@@ -19,16 +19,12 @@ from pipeline.results import (SCHEMA, SCHEMA_VERSION, ResultsError, check_docume
                               read_document, to_table)
 from pipeline.scoring import count_detectors, dissect
 from pipeline.synthetic import write_dataset
+from clirun import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, f"{args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-    return r
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ from cache import store
 from pipeline.broden import BrodenDataset
 from pipeline.synthetic import write_dataset
 import reference as ref
+from clirun import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"          # ReLU output of a stride-2 conv: 13 x 13 maps at input 26
 
 
-def cli(*args, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ from pipeline.broden import BrodenDataset
 from pipeline.scoring import UnitResult
 from pipeline.sweep import parse_thresholds, sweep, sweep_rows, sweep_table
 from pipeline.synthetic import write_dataset
+from clirun import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
 
 
-def cli(*args, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 def test_parse_thresholds():

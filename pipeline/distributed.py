@@ -1,0 +1,198 @@
+"""Scoring on a Dask distributed cluster: schedulers, and the IoU tally as a Dask graph.
+
+    with dask_scheduler(scheduler="tcp://host:8786") as client: ...   # existing cluster
+    with dask_scheduler(cluster="local:4") as client: ...             # LocalCluster
+    with dask_scheduler() as client: ...       # client None: the local threaded default
+
+Inside the block, Dask computations (the exact quantiles of ``pipeline/quantiles.py``)
+run on the client's cluster, and :func:`replay_cube_dask` counts the IoU cube as a graph
+of tile tasks: each task opens the activation and label caches at their location (a
+path on a filesystem the workers share, or an fsspec URL), reads its image range
+[start, stop) from the Zarr chunks and returns its exact int64 counts, which a tree of
+sums adds up on the workers; only the final (V, K, L) and (V, K, G) arrays reach the
+client. Integer sums do not depend on the order, so the cube equals the threaded
+:func:`pipeline.replay.replay_cube` bit for bit.
+"""
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from cache import store
+from cache.cube import Cube
+from cache.labels import LabelCache
+
+TREE_FANIN = 4          # partial cubes summed per reduction task
+
+
+class SchedulerError(ValueError):
+    """A --scheduler/--cluster argument is malformed or the cluster cannot be reached."""
+
+
+def parse_cluster(text: str) -> int:
+    """``local:N`` -> N (worker processes, N >= 1); errors name the argument."""
+    kind, _, n = text.partition(":")
+    try:
+        workers = int(n)
+    except ValueError:
+        workers = 0
+    if kind != "local" or workers < 1:
+        raise SchedulerError(f"--cluster {text!r}: expected local:N with N >= 1 worker "
+                             f"processes (for an existing cluster use --scheduler ADDRESS)")
+    return workers
+
+
+def local_cluster(workers: int, threads_per_worker: int = 1):
+    """A LocalCluster of ``workers`` processes that needs no network beyond loopback and
+    no dashboard (bokeh); spill files go to a temporary directory."""
+    import dask
+    from distributed import LocalCluster
+    tmp = tempfile.mkdtemp(prefix="netdissect-dask-")
+    with dask.config.set({"temporary-directory": tmp}):
+        return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                            processes=True, dashboard_address=None, host="127.0.0.1",
+                            local_directory=tmp)
+
+
+def check_scheduler_args(scheduler: str | None, cluster: str | None) -> None:
+    """Raise SchedulerError for both given or a malformed --cluster (before any work)."""
+    if scheduler and cluster:
+        raise SchedulerError("give --scheduler ADDRESS or --cluster local:N, not both")
+    if cluster:
+        parse_cluster(cluster)
+
+
+@contextmanager
+def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
+                   log=print) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` connected to ``scheduler`` (an address) or to a new
+    LocalCluster (``cluster="local:N"``), set as Dask's scheduler for the block, and close
+    what was opened afterwards; yield None (threaded scheduler) when neither is given."""
+    check_scheduler_args(scheduler, cluster)
+    if not scheduler and not cluster:
+        yield None
+        return
+    import dask
+    from distributed import Client
+    lc = local_cluster(parse_cluster(cluster)) if cluster else None
+    try:
+        try:
+            client = Client(lc if lc is not None else scheduler, timeout="30s")
+        except (OSError, TimeoutError) as e:
+            raise SchedulerError(f"--scheduler {scheduler}: cannot connect ({e}); start "
+                                 f"one with `dask scheduler` and workers with `dask worker "
+                                 f"{scheduler}`, or use --cluster local:N") from e
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+            log(f"dask: {n} worker(s) at {client.scheduler.address}")
+            with dask.config.set(scheduler=client):
+                yield client
+        finally:
+            client.close()
+    finally:
+        if lc is not None:
+            lc.close()
+
+
+def shared_location(where: Path | str, what: str) -> str:
+    """A location worker processes can open: an absolute path or a URL. ``memory://``
+    lives inside one process, so it is refused for a cluster."""
+    if isinstance(where, str) and store.is_url(where):
+        if where.startswith("memory://"):
+            raise SchedulerError(f"{what} {where}: memory:// exists only inside this "
+                                 f"process; on a cluster use a shared filesystem path or "
+                                 f"an object store (s3://, gcs://)")
+        return where
+    return str(Path(where).resolve())
+
+
+# ------------------------------------------------------------------ tile tasks
+def tally_range(run: str, layer: str, labels: str, start: int, stop: int,
+                thresholds: np.ndarray, device: str = "auto"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of images [start, stop) of ``layer``: (intersect (V, K, L) int64,
+    activation (V, K, G) int64). Runs on a worker: opens the caches at ``run`` and
+    ``labels`` (paths or URLs) itself, so no array travels through the scheduler."""
+    import torch
+    from pipeline.replay import resolve_device
+    from pipeline.tally import tally_tile
+    dev = resolve_device(device)
+    acts, maxima = store.activations(run, layer), store.maxima(run, layer)
+    cache = LabelCache.open(labels)
+    t = cache.read(start, stop)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)        # one tile per worker thread, as replay_cube does
+    try:
+        inter, act = tally_tile(
+            torch.from_numpy(acts[start:stop]).to(dev),
+            torch.from_numpy(maxima[start:stop]).to(dev),
+            torch.as_tensor(np.asarray(thresholds, np.float64), device=dev),
+            torch.from_numpy(t.planes.astype(np.int32)).to(dev),
+            torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev),
+            cache.num_labels)
+    finally:
+        torch.set_num_threads(threads)
+    return inter.cpu().numpy(), act.cpu().numpy()
+
+
+def sum_counts(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise sum of (intersect, activation) pairs (int64, exact)."""
+    inter, act = (np.array(a, dtype=np.int64, copy=True) for a in parts[0])
+    for i, a in parts[1:]:
+        inter += i
+        act += a
+    return inter, act
+
+
+def tree_sum(parts: list, fanin: int = TREE_FANIN):
+    """One delayed (intersect, activation) summing delayed ``parts`` in a tree."""
+    import dask
+    while len(parts) > 1:
+        parts = [dask.delayed(sum_counts, pure=True)(*parts[i:i + fanin])
+                 for i in range(0, len(parts), fanin)]
+    return parts[0]
+
+
+def tally_graph(run: str, layer: str, labels: str, thresholds: np.ndarray,
+                ranges: Sequence[tuple[int, int]], device: str = "auto"):
+    """Delayed (intersect (V, K, L), activation (V, K, G)) int64 over ``ranges``."""
+    import dask
+    thr = dask.delayed(np.asarray(thresholds, dtype=np.float64), pure=True)
+    parts = [dask.delayed(tally_range, pure=True)(run, layer, labels, s, e, thr, device)
+             for s, e in ranges]
+    return tree_sum(parts)
+
+
+def replay_cube_dask(run, layer: str, labels: LabelCache, levels, thresholds: np.ndarray,
+                     *, device: str = "auto", tile_images: int | None = None,
+                     compute_kwargs: dict | None = None) -> Cube:
+    """:func:`pipeline.replay.replay_cube` as a Dask graph over image ranges (module
+    docstring); computed with ``dask.compute(..., **compute_kwargs)`` (the scheduler
+    set by :func:`dask_scheduler` by default). Same Cube, bit for bit."""
+    import dask
+    from pipeline.replay import tile_size
+    acts = store.activations(run, layer)
+    N = acts.shape[0]
+    if N > labels.num_images:
+        raise ValueError(f"activation cache has {N} images but the label cache only "
+                         f"{labels.num_images}: they come from different datasets")
+    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images)
+    ranges = [(s, min(s + step, N)) for s in range(0, N, step)]
+    graph = tally_graph(shared_location(store.run_path(run), "run"), layer,
+                        shared_location(store.location(labels.path), "label cache"),
+                        thresholds, ranges, device)
+    (inter, act), = dask.compute(graph, **(compute_kwargs or {}))
+    return Cube(np.asarray(levels, dtype=np.float64), np.asarray(thresholds, np.float64),
+                inter, act, labels.label_pixels_upto(N), labels.categories)
+
+
+def check_shared(run, labels: LabelCache | None = None) -> None:
+    """Raise SchedulerError if the run or label cache cannot be opened by workers."""
+    shared_location(store.run_path(run), "run")
+    if labels is not None:
+        shared_location(store.location(labels.path), "label cache")

@@ -1,0 +1,119 @@
+"""Scoring on a dask.distributed LocalCluster of 2 processes and on fsspec URLs equals the
+local threaded run bit for bit.
+
+Stores: memory:// lives inside one process, so it is tested with the threaded scheduler
+(run and label cache at memory:// URLs, reports uploaded there); the cluster tests use
+file:// URLs and paths, which worker processes open themselves (the shared-filesystem
+case). A memory:// run given to a cluster is refused with a clear message.
+"""
+from __future__ import annotations
+
+import json
+
+import fsspec
+import numpy as np
+import pytest
+
+from cache import store
+from pipeline.distributed import (SchedulerError, check_shared, dask_scheduler,
+                                  replay_cube_dask, tally_range)
+from pipeline.replay import replay_cube
+import scoring_fixtures as sf
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A dataset, an extracted run, its label cache, and the threaded scoring of a copy."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    data = sf.make_dataset(tmp / "broden")
+    run = sf.make_run(data, tmp / "run")
+    labels = sf.make_labels(data, tmp / "labels.zarr")
+    ref = sf.copy_fresh(run, tmp / "reference")
+    for layer in sf.LAYERS:
+        sf.score_library(ref, labels, layer)
+    return {"tmp": tmp, "data": data, "run": run, "labels": labels, "ref": ref}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_scheduler(cluster="local:2", log=lambda m: None) as c:
+        yield c
+
+
+def test_cluster_scoring_equals_threaded(setup, client, tmp_path):
+    """Quantiles and tally on 2 worker processes, the run given as a file:// URL."""
+    assert len(client.scheduler_info()["workers"]) == 2
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    for layer in sf.LAYERS:
+        sf.score_library(f"file://{run}", setup["labels"], layer, client=client)
+        sf.assert_cubes_equal(sf.stored_cube(run, layer), sf.stored_cube(setup["ref"], layer))
+        assert (sf.units_of(run / "results" / f"{layer}.json")
+                == sf.units_of(setup["ref"] / "results" / f"{layer}.json"))
+
+
+def test_tally_graph_splits_into_tasks_and_sums_exactly(setup, client):
+    """Odd tile sizes (ranges across chunks) give the same counts as the threaded replay."""
+    labels = setup["labels"]
+    acts = store.activations(setup["run"], "features.3")
+    T = np.quantile(np.asarray(acts[:], np.float64).transpose(1, 0, 2, 3).reshape(16, -1),
+                    [0.99, 0.95], axis=1)
+    want = replay_cube(acts, store.maxima(setup["run"], "features.3"), labels,
+                       [0.01, 0.05], T, device="cpu", progress=False)
+    got = replay_cube_dask(setup["run"], "features.3", labels, [0.01, 0.05], T,
+                           device="cpu", tile_images=7, compute_kwargs={"scheduler": client})
+    for name in ("intersect", "activation", "label_pixels", "thresholds"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert want.intersect.sum() > 0
+    # one task alone is a plain function of paths and a range
+    i, a = tally_range(str(setup["run"]), "features.3", str(labels.path), 0, 30, T, "cpu")
+    np.testing.assert_array_equal(i, want.intersect)
+
+
+def test_score_cli_on_an_existing_scheduler(setup, client, tmp_path):
+    """score.py --scheduler ADDRESS equals the threaded scoring (all layers)."""
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
+               "0.005,0.02", "--quiet", "--scheduler", client.scheduler.address)
+    assert "dask: 2 worker(s)" in r.stdout
+    for layer in sf.LAYERS:
+        sf.assert_cubes_equal(sf.stored_cube(run, layer), sf.stored_cube(setup["ref"], layer))
+
+
+def test_score_cli_with_its_own_local_cluster(setup, tmp_path):
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
+               "0.005,0.02", "--quiet", "--layer", "features.3", "--cluster", "local:2")
+    assert "dask: 2 worker(s) at tcp://127.0.0.1" in r.stdout
+    sf.assert_cubes_equal(sf.stored_cube(run), sf.stored_cube(setup["ref"]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cluster", "local:0"], "--cluster 'local:0': expected local:N"),
+    (["--cluster", "kubernetes"], "expected local:N"),
+    (["--cluster", "local:2", "--scheduler", "tcp://127.0.0.1:8786"], "not both"),
+])
+def test_bad_scheduler_arguments(setup, args, message):
+    r = sf.cli("scripts/score.py", setup["ref"], "--label-cache", setup["labels"].path,
+               "--quiet", *args, check=False)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_memory_url_run_and_label_cache(setup):
+    """A run and a label cache at memory:// URLs, threaded scheduler: same cube, reports
+    written into the URL run."""
+    fs = fsspec.filesystem("memory")
+    name = f"/run-{id(setup)}"
+    fresh = sf.copy_fresh(setup["run"], setup["tmp"] / "for_memory")
+    fs.put(str(fresh), name, recursive=True)
+    labels = sf.make_labels(setup["data"], f"memory:/{name}-labels.zarr")
+    url = f"memory:/{name}"
+    cube = sf.score_library(url, labels)
+    assert store.run_path(store.open_run(url)) == f"memory://{name}"
+    sf.assert_cubes_equal(sf.stored_cube(url), sf.stored_cube(setup["ref"]))
+    assert cube.intersect.sum() > 0
+    doc = json.loads(fs.cat(f"{name}/results/features.3.json"))
+    assert doc["units"] == sf.units_of(setup["ref"] / "results" / "features.3.json")
+    assert fs.exists(f"{name}/results/features.3.csv")
+    with pytest.raises(SchedulerError, match="memory:// exists only inside this process"):
+        check_shared(url, labels)
+    fs.rm(name, recursive=True)
