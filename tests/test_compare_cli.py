@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,15 +9,7 @@ import pytest
 from pipeline.compare import compare, comparison_rows, load_sources
 from pipeline.synthetic import write_dataset
 from clirun import cli
-
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("NETDISSECT_GOLDEN", ROOT.parent / "shared" / "golden"))
-ALEXNET = GOLDEN / "caffe_reference_places205.csv"
-RESNET18 = GOLDEN / "resnet18_places365_layer4.csv"
-needs_golden = pytest.mark.skipif(not ALEXNET.is_file() or not RESNET18.is_file(),
-                                  reason=f"golden files not found in {GOLDEN}")
-
-
+from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden  # noqa: F401
 
 
 def _csv(path):

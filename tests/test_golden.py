@@ -8,7 +8,6 @@ ResNet-18 layer4 Places365 has 434, 187 and 265.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ import pytest
 from pipeline.netdissect_csv import ResultCSVError, read_result_csv
 from pipeline.sweep import sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("NETDISSECT_GOLDEN", ROOT.parent / "shared" / "golden"))
-ALEXNET = GOLDEN / "caffe_reference_places205.csv"
-RESNET18 = GOLDEN / "resnet18_places365_layer4.csv"
+from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden
 
-if os.environ.get("CI") and not (ALEXNET.is_file() and RESNET18.is_file()):
-    raise RuntimeError(f"CI: the golden files must be in {GOLDEN} (shared/ beside the clone) "
-                       f"or $NETDISSECT_GOLDEN")
-pytestmark = pytest.mark.skipif(not ALEXNET.is_file() or not RESNET18.is_file(),
-                                reason=f"golden files not found in {GOLDEN} "
-                                       f"(set NETDISSECT_GOLDEN)")
+pytestmark = needs_golden
 
 
 def test_alexnet_places205_published_counts():
