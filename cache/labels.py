@@ -385,3 +385,51 @@ def _open_or_create(path: str, fingerprint: str, overwrite: bool) -> zarr.Group:
             f"{a['dataset']['fingerprint'][:16]} != {fingerprint[:16]}); pass overwrite=True "
             f"(--rebuild-labels) to rebuild it, or use another path")
     return g
+
+
+# ------------------------------------------------------------- a run's labels
+def run_dataset(run, dataset: str | os.PathLike | None = None) -> BrodenDataset:
+    """The Broden dataset of a run: ``dataset`` (--dataset) or the path extract.py recorded;
+    refused unless its fingerprint is the run's."""
+    from cache import store
+    attrs = store.read_run_attrs(run)
+    ds_path = dataset or attrs["dataset"]["path"]
+    try:
+        ds = BrodenDataset(ds_path)
+    except BrodenError as e:
+        if dataset:
+            raise
+        raise BrodenError(f"{e}\n(the run recorded the dataset at {ds_path}; if it has "
+                          f"moved, pass its new location with --dataset)") from None
+    if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
+        raise LabelCacheError(
+            f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
+            f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
+            f"pass the same Broden directory or extract again")
+    return ds
+
+
+def run_label_cache(run, dataset: str | os.PathLike | None = None,
+                    label_cache: str | os.PathLike | None = None, *, progress: bool = True,
+                    log=print) -> LabelCache:
+    """The label cache of a run's dataset, built on first use. A complete cache of the
+    run's dataset fingerprint (at ``label_cache`` or the default path, which is keyed by
+    the fingerprint) is used even when the dataset has moved; building one needs the
+    dataset (``dataset``, default the path extract.py recorded)."""
+    from cache import store
+    fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
+    ds = run_dataset(run, dataset) if dataset else None
+    path = label_cache or default_label_cache_path(fp)
+    try:
+        labels = LabelCache.open(path)
+        if labels.fingerprint == fp:
+            return labels
+    except LabelCacheError:
+        pass
+    ds = ds or run_dataset(run, dataset)
+    if progress:
+        log(f"building the label cache at {path} (once per dataset)")
+    labels = build_label_cache(ds, path, progress=progress)
+    labels.check_dataset(ds)
+    return labels
+

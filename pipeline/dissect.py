@@ -53,6 +53,8 @@ class ScoreConfig:
     progress: bool = True
     null: NullConfig | None = None          # run the null model (pipeline/null_model.py)
     client: Any = None                      # distributed.Client: score on its cluster
+    top_images: int = 8                     # HTML report: top images per unit (0: none)
+    dataset: Any = None                     # ... read from here (None: the run's record)
 
     def all_levels(self) -> list[float]:
         lv = sorted(set(float(q) for q in self.levels) | {float(self.quantile)})
@@ -212,7 +214,10 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         write_json(results_doc.document_path(out, name), doc)
         header, rows = results_doc.csv_rows(doc)
         write_result_csv(out / f"{name}.csv", header, rows)
-        results_doc.write_text(out / f"{name}.html", results_doc.to_html(doc))
+        from pipeline.report_html import layer_report
+        page = layer_report(doc, run, layer, config.dataset, config.top_images,
+                            progress=config.progress, log=log)
+        results_doc.write_text(out / f"{name}.html", page)
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 

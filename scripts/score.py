@@ -6,6 +6,7 @@
         [--export-iou PATH.npy] [--export-thresholds PATH.npy]
         [--sweep 0.01:0.2:0.01] [--null [image|spatial|both]] [--null-permutations 100]
         [--null-images 500|all] [--null-seed 0] [--scheduler ADDRESS | --cluster local:N]
+        [--top-images 8]
 
 Replays the activation cache (never the network). Thresholds and the cube are stored in the
 run; a new --iou-threshold or --categories, or a --quantile among the cube's levels, is
@@ -26,8 +27,8 @@ import _bootstrap  # noqa: F401
 import numpy as np
 
 from cache import store
-from cache.labels import LabelCache, LabelCacheError, build_label_cache, default_label_cache_path
-from pipeline.broden import BrodenDataset, BrodenError
+from cache.labels import LabelCache, LabelCacheError, run_label_cache
+from pipeline.broden import BrodenError
 from pipeline.dissect import (DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_results,
                               layer_sweep)
 from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
@@ -79,50 +80,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cluster", metavar="local:N", default=None,
                    help="start a LocalCluster of N worker processes for the quantiles and "
                         "the tally (default: neither, the local threaded scheduler)")
+    p.add_argument("--top-images", type=int, default=8, metavar="N",
+                   help="the HTML report shows each unit's top N images (by per-image "
+                        "maximum) with its mask drawn; 0: no images (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
 def open_labels(a: argparse.Namespace, run) -> LabelCache:
-    """The label cache of the run's dataset, built on first use. A complete cache of the
-    run's dataset fingerprint (at --label-cache or the default path, which is keyed by
-    the fingerprint) is used even when the dataset has moved; building one needs the
-    dataset (--dataset, default the path extract.py recorded)."""
-    fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
-    ds = dataset_of_run(a, run) if a.dataset else None
-    path = a.label_cache or default_label_cache_path(fp)
-    try:
-        labels = LabelCache.open(path)
-        if labels.fingerprint == fp:
-            return labels
-    except LabelCacheError:
-        pass
-    ds = ds or dataset_of_run(a, run)
-    if not a.quiet:
-        print(f"building the label cache at {path} (once per dataset)")
-    labels = build_label_cache(ds, path, progress=not a.quiet)
-    labels.check_dataset(ds)
-    return labels
-
-
-def dataset_of_run(a: argparse.Namespace, run) -> BrodenDataset:
-    """--dataset, or the dataset path the run recorded; refused unless its fingerprint
-    is the run's (errors say to pass --dataset when the recorded path has moved)."""
-    attrs = store.read_run_attrs(run)
-    ds_path = a.dataset or attrs["dataset"]["path"]
-    try:
-        ds = BrodenDataset(ds_path)
-    except BrodenError as e:
-        if a.dataset:
-            raise
-        raise BrodenError(f"{e}\n(the run recorded the dataset at {ds_path}; if it has "
-                          f"moved, pass its new location with --dataset)") from None
-    if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
-        raise LabelCacheError(
-            f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
-            f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
-            f"pass the same Broden directory or extract again")
-    return ds
+    """The label cache of the run's dataset (cache.labels.run_label_cache)."""
+    return run_label_cache(run, a.dataset, a.label_cache, progress=not a.quiet)
 
 
 def null_config(a: argparse.Namespace) -> NullConfig | None:
@@ -184,6 +151,8 @@ def run_lock(run) -> contextlib.AbstractContextManager:
 def score(a: argparse.Namespace, config: ScoreConfig) -> None:
     """Everything main() does once the arguments parsed; raises the errors it reports."""
     config.all_levels()
+    if config.top_images < 0:
+        raise ValueError(f"--top-images must be >= 0, got {config.top_images}")
     check_scheduler_args(a.scheduler, a.cluster)
     sweep = parse_thresholds(a.sweep) if a.sweep else None
     config.null = null_config(a)
@@ -219,7 +188,7 @@ def main(argv=None) -> int:
     cats = [c.strip() for c in a.categories.split(",")] if a.categories else None
     config = ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold, categories=cats,
                          device=a.device, levels=levels, tile_images=a.tile_images,
-                         progress=not a.quiet)
+                         progress=not a.quiet, top_images=a.top_images, dataset=a.dataset)
     try:
         score(a, config)
     except (BrodenError, LabelCacheError, store.RunError, ValueError) as e:

@@ -1,0 +1,186 @@
+"""The per-layer HTML report (pipeline/report_html.py): chart, units table, top-image strips
+whose images are chosen by the per-image maxima and whose masks are the scored masks; the
+page loads every image in headless Chromium."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cache import store
+from pipeline import report_html as rh
+from pipeline.broden import BrodenDataset
+from pipeline.upsample import upsample
+from scoring_fixtures import cli, make_dataset, make_labels, make_run, score_library
+
+LAYER = "features.3"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report_html")
+    data = make_dataset(tmp / "broden", num_images=30)
+    run = make_run(data, tmp / "run")
+    labels = make_labels(data, tmp / "labels.zarr")
+    cube = score_library(run, labels, LAYER)
+    res = run / "results"
+    doc = json.loads((res / f"{LAYER}.json").read_text())
+    return {"tmp": tmp, "data": data, "run": run, "labels": labels, "cube": cube, "doc": doc,
+            "html": (res / f"{LAYER}.html").read_text(), "labels_path": tmp / "labels.zarr"}
+
+
+def _strips(page: str) -> list[dict]:
+    out = []
+    for m in re.finditer(r"<img class=strip data-unit='(\d+)' data-images='([\d,]+)' "
+                         r"alt='[^']*' src='data:image/jpeg;base64,([^']+)'>", page):
+        px = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.group(3)))).convert("RGB"))
+        out.append({"unit": int(m.group(1)),
+                    "images": [int(i) for i in m.group(2).split(",")], "pixels": px})
+    return out
+
+
+def test_top_images_order_and_ties():
+    mx = np.array([[1.0, 0.0], [3.0, 0.0], [3.0, 2.0], [2.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(rh.top_images(mx, 3), [[1, 2, 3], [2, 0, 1]])
+    assert rh.top_images(mx, 10).shape == (2, 4)
+
+
+def test_masks_are_the_scored_masks(report):
+    """unit_masks == upsample(A) > T_k (pipeline.upsample, the stored threshold), and summed
+    over all images they give the cube's active-pixel count of a category every image has."""
+    run, doc, cube = report["run"], report["doc"], report["cube"]
+    acts = np.asarray(store.activations(run, LAYER)[:])
+    T = np.asarray(doc["thresholds"]["T"])
+    seg = BrodenDataset(report["data"]).segmentation_size()
+    from cache.labels import LabelCache
+    lc = LabelCache.open(report["labels_path"])
+    present = np.asarray(lc.present[:])
+    assert list(cube.categories) == lc.categories
+    checked = 0
+    v = cube.level_index(doc["config"]["quantile"])
+    np.testing.assert_array_equal(cube.thresholds[v], T)
+    for k in range(acts.shape[1]):
+        m = rh.unit_masks(acts[:, k], T[k], seg)
+        ref = (upsample(torch.from_numpy(acts[:, k]), seg) > T[k]).numpy()
+        np.testing.assert_array_equal(m, ref)
+        for g, c in enumerate(cube.categories):
+            if present[:, g].all():                     # e.g. color: every image has it
+                assert m.sum() == cube.activation[v][k, g], (k, c)
+                checked += 1
+    assert checked >= acts.shape[1]
+
+
+def test_overlay_and_resize():
+    img = np.full((6, 6, 3), 200, np.uint8)
+    mask = np.zeros((6, 6), bool)
+    mask[1:5, 1:5] = True
+    o = rh.overlay(img, mask)
+    assert (o[~mask] == int(200 * rh.DIM)).all()
+    assert (o[2:4, 2:4] == 200).all()                       # inside, unchanged
+    assert (o[1, 1:5] == rh.OUTLINE).all()                  # outline
+    m = rh.resize_nearest(np.array([[True, False], [False, True]]), (4, 4))
+    np.testing.assert_array_equal(m, np.kron([[1, 0], [0, 1]], np.ones((2, 2))).astype(bool))
+
+
+def test_html_chart_units_and_strips(report):
+    page, doc, run = report["html"], report["doc"], report["run"]
+    K = len(doc["units"])
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<img class=chart") == 1
+    chart = re.search(r"<img class=chart [^>]*src='data:image/png;base64,([^']+)'", page)
+    png = Image.open(io.BytesIO(base64.b64decode(chart.group(1))))
+    assert png.format == "PNG" and png.size[0] > 300
+    strips = _strips(page)
+    assert sorted(s["unit"] for s in strips) == list(range(1, K + 1))
+    # units by IoU (rank order), detectors marked
+    order = [u["unit"] for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"]))]
+    assert [s["unit"] for s in strips] == order
+    assert page.count("<tr class=det>") == doc["summary"]["detectors"]
+    # chosen images = argsort of the maxima; the first tile shows the top image and its mask
+    mx = np.asarray(store.maxima(run, LAYER)[:])
+    top = rh.top_images(mx, 8)
+    ds = BrodenDataset(report["data"])
+    seg = ds.segmentation_size()
+    acts = store.activations(run, LAYER)
+    T = doc["thresholds"]["T"]
+    for s in strips:
+        k = s["unit"] - 1
+        assert s["images"] == list(top[k]) and len(s["images"]) == 8
+        th = rh.thumbnail(ds.load_image(s["images"][0]))
+        h, w = th.shape[:2]
+        assert s["pixels"].shape == (rh.THUMB, 8 * w + 7 * rh.GAP, 3)
+        mask = rh.unit_masks(np.asarray(acts[s["images"][0], k])[None], T[k], seg)[0]
+        want = rh.overlay(th, rh.resize_nearest(mask, (h, w))).astype(float)
+        got = s["pixels"][:, :w].astype(float)
+        err = np.abs(got - want).mean()
+        other = rh.overlay(th, ~rh.resize_nearest(mask, (h, w))).astype(float)
+        assert err < 10, (k, err)                      # JPEG: close, not exact
+        if mask.any() and not mask.all():
+            assert err < np.abs(got - other).mean()   # and the mask, not its complement
+
+
+def test_no_images_and_missing_dataset(report):
+    doc, run = report["doc"], report["run"]
+    page = rh.layer_report(doc, run, LAYER, None, 0, log=lambda m: None)
+    assert "<img class=strip" not in page and page.count("<img class=chart") == 1
+    msgs = []
+    page = rh.layer_report(doc, run, LAYER, report["tmp"] / "nowhere", 4, log=msgs.append)
+    assert "<img class=strip" not in page and "unit images left out" in page and msgs
+
+
+def test_score_cli_top_images(report, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(report["run"], run)        # stored cube: no replay
+    cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer", LAYER,
+        "--levels", "0.005,0.02", "--quiet", "--top-images", "3")
+    strips = _strips((run / "results" / f"{LAYER}.html").read_text())
+    assert len(strips) == 16 and all(len(s["images"]) == 3 for s in strips)
+    r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
+            LAYER, "--quiet", "--top-images", "-1", check=False)
+    assert r.returncode == 2 and "--top-images" in r.stderr
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe:
+        return exe
+    why = "not running as root"
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        try:
+            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
+                                "chromium", "chromium-driver"], capture_output=True,
+                               text=True, timeout=300)
+            why = f"apt-get install failed ({r.returncode}): {r.stderr.strip()[-300:]}"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = f"apt-get install failed: {e}"
+        exe = shutil.which("chromium")
+        if exe:
+            return exe
+    pytest.skip(f"headless Chromium is not installed and could not be installed ({why}); "
+                f"install the Debian packages chromium and chromium-driver to run this test")
+
+
+def test_page_loads_every_image_in_chromium(report, tmp_path):
+    exe = _chromium()
+    page = tmp_path / "moved" / "report.html"           # opens from anywhere: self-contained
+    page.parent.mkdir()
+    page.write_text(report["html"])
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'ud'}",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', r.stdout)
+    assert m, f"no data-images-loaded attribute in the DOM:\n{r.stdout[:500]}\n{r.stderr[-1000:]}"
+    loaded, total = map(int, m.groups())
+    assert total == 1 + len(report["doc"]["units"]) and loaded == total
