@@ -26,7 +26,6 @@ refuses newer ones. Version 1 keeps the keys of the summary JSON it replaces
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import os
 import platform
@@ -221,61 +220,6 @@ def to_table(doc: dict, name: str | None = None) -> ResultTable:
     extra = {col: [repr(float(u[col])) for u in doc["units"]] for col in p_columns(doc)}
     return ResultTable(name or doc["run"].get("layer", "layer"), cats, units, stats, extra,
                        str(doc["run"].get("path", "")))
-
-
-def to_html(doc: dict) -> str:
-    """A self-contained HTML page: run facts, the summary table (both conventions) and the
-    per-unit table (units by score; p-values when computed)."""
-    s, run = doc["summary"], doc["run"]
-    e = html.escape
-    cats = s["categories"]
-    pcols = p_columns(doc)
-    out = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>Network Dissection: {e(str(run.get('layer')))}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "td.l,th.l{text-align:left}tr.det{background:#eef6ee}</style></head><body>",
-        f"<h1>Layer {e(str(run.get('layer')))}</h1>",
-        f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
-        f"{e(str(run.get('dataset', {}).get('path')))} "
-        f"({run.get('dataset', {}).get('num_images')} images); {s['units']} units; "
-        f"quantile {s['quantile']}, IoU &gt; {s['iou_threshold']}; schema "
-        f"{e(doc['schema'])} v{doc['schema_version']}, created {e(doc['created'])}</p>",
-        "<h2>Detectors</h2><p><b>unique (top)</b>: distinct top labels among detector "
-        "units; <b>unique (per-cat)</b>: per category, distinct best-in-category labels of "
-        "units whose IoU in that category exceeds the threshold, summed (the published "
-        "convention).</p>",
-        "<table><tr><th class=l>category</th><th>detectors</th><th>unique (top)</th>"
-        "<th>unique (per-cat)</th></tr>"]
-    for c in cats:
-        out.append(f"<tr><td class=l>{e(c)}</td><td>{s['detectors_per_category'][c]}</td>"
-                   f"<td>{s['unique_top_labels_per_category'][c]}</td>"
-                   f"<td>{s['per_category_sum_per_category'][c]}</td></tr>")
-    out.append(f"<tr><th class=l>total</th><th>{s['detectors']}</th>"
-               f"<th>{s['unique_top_labels']}</th><th>{s['per_category_sum']}</th></tr>"
-               "</table>")
-    if doc.get("null"):
-        n = doc["null"]
-        sig = s.get("significant_detectors", {})
-        out.append(f"<p>Null model: {', '.join(n['kinds'])}; {n['permutations']} "
-                   f"permutations on {n['images']} images (seed {n['seed']}); detectors "
-                   f"with p &le; {sig.get('alpha')}: "
-                   + ", ".join(f"{k} {v}" for k, v in sig.items() if k != "alpha")
-                   + "</p>")
-    out.append("<h2>Units</h2><table><tr><th>unit</th><th class=l>category</th>"
-               "<th class=l>label</th><th>IoU</th>"
-               + "".join(f"<th>{e(p)}</th>" for p in pcols)
-               + "".join(f"<th class=l>{e(c)}</th>" for c in cats) + "</tr>")
-    for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"])):
-        cls = " class=det" if u["detector"] else ""
-        out.append(f"<tr{cls}><td>{u['unit']}</td><td class=l>{e(u['category'])}</td>"
-                   f"<td class=l>{e(u['label'])}</td><td>{u['iou']:.4f}</td>"
-                   + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
-                   + "".join(f"<td class=l>{e(u['best'][c]['label'])} "
-                             f"{u['best'][c]['iou']:.3f}</td>" for c in cats) + "</tr>")
-    out.append("</table></body></html>\n")
-    return "\n".join(out)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
