@@ -10,7 +10,7 @@
 3. regularisers and width: conv5 of the demo CNN trained for --variant-iterations without
    BatchNorm, with dropout 0.5, and with a 512-unit conv5, against the baseline's own
    checkpoint at the same iteration;
-4. rotation: conv5 of the committed model under Q^alpha, alpha = 0 .. 1.
+4. rotation: conv3 and conv5 of the committed model under Q^alpha, alpha = 0 .. 1.
 Every step is the real command line (extract.py, score.py, compare.py, rotate.py), printed
 first; comparisons go to <out>/<experiment>/comparison.{csv,png}, copied to --figures.
 Runs that exist are reused, so a rerun only does what is missing.
@@ -101,14 +101,15 @@ def main(argv=None) -> int:
                 for n, ckpt, _ in variants]
         compare(py, runs, out / "variants", fig, "variants", layers="conv5")
 
-    # 4. rotation
+    # 4. rotation, of conv3 and conv5
     rot = out / "rotation"
-    run([py, str(ROOT / "scripts/rotate.py"), str(layers), "--layer", "conv5", "--alphas",
-         "0,0.2,0.4,0.6,0.8,1", "--seed", "0", "--baseline", "combination", "--out", str(rot),
-         "--quiet"])
     fig.mkdir(parents=True, exist_ok=True)
-    shutil.copy(rot / "conv5-seed0.png", fig / "rotation.png")
-    shutil.copy(rot / "conv5-seed0.csv", fig / "rotation.csv")
+    for layer in ("conv3", "conv5"):
+        run([py, str(ROOT / "scripts/rotate.py"), str(layers), "--layer", layer, "--alphas",
+             "0,0.2,0.4,0.6,0.8,1", "--seed", "0", "--baseline", "combination", "--out",
+             str(rot), "--quiet"])
+        shutil.copy(rot / f"{layer}-seed0.png", fig / f"rotation_{layer}.png")
+        shutil.copy(rot / f"{layer}-seed0.csv", fig / f"rotation_{layer}.csv")
     print(f"\nfigures and tables in {fig}")
     return 0
 
