@@ -118,7 +118,7 @@ def tally_range(run: str, layer: str, labels: str, start: int, stop: int,
     activation (V, K, G) int64). Runs on a worker: opens the caches at ``run`` and
     ``labels`` (paths or URLs) itself, so no array travels through the scheduler."""
     import torch
-    from pipeline.replay import resolve_device
+    from pipeline.devices import resolve_device
     from pipeline.tally import tally_tile
     dev = resolve_device(device)
     acts, maxima = store.activations(run, layer), store.maxima(run, layer)

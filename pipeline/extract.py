@@ -37,6 +37,7 @@ from cache import activations as cache_acts
 from cache.store import (RUN_FORMAT, RUN_VERSION, LOCK_NAME, RunError, RunLock,
                          clear_run_dir, is_url, layer_node, location)
 from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.devices import resolve_device
 from pipeline.models import LayerCapture, load_model, model_fingerprint, resolve_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -204,19 +205,6 @@ class _Setup:
     device: torch.device
     shapes: dict[str, tuple[int, int, int]]
     attrs: dict = field(default_factory=dict)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ExtractError(f"--device {device!r}: expected auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExtractError(f"--device {device}: CUDA is not available in this torch build "
-                           f"({torch.__version__}); use --device cpu")
-    return dev
 
 
 def _check_config(c: ExtractConfig) -> None:

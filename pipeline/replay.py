@@ -17,20 +17,8 @@ from tqdm import tqdm
 
 from cache.cube import Cube
 from cache.labels import LabelCache
+from pipeline.devices import resolve_device
 from pipeline.tally import tally_tile
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; errors name the argument."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine; "
-                         f"use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {device!r}: {e}") from None
 
 
 def tile_size(act_chunk: int, label_chunk: int, target: int = 256) -> int:

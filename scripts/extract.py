@@ -21,6 +21,7 @@ from pipeline.broden import BrodenError  # noqa: E402
 from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
                               ExtractError, ExtractInterrupted, extract_with_stats)
 from pipeline.models import LayerError, ModelError  # noqa: E402
+from pipeline.devices import DeviceError
 
 
 def _floats3(name: str):
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ExtractError, RunError, ModelError, LayerError, BrodenError) as e:
+    except (ExtractError, RunError, ModelError, LayerError, BrodenError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if st.status != "complete":

@@ -29,6 +29,17 @@ def make_dataset(path: Path, num_images: int = 30) -> Path:
                          workers=1, progress=False)
 
 
+def cli_extracted_run(tmp: Path, layers: str = "features.2,features.3") -> tuple[Path, Path]:
+    """(dataset, run): make_dataset(tmp/broden), then scripts/extract.py of tiny_net at
+    input 26 into tmp/run, as a user would run it."""
+    data = make_dataset(tmp / "broden")
+    run = tmp / "run"
+    cli("scripts/extract.py", "--dataset", data, "--model", "tests/model_factories.py:tiny_net",
+        "--layers", layers, "--input-size", "26", "--out", run, "--workers", "0",
+        "--no-progress")
+    return data, run
+
+
 def make_run(dataset: Path, out: Path, batch_size: int = 8, **kw) -> Path:
     """tiny_net features.2/.3 at input 26 (13 x 13 maps of 16 units)."""
     extract(ExtractConfig(dataset=dataset, model=TINY, layers=LAYERS, out=out,

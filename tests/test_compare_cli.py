@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.compare import compare, comparison_rows, load_sources
-from pipeline.synthetic import write_dataset
 from clirun import cli
+import scoring_fixtures as sf
 from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden  # noqa: F401
 
 
@@ -21,12 +21,7 @@ def _csv(path):
 def run(tmp_path_factory):
     """A run with two layers, only features.3 scored."""
     tmp = tmp_path_factory.mktemp("compare")
-    data = write_dataset(tmp / "broden", num_images=30, image_size=48, seg_size=24, seed=11,
-                         workers=1, progress=False)
-    run = tmp / "run"
-    cli("scripts/extract.py", "--dataset", data, "--model",
-        "tests/model_factories.py:tiny_net", "--layers", "features.2,features.3",
-        "--input-size", "26", "--out", run, "--workers", "0", "--no-progress")
+    _, run = sf.cli_extracted_run(tmp, "features.2,features.3")
     cli("scripts/score.py", run, "--label-cache", tmp / "labels.zarr", "--levels", "0.005",
         "--layer", "features.3", "--quiet")
     return run

@@ -18,24 +18,17 @@ from pipeline.report import result_rows, write_result_csv
 from pipeline.results import (SCHEMA, SCHEMA_VERSION, ResultsError, check_document,
                               read_document, to_table)
 from pipeline.scoring import count_detectors, dissect
-from pipeline.synthetic import write_dataset
 from clirun import cli
+import scoring_fixtures as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
 
 
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("results_doc")
-    data = write_dataset(tmp / "broden", num_images=30, image_size=48, seg_size=24, seed=11,
-                         workers=1, progress=False)
-    run = tmp / "run"
-    cli("scripts/extract.py", "--dataset", data, "--model",
-        "tests/model_factories.py:tiny_net", "--layers", LAYER, "--input-size", "26",
-        "--out", run, "--workers", "0", "--no-progress")
+    _, run = sf.cli_extracted_run(tmp, LAYER)
     labels = tmp / "labels.zarr"
     cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005", "--quiet",
         "--iou-threshold", "0.03", "--export-iou", tmp / "iou.npy",

@@ -15,22 +15,16 @@ from pipeline.broden import BrodenDataset
 from pipeline.synthetic import write_dataset
 import reference as ref
 from clirun import cli
+import scoring_fixtures as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"          # ReLU output of a stride-2 conv: 13 x 13 maps at input 26
 
 
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("score_cli")
-    data = write_dataset(tmp / "broden", num_images=30, image_size=48, seg_size=24, seed=11,
-                         workers=1, progress=False)
-    run = tmp / "run"
-    cli("scripts/extract.py", "--dataset", data, "--model",
-        "tests/model_factories.py:tiny_net", "--layers", "features.2,features.3",
-        "--input-size", "26", "--out", run, "--workers", "0", "--no-progress")
+    data, run = sf.cli_extracted_run(tmp, "features.2,features.3")
     labels = tmp / "labels.zarr"
     out = cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005,0.02",
               "--quiet", "--export-iou", tmp / "iou.npy", "--export-thresholds",

@@ -13,13 +13,11 @@ import pytest
 from pipeline.broden import BrodenDataset
 from pipeline.scoring import UnitResult
 from pipeline.sweep import parse_thresholds, sweep, sweep_rows, sweep_table
-from pipeline.synthetic import write_dataset
 from clirun import cli
+import scoring_fixtures as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
-
-
 
 
 def test_parse_thresholds():
@@ -57,12 +55,7 @@ def test_sweep_counts_by_hand():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    data = write_dataset(tmp / "broden", num_images=30, image_size=48, seg_size=24, seed=11,
-                         workers=1, progress=False)
-    run = tmp / "run"
-    cli("scripts/extract.py", "--dataset", data, "--model",
-        "tests/model_factories.py:tiny_net", "--layers", LAYER, "--input-size", "26",
-        "--out", run, "--workers", "0", "--no-progress")
+    data, run = sf.cli_extracted_run(tmp, LAYER)
     labels = tmp / "labels.zarr"
     cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005", "--quiet")
     out = cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005",
