@@ -36,7 +36,11 @@ import torch
 
 from .upsample import axis_pieces
 
-__all__ = ["Tally", "tally_tile", "label_pixel_counts", "tally_dataset"]
+__all__ = ["Tally", "tally_tile", "label_pixel_counts", "tally_dataset", "piece_length"]
+
+# Relative bound on how far the float64 lerp form may round above the largest |corner|
+# of its cell (a few ulps; 2^-40 leaves a wide margin). Skips use it, so they are exact.
+_SLACK = 2.0 ** -40
 
 
 def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
@@ -58,12 +62,38 @@ def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
     return mask.reshape(-1).nonzero().squeeze(1)
 
 
+def _gt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a > b (broadcasting); numpy on CPU (about twice as fast there)."""
+    if a.device.type == "cpu":
+        return torch.from_numpy(np.greater(a.numpy(), b.numpy()))
+    return a > b
+
+
+def _upper_bound(corners: torch.Tensor, mags: torch.Tensor | None = None) -> torch.Tensor:
+    """Largest value S may take given corner rows (4, M): their maximum plus the rounding
+    slack of the lerp form, relative to the largest magnitude of ``mags`` (default the
+    corners themselves)."""
+    m = mags if mags is not None else corners
+    top = torch.maximum(torch.maximum(corners[0], corners[1]),
+                        torch.maximum(corners[2], corners[3]))
+    mag = torch.maximum(torch.maximum(m[0].abs(), m[1].abs()),
+                        torch.maximum(m[2].abs(), m[3].abs()))
+    return top + mag * _SLACK
+
+
 def _nonzero2(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) of the True entries of a 2-D bool tensor."""
     flat = _flatnonzero(mask)
     ncol = mask.shape[1]
     rows = flat // ncol
     return rows, flat - rows * ncol
+
+
+def piece_length(n_in: int, n_out: int, target: int = 8) -> int:
+    """Output pixels per piece along one axis: a cell's run of ceil(n_out / n_in)
+    pixels cut into near-equal parts of about ``target`` (16 -> 8, 9 -> 9, 4 -> 4)."""
+    run = max(1, -(-n_out // n_in))
+    return -(-run // max(1, round(run / target)))
 
 
 @dataclass
@@ -73,8 +103,10 @@ class _Geometry:
     gy: int
     gx: int
     cell: torch.Tensor      # (n_pieces,) int64 source cell y0 * w + x0 of each piece
-    wy: torch.Tensor        # (Py, gy) float64, NaN at padding
-    wx: torch.Tensor        # (Px, gx) float64, NaN at padding
+    wy_t: torch.Tensor      # (gy, Py) float64 weight of each pixel, NaN at padding
+    wx_t: torch.Tensor      # (gx, Px) float64
+    wy_ends: torch.Tensor   # (2, Py) float64 weights of the first and last pixel
+    wx_ends: torch.Tensor   # (2, Px) float64
     py: torch.Tensor        # (n_pieces,) int64 row-piece index
     px: torch.Tensor        # (n_pieces,) int64 column-piece index
     pix: torch.Tensor       # (n_pieces, gg) int64 output pixel Y * sw + X (0 at padding)
@@ -82,8 +114,15 @@ class _Geometry:
     cell_hi_x: torch.Tensor  # (w,) int64
 
 
+def _ends(ax) -> np.ndarray:
+    """(2, n_pieces) weights of the first and last (non-padding) pixel of each piece."""
+    last = (ax.pos >= 0).sum(axis=1) - 1
+    return np.stack([ax.w[:, 0], ax.w[np.arange(len(last)), last]])
+
+
 def _geometry(h: int, w: int, sh: int, sw: int, device) -> _Geometry:
-    ay, ax = axis_pieces(h, sh), axis_pieces(w, sw)
+    ay = axis_pieces(h, sh, piece_length(h, sh))
+    ax = axis_pieces(w, sw, piece_length(w, sw))
     Py, Px = len(ay.lo), len(ax.lo)
     py, px = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
     py, px = py.ravel(), px.ravel()
@@ -95,8 +134,8 @@ def _geometry(h: int, w: int, sh: int, sw: int, device) -> _Geometry:
     hi_y = np.minimum(np.arange(h) + 1, h - 1)
     hi_x = np.minimum(np.arange(w) + 1, w - 1)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)
-    return _Geometry(ay.g * ax.g, ay.g, ax.g, t(cell), t(wy), t(wx), t(py), t(px), t(pix),
-                     t(hi_y), t(hi_x))
+    return _Geometry(ay.g * ax.g, ay.g, ax.g, t(cell), t(wy.T), t(wx.T), t(_ends(ay)), t(_ends(ax)),
+                     t(py), t(px), t(pix), t(hi_y), t(hi_x))
 
 
 @dataclass
@@ -225,8 +264,11 @@ class Tally:
             planes = planes[:, :nslots]
         sets = _label_sets(planes, scalars, L)
         g = self.geo
-        sid_pieces = sets.sid[:, g.pix].reshape(-1)                    # (B * n_pieces * gg,)
-        cand_b, cand_k = _nonzero2(maxima.to(torch.float64) > self.Tmin[None, :])  # sorted by b
+        sid = sets.sid[:, g.pix].reshape(-1, g.gg).t().reshape(-1)     # (gg * B * n_pieces,)
+        # maps that may hold an active pixel: S <= map maximum (+ rounding slack)
+        span = torch.maximum(maxima.abs(), acts.amin(dim=(2, 3)).abs()).to(torch.float64)
+        bound = maxima.to(torch.float64) + span * _SLACK
+        cand_b, cand_k = _nonzero2(bound > self.Tmin[None, :])        # sorted by b
 
         # image groups whose (c, unit, set) histogram fits hist_entries
         per_set = C * K
@@ -242,7 +284,7 @@ class Tally:
             hi = int(torch.searchsorted(cand_b, b1))
             for s in range(lo, hi, self.max_maps):
                 e = min(hi, s + self.max_maps)
-                self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid_pieces, s0, ns, H)
+                self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid, s0, ns, H)
             self._expand(H, sets, s0, s1, present)
             b0 = b1
         self.images += B
@@ -257,53 +299,72 @@ class Tally:
         h.zero_()
         return h
 
-    def _count_maps(self, acts, b_m, k_m, sid_pieces, s0, ns, H) -> None:
-        """Bin the active pixels of maps (b_m[i], k_m[i]) into H[(c * K + k) * ns + set - s0]."""
+    def _count_maps(self, acts, b_m, k_m, sid, s0, ns, H) -> None:
+        """Bin the active pixels of maps (b_m[i], k_m[i]) into H[(c * K + k) * ns + set - s0].
+
+        sid: (gg * B * n_pieces,) int64 global label-set id of pixel r of piece (b, p) at
+        r * B * n_pieces + b * n_pieces + p (pixel-major, like the blocks below)."""
         g, K, V, hw = self.geo, self.K, self.V, self.h * self.w
+        n_pieces, gg = g.cell.numel(), g.gg
+        BN = sid.numel() // gg
         n = b_m.numel()
-        A = acts[b_m, k_m].to(torch.float64)                    # (n, h, w)
-        Ay = A[:, g.cell_hi_y]                                  # rows y1
-        corners = torch.stack((A, A[:, :, g.cell_hi_x], Ay, Ay[:, :, g.cell_hi_x]), dim=-1)
-        corners = corners.reshape(n * hw, 4)                    # a00, a01, a10, a11 per cell
-        cellmax = corners.amax(dim=1).view(n, hw)
-        tmin = self.Tmin.index_select(0, k_m)
-        pi, pp = _nonzero2(cellmax[:, g.cell] > tmin[:, None])  # candidate pieces
-        n_pieces, gg, gy, gx = g.cell.numel(), g.gg, g.gy, g.gx
-        shift = gg.bit_length() - 1 if gg & (gg - 1) == 0 else None
-        per = max(1, self.chunk_values // gg)
+        # corners a00, a01, a10, a11 of every cell, as rows (4, n * hw): the inner loop of
+        # every op below runs over cells, pieces or pixels, never over 4 or 8 values
+        A = acts[b_m, k_m].to(torch.float64)                     # (n, h, w)
+        Ay = A[:, g.cell_hi_y]
+        corners = torch.stack((A, A[:, :, g.cell_hi_x], Ay, Ay[:, :, g.cell_hi_x])).view(4, -1)
+        tmin = self.Tmin.index_select(0, k_m)                    # (n,)
+        # cells that may hold an active pixel: S <= max corner (+ rounding slack)
+        bound = _upper_bound(corners)
+        pi, pp = _nonzero2(bound.view(n, hw)[:, g.cell] > tmin[:, None])
+        # their pieces: S over a piece <= max of S at the piece's four corner pixels
+        c = corners.index_select(1, pi * hw + g.cell.index_select(0, pp))   # (4, M)
+        wx = g.wx_ends.index_select(1, g.px.index_select(0, pp))            # (2, M)
+        wy = g.wy_ends.index_select(1, g.py.index_select(0, pp))
+        top = c[0] + wx * (c[1] - c[0])                                     # (2, M)
+        bot = c[2] + wx * (c[3] - c[2])
+        Sc = torch.mul(wy[:, None, :], (bot - top)[None]).add_(top[None]).view(4, -1)
+        bound = _upper_bound(Sc, c)
+        keep = _flatnonzero(bound > tmin.index_select(0, pi))
+        if keep.numel() == 0:
+            return
+        pi, pp, c = pi.index_select(0, keep), pp.index_select(0, keep), c.index_select(1, keep)
+        col_all = b_m.index_select(0, pi) * n_pieces + pp        # column of each piece in sid
+        per = 1 << max(0, (self.chunk_values // gg).bit_length() - 1)   # a power of two
         for s in range(0, pi.numel(), per):
-            i, p = pi[s:s + per], pp[s:s + per]
+            # one block of m pieces, pixel-major (gy, gx, m)
+            i, p, col = pi[s:s + per], pp[s:s + per], col_all[s:s + per]
+            c00, c01, c10, c11 = c[:, s:s + per]
             m = i.numel()
-            c00, c01, c10, c11 = corners.index_select(0, i * hw + g.cell.index_select(0, p)).unbind(1)
-            wx = g.wx.index_select(0, g.px.index_select(0, p))  # (m, gx)
-            wy = g.wy.index_select(0, g.py.index_select(0, p))  # (m, gy)
-            top = c00[:, None] + wx * (c01 - c00)[:, None]      # (m, gx)
-            bot = c10[:, None] + wx * (c11 - c10)[:, None]
-            S = (bot - top).repeat(1, gy).view(m, gy, gx)       # S = top + wy * (bot - top)
-            S.mul_(wy[:, :, None]).add_(top[:, None, :])        # (in-place: faster on CPU)
-            S = S.view(m, gg)
+            wx = g.wx_t.index_select(1, g.px.index_select(0, p))   # (gx, m)
+            wy = g.wy_t.index_select(1, g.py.index_select(0, p))   # (gy, m)
+            top = c00 + wx * (c01 - c00)                           # (gx, m)
+            bot = c10 + wx * (c11 - c10)
+            S = torch.mul(wy[:, None, :], (bot - top)[None])      # S = top + wy * (bot - top)
+            S = S.add_(top[None]).view(-1)                         # (gg * m,)
             k = k_m.index_select(0, i)
-            flat = _flatnonzero(S > self.Tmin.index_select(0, k)[:, None])
+            flat = _flatnonzero(_gt(S.view(gg, m), self.Tmin.index_select(0, k)[None, :]))
             if flat.numel() == 0:
                 continue
-            if shift is not None:
-                j, r = flat >> shift, flat & (gg - 1)
+            if m == per:                                        # piece j, pixel r
+                j, r = flat & (m - 1), flat >> (m.bit_length() - 1)
             else:
-                j = flat // gg
-                r = flat - j * gg
-            row = (b_m.index_select(0, i) * n_pieces + p) * gg  # (m,) start of piece's set ids
-            keys = sid_pieces.index_select(0, row.index_select(0, j) + r)
+                r = torch.div(flat, m, rounding_mode="floor")
+                j = flat - r * m
+            r *= BN
+            r += col.index_select(0, j)
+            keys = sid.index_select(0, r)                        # label set of each pixel
             keys += ((K + k) * ns - s0).index_select(0, j)      # (c * K + k) * ns + set, c = 1
             if V > 1:                                           # levels by ascending T
-                val = S.view(-1).index_select(0, flat)
+                val = S.index_select(0, flat)
                 sub = None
                 for lev in range(1, V):
                     t = self._Tlev[lev].index_select(0, K + k)  # (m,) per piece
                     if sub is None:
-                        sub = _flatnonzero(val > t.index_select(0, j))
+                        sub = _flatnonzero(_gt(val, t.index_select(0, j)))
                     else:
-                        sub = sub.index_select(0, _flatnonzero(
-                            val.index_select(0, sub) > t.index_select(0, j.index_select(0, sub))))
+                        sub = sub.index_select(0, _flatnonzero(_gt(
+                            val.index_select(0, sub), t.index_select(0, j.index_select(0, sub)))))
                     if sub.numel() == 0:
                         break
                     keys.index_add_(0, sub, self._ones.expand(sub.numel()) * (K * ns))

@@ -142,6 +142,27 @@ def test_thresholds_at_exact_upsampled_values(seed, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(2))
+def test_signed_wide_range_maps_at_exact_values(seed, device):
+    """Skips by cell and by piece bound S with a rounding slack: float32 maps of both
+    signs over eight decades, thresholds at upsampled values (piece corners among them),
+    and 7 -> 112 where a cell's 16 pixels form two pieces."""
+    rng = np.random.default_rng(200 + seed)
+    B, K = 2, 4
+    mag = 10.0 ** rng.uniform(-4, 4, (B, K, 7, 7))
+    acts = (rng.choice([-1.0, 1.0], (B, K, 7, 7)) * mag).astype(np.float32)
+    acts[:, 0, 2:5, 2:5] = acts[:, 0, 3, 3][:, None, None]      # a flat patch at one value
+    _, cat, planes, scalars = make_case(200 + seed, B=B, K=K, seg_size=(112, 112), max_planes=2)
+    S = R.upsample_ref(acts, 112, 112).reshape(B, K, -1)
+    T = np.empty((8, K))
+    for k in range(K):
+        vals = np.unique(S[:, k])
+        T[:, k] = rng.choice(vals[-len(vals) // 4:], 8)          # among the larger values
+    T[0, 0] = acts[0, 0, 3, 3]                                   # exactly the flat patch
+    run_and_compare(acts, cat, planes, scalars, T, (112, 112), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_images_without_labels_or_categories(device):
     acts, cat, planes, scalars = make_case(50, B=4)
     planes[0] = np.zeros((0, 32, 32), np.int64)          # no plane, no scalar at all
