@@ -50,6 +50,7 @@ class ScoreConfig:
     device: str = "auto"
     levels: Sequence[float] = DEFAULT_LEVELS
     tile_images: int | None = None
+    workers: int | None = None              # tiles counted at once (None: one per core)
     progress: bool = True
     null: NullConfig | None = None          # run the null model (pipeline/null_model.py)
     client: Any = None                      # distributed.Client: score on its cluster
@@ -173,7 +174,7 @@ def _replay(run, layer: str, labels: LabelCache, levels, T: np.ndarray,
     from pipeline.replay import replay_cube            # torch: only when replaying
     return replay_cube(store.activations(run, layer), store.maxima(run, layer), labels,
                        levels, T, device=config.device, tile_images=config.tile_images,
-                       progress=config.progress, desc=f"tally {layer}")
+                       workers=config.workers, progress=config.progress, desc=f"tally {layer}")
 
 
 def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig,

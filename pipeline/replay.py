@@ -2,13 +2,22 @@
 
 Never touches the network or a PNG. Tiles run over images (aligned with the
 caches' chunks); within a tile the kernel sub-batches units, so memory stays
-bounded whatever N is. Worker threads each read a tile (Zarr decompression
-releases the GIL) and count it; at most workers + 1 tiles are in memory.
+bounded whatever N is. On CPU, ``workers`` tiles are counted at once, each with one
+torch thread: in worker processes (the default for caches on disk when there are
+enough tiles: the kernel's Python glue holds the GIL, so threads scale poorly) or in
+threads (one worker, in-process ``memory://`` stores, or ``processes=False``). At most
+workers + 1 tiles are in flight; only each tile's (V, K, L) and (V, K, G) counts come
+back from a worker process. Integer sums do not depend on the order tiles finish in.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -17,6 +26,7 @@ from tqdm import tqdm
 
 from cache.cube import Cube
 from cache.labels import LabelCache
+from cache.store import store_location
 from pipeline.devices import resolve_device
 from pipeline.tally import tally_tile
 
@@ -34,16 +44,61 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type == "cuda" else max(1, min(os.cpu_count() or 1, 8))
 
 
+def shareable(*arrays) -> bool:
+    """Whether other processes can open these zarr arrays (local paths or URLs other
+    than the in-process memory://)."""
+    for a in arrays:
+        where = store_location(a.store)
+        if not isinstance(where, Path) and (not isinstance(where, str) or "://" not in where
+                                            or where.startswith("memory://")):
+            return False
+    return True
+
+
+def count_tile(acts, maxima, labels: LabelCache, thr: torch.Tensor, start: int, stop: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(intersect (V, K, L), activation (V, K, G)) int64 of images [start, stop),
+    counted on ``thr.device``."""
+    dev = thr.device
+    t = labels.read(start, stop)
+    inter, act = tally_tile(
+        torch.from_numpy(acts[start:stop]).to(dev), torch.from_numpy(maxima[start:stop]).to(dev),
+        thr, torch.from_numpy(t.planes.astype(np.int32)).to(dev),
+        torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev),
+        labels.num_labels)
+    return inter.cpu().numpy(), act.cpu().numpy()
+
+
+class WorkerDied(ValueError):
+    """A worker process of the replay died (killed, e.g. out of memory)."""
+
+
+_WORKER: dict = {}      # in a worker process: the arrays and thresholds of its replay
+
+
+def _worker_init(acts, maxima, labels: LabelCache, thresholds: np.ndarray) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
+    torch.set_num_threads(1)
+    _WORKER.update(acts=acts, maxima=maxima, labels=labels,
+                   thr=torch.as_tensor(thresholds, dtype=torch.float64))
+
+
+def _worker_count(start: int, stop: int) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+    w = _WORKER
+    return stop - start, count_tile(w["acts"], w["maxima"], w["labels"], w["thr"], start, stop)
+
+
 def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray, *,
                 device: str | torch.device = "auto", tile_images: int | None = None,
-                workers: int | None = None, progress: bool = True, desc: str = "tally"
-                ) -> Cube:
+                workers: int | None = None, processes: bool | None = None,
+                progress: bool = True, desc: str = "tally") -> Cube:
     """Count I, activation per category and |L_c| for every level.
 
     acts: (N, K, h, w) zarr array; maxima: (N, K) zarr array; thresholds (V, K) float64
     for ``levels`` (V,). N may be less than the label cache's images (a --limit run).
-    On CPU ``workers`` threads each read and count whole tiles with one torch thread
-    apiece (integer sums do not depend on the order tiles finish in).
+    ``workers``: tiles counted at once (default one per core on CPU, 1 on CUDA);
+    ``processes``: count them in worker processes (default: on CPU when the caches can
+    be opened by other processes and there are at least two tiles per worker).
     """
     dev = resolve_device(device) if isinstance(device, str) else device
     N, K = acts.shape[:2]
@@ -52,43 +107,77 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
                          f"{labels.num_images}: they come from different datasets")
     L, G = labels.num_labels, len(labels.categories)
     V = len(levels)
-    thr = torch.as_tensor(np.asarray(thresholds, dtype=np.float64), device=dev)
-    inter = torch.zeros((V, K, L), dtype=torch.int64, device=dev)
-    act = torch.zeros((V, K, G), dtype=torch.int64, device=dev)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    inter = np.zeros((V, K, L), dtype=np.int64)
+    act = np.zeros((V, K, G), dtype=np.int64)
     step = tile_images or tile_size(acts.chunks[0], labels.chunk_images)
     ranges = [(s, min(s + step, N)) for s in range(0, N, step)]
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     workers = workers or default_workers(dev)
-
-    def load(start, stop):
-        t = labels.read(start, stop)
-        return (acts[start:stop], maxima[start:stop], t.planes.astype(np.int32), t.scalars,
-                t.present)
-
-    def count(start, stop):
-        a, m, planes, scalars, present = load(start, stop)
-        return stop - start, tally_tile(
-            torch.from_numpy(a).to(dev), torch.from_numpy(m).to(dev), thr,
-            torch.from_numpy(planes).to(dev), torch.from_numpy(scalars).to(dev),
-            torch.from_numpy(present).to(dev), L)
+    if processes is None:
+        processes = (dev.type == "cpu" and workers > 1 and len(ranges) >= 2 * workers
+                     and shareable(acts, maxima, labels.planes))
+    if processes and dev.type != "cpu":
+        raise ValueError("worker processes count on CPU only; use one process per GPU")
 
     threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)
+    if processes:
+        pool: Executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init, initargs=(acts, maxima, labels, thresholds))
+        _start_workers(pool, workers)
+        fn = _worker_count
+    else:
+        thr = torch.as_tensor(thresholds, device=dev)
+        pool = ThreadPoolExecutor(workers)
+        fn = lambda s, e: (e - s, count_tile(acts, maxima, labels, thr, s, e))  # noqa: E731
+        if workers > 1:
+            torch.set_num_threads(1)
     try:
         with tqdm(total=N, unit="img", desc=desc, disable=not progress,
-                  dynamic_ncols=True) as bar, ThreadPoolExecutor(workers) as pool:
-            for n, (i, c) in _bounded(pool, count, ranges, depth=workers + 1):
+                  dynamic_ncols=True) as bar:
+            for n, (i, c) in _bounded(pool, fn, ranges, depth=workers + 1):
                 inter += i
                 act += c
                 bar.update(n)
+    except BaseException as e:          # Ctrl-C or an error: stop the workers at once
+        _terminate(pool)
+        if isinstance(e, BrokenProcessPool):
+            raise WorkerDied(f"a tally worker process died ({e}). If it ran out of memory, "
+                             f"score with fewer --workers or a smaller --tile-images; a script "
+                             f"calling replay_cube needs `if __name__ == '__main__':` (worker "
+                             f"processes import it); workers=1 counts in this process"
+                             ) from None
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
-    return Cube(np.asarray(levels, dtype=np.float64), np.asarray(thresholds, np.float64),
-                inter.cpu().numpy(), act.cpu().numpy(), labels.label_pixels_upto(N),
-                labels.categories)
+    return Cube(np.asarray(levels, dtype=np.float64), thresholds, inter, act,
+                labels.label_pixels_upto(N), labels.categories)
 
 
-def _bounded(pool: ThreadPoolExecutor, fn, ranges, depth: int) -> Iterator:
+def _terminate(pool: Executor) -> None:
+    """Kill a process pool's workers (their tiles are lost; nothing was stored yet)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the pool's processes with SIGINT ignored from birth (an ignored signal stays
+    ignored across exec, and Python then installs no KeyboardInterrupt handler), so a
+    Ctrl-C in the terminal interrupts only this process, which stops the pool."""
+    if threading.current_thread() is not threading.main_thread():
+        return                                          # signal.signal needs the main thread
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for _ in range(workers):
+            pool.submit(int)                            # each submit starts one process
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _bounded(pool: Executor, fn, ranges, depth: int) -> Iterator:
     """fn(*r) for r in ranges, at most ``depth`` in flight, yielded as they finish."""
     ranges = iter(ranges)
     pending = set()

@@ -54,12 +54,22 @@ def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
     return torch.as_tensor(a, device=device, dtype=dtype)
 
 
-def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Flat indices (int64) of the True entries of a bool tensor; numpy on CPU (several
-    times faster than torch.nonzero there), torch elsewhere."""
+def _flatnonzero(mask):
+    """Flat indices (int64) of the True entries of a bool tensor or array; numpy on CPU
+    (several times faster than torch.nonzero there), torch elsewhere. An array gives an
+    array, a tensor a tensor."""
+    if isinstance(mask, np.ndarray):
+        return np.flatnonzero(mask)
     if mask.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(mask.numpy()))
     return mask.reshape(-1).nonzero().squeeze(1)
+
+
+def _take(a, idx, dim: int = 0):
+    """``a`` indexed by ``idx`` along ``dim``: a numpy array or a tensor (index_select)."""
+    if isinstance(a, np.ndarray):
+        return a.take(idx, axis=dim)
+    return a.index_select(dim, idx)
 
 
 def _gt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,6 +89,15 @@ def _upper_bound(corners: torch.Tensor, mags: torch.Tensor | None = None) -> tor
     mag = torch.maximum(torch.maximum(m[0].abs(), m[1].abs()),
                         torch.maximum(m[2].abs(), m[3].abs()))
     return top + mag * _SLACK
+
+
+def _lower_bound(corners: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
+    """Smallest value S may take given corner rows (4, M) (as :func:`_upper_bound`)."""
+    low = torch.minimum(torch.minimum(corners[0], corners[1]),
+                        torch.minimum(corners[2], corners[3]))
+    mag = torch.maximum(torch.maximum(mags[0].abs(), mags[1].abs()),
+                        torch.maximum(mags[2].abs(), mags[3].abs()))
+    return low - mag * _SLACK
 
 
 def _nonzero2(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +129,7 @@ class _Geometry:
     py: torch.Tensor        # (n_pieces,) int64 row-piece index
     px: torch.Tensor        # (n_pieces,) int64 column-piece index
     pix: torch.Tensor       # (n_pieces, gg) int64 output pixel Y * sw + X (0 at padding)
+    full: torch.Tensor      # (n_pieces,) bool: the piece has no padding
     cell_hi_y: torch.Tensor  # (h,) int64 y1 of each source row (clamped y0 + 1)
     cell_hi_x: torch.Tensor  # (w,) int64
 
@@ -128,14 +148,15 @@ def _geometry(h: int, w: int, sh: int, sw: int, device) -> _Geometry:
     py, px = py.ravel(), px.ravel()
     cell = ay.lo[py] * w + ax.lo[px]
     pos_y, pos_x = ay.pos[py][:, :, None], ax.pos[px][:, None, :]        # (n, gy, 1), (n, 1, gx)
-    pix = np.where((pos_y >= 0) & (pos_x >= 0), pos_y * sw + pos_x, 0).reshape(len(py), -1)
+    valid = ((pos_y >= 0) & (pos_x >= 0)).reshape(len(py), -1)
+    pix = np.where(valid, (pos_y * sw + pos_x).reshape(len(py), -1), 0)
     wy = np.where(ay.pos >= 0, ay.w, np.nan)                             # NaN: S is NaN there,
     wx = np.where(ax.pos >= 0, ax.w, np.nan)                             # never > T
     hi_y = np.minimum(np.arange(h) + 1, h - 1)
     hi_x = np.minimum(np.arange(w) + 1, w - 1)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)
     return _Geometry(ay.g * ax.g, ay.g, ax.g, t(cell), t(wy.T), t(wx.T), t(_ends(ay)), t(_ends(ax)),
-                     t(py), t(px), t(pix), t(hi_y), t(hi_x))
+                     t(py), t(px), t(pix), t(valid.all(axis=1)), t(hi_y), t(hi_x))
 
 
 @dataclass
@@ -186,12 +207,13 @@ class Tally:
     max_maps:       bound on candidate (image, unit) maps converted to float64 at once
                     (also kept below chunk_values / (h * w))
     hist_entries:   bound on the (c, unit, label set) histogram of one image group
+                    (default 2^17 on CPU: scatters into it stay in cache; 2^23 on GPU)
     """
 
     def __init__(self, thresholds, num_labels: int, num_categories: int,
                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
                  chunk_values: int | None = None, max_maps: int = 1 << 14,
-                 hist_entries: int = 1 << 23):
+                 hist_entries: int | None = None):
         T = _as_tensor(thresholds, device=device, dtype=torch.float64)
         if T.ndim != 2 or T.shape[0] < 1:
             raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
@@ -207,13 +229,14 @@ class Tally:
         # rank[v, k]: position of T[v, k] in ascending order of T[:, k] (stable)
         order = torch.argsort(T, dim=0, stable=True)
         self.rank = torch.argsort(order, dim=0, stable=True)          # (V, K)
-        # _Tlev[r, K + k] = r-th smallest threshold of unit k (indexed by c * K + k, c = 1)
-        self._Tlev = torch.cat([torch.zeros_like(T), torch.gather(T, 0, order)], dim=1)
+        self._Tsorted = torch.gather(T, 0, order)                     # (V, K) ascending
         self._ones = torch.ones(1, dtype=torch.int64, device=self.device)
         if chunk_values is None:   # CPU: blocks that stay in cache (measured best); GPU: big
             chunk_values = 1 << 18 if self.device.type == "cpu" else 1 << 22
         self.chunk_values = int(chunk_values)
         self.max_maps = max(1, min(int(max_maps), self.chunk_values // (self.h * self.w)))
+        if hist_entries is None:
+            hist_entries = 1 << 17 if self.device.type == "cpu" else 1 << 23
         self.hist_entries = int(hist_entries)
         self.geo = _geometry(self.h, self.w, self.sh, self.sw, self.device)
         C = self.V + 1
@@ -304,9 +327,7 @@ class Tally:
 
         sid: (gg * B * n_pieces,) int64 global label-set id of pixel r of piece (b, p) at
         r * B * n_pieces + b * n_pieces + p (pixel-major, like the blocks below)."""
-        g, K, V, hw = self.geo, self.K, self.V, self.h * self.w
-        n_pieces, gg = g.cell.numel(), g.gg
-        BN = sid.numel() // gg
+        g, hw = self.geo, self.h * self.w
         n = b_m.numel()
         # corners a00, a01, a10, a11 of every cell, as rows (4, n * hw): the inner loop of
         # every op below runs over cells, pieces or pixels, never over 4 or 8 values
@@ -325,50 +346,104 @@ class Tally:
         bot = c[2] + wx * (c[3] - c[2])
         Sc = torch.mul(wy[:, None, :], (bot - top)[None]).add_(top[None]).view(4, -1)
         bound = _upper_bound(Sc, c)
+        low = _lower_bound(Sc, c)
         keep = _flatnonzero(bound > tmin.index_select(0, pi))
         if keep.numel() == 0:
             return
         pi, pp, c = pi.index_select(0, keep), pp.index_select(0, keep), c.index_select(1, keep)
-        col_all = b_m.index_select(0, pi) * n_pieces + pp        # column of each piece in sid
-        per = 1 << max(0, (self.chunk_values // gg).bit_length() - 1)   # a power of two
-        for s in range(0, pi.numel(), per):
-            # one block of m pieces, pixel-major (gy, gx, m)
-            i, p, col = pi[s:s + per], pp[s:s + per], col_all[s:s + per]
-            c00, c01, c10, c11 = c[:, s:s + per]
-            m = i.numel()
-            wx = g.wx_t.index_select(1, g.px.index_select(0, p))   # (gx, m)
-            wy = g.wy_t.index_select(1, g.py.index_select(0, p))   # (gy, m)
-            top = c00 + wx * (c01 - c00)                           # (gx, m)
-            bot = c10 + wx * (c11 - c10)
-            S = torch.mul(wy[:, None, :], (bot - top)[None])      # S = top + wy * (bot - top)
-            S = S.add_(top[None]).view(-1)                         # (gg * m,)
-            k = k_m.index_select(0, i)
-            flat = _flatnonzero(_gt(S.view(gg, m), self.Tmin.index_select(0, k)[None, :]))
-            if flat.numel() == 0:
+        kp = k_m.index_select(0, pi)                             # unit of each piece
+        col = b_m.index_select(0, pi) * g.cell.numel() + pp      # column of each piece in sid
+        # levels every pixel of a piece passes (cmin) and that one may pass (cmax):
+        # c = #{v : T[v, k] < S} and low <= S <= bound
+        Tp = self._Tsorted.index_select(1, kp)                   # (V, M)
+        cmax = (Tp < bound.index_select(0, keep)).sum(dim=0)
+        cmin = (Tp < low.index_select(0, keep)).sum(dim=0)
+        uniform = (cmin == cmax) & g.full.index_select(0, pp)   # every pixel has c = cmin
+        for sel, how in ((uniform, "uniform"), (~uniform & (cmax == 1), "one level"),
+                         (~uniform & (cmax > 1), "levels")):
+            idx = _flatnonzero(sel)
+            if idx.numel() == 0:
                 continue
-            if m == per:                                        # piece j, pixel r
+            args = (kp.index_select(0, idx), col.index_select(0, idx), sid, ns, s0, H)
+            if how == "uniform":
+                self._count_uniform(cmin.index_select(0, idx), *args)
+            else:
+                self._count_pixels(pp.index_select(0, idx), c.index_select(1, idx), how == "levels",
+                                   *args)
+
+    def _count_uniform(self, cp, k, col, sid, ns, s0, H) -> None:
+        """Pieces whose pixels all pass exactly cp levels: bin every pixel's label set."""
+        gg, K = self.geo.gg, self.K
+        BN = sid.numel() // gg
+        per = max(1, self.chunk_values // gg)
+        rows = torch.arange(gg, device=sid.device)[:, None] * BN
+        for s in range(0, k.numel(), per):
+            keys = sid.index_select(0, (rows + col[None, s:s + per]).view(-1)).view(gg, -1)
+            keys += ((cp[s:s + per] * K + k[s:s + per]) * ns - s0)[None, :]
+            H.scatter_add_(0, keys.view(-1), self._ones.expand(keys.numel()))
+
+    def _count_pixels(self, p, c, levels: bool, k_p, col_p, sid, ns, s0, H) -> None:
+        """Upsample pieces p (corners c (4, M)) in blocks and bin their active pixels;
+        ``levels``: some pixels may pass more than the lowest level.
+
+        Written with operators and :func:`_take`, so on CPU it runs on numpy views of the
+        tensors (numpy's elementwise and gather loops are 2-3x faster on one thread than
+        torch's) and on CUDA on the tensors themselves."""
+        g, K, gg = self.geo, self.K, self.geo.gg
+        if H.device.type == "cpu":
+            p, c, k_p, col_p, sid = (t.numpy() for t in (p, c, k_p, col_p, sid))
+            wx_t, wy_t, px, py, Ts = self._host()
+        else:
+            wx_t, wy_t, px, py, Ts = g.wx_t, g.wy_t, g.px, g.py, self._Tsorted
+        BN = sid.shape[0] // gg
+        per = 1 << max(0, (self.chunk_values // gg).bit_length() - 1)   # a power of two
+        for s in range(0, p.shape[0], per):
+            # one block of m pieces, pixel-major (gy, gx, m)
+            pc, col, k = p[s:s + per], col_p[s:s + per], k_p[s:s + per]
+            c00, c01, c10, c11 = c[:, s:s + per]
+            m = pc.shape[0]
+            wx = _take(wx_t, _take(px, pc), 1)                 # (gx, m)
+            wy = _take(wy_t, _take(py, pc), 1)                 # (gy, m)
+            top = c00 + wx * (c01 - c00)                       # (gx, m)
+            bot = c10 + wx * (c11 - c10)
+            S = wy[:, None, :] * (bot - top)[None]             # S = top + wy * (bot - top)
+            S += top[None]
+            S = S.reshape(-1)                                  # (gg * m,) pixel r, piece j
+            Tk = _take(Ts, k, 1)                               # (V, m) ascending
+            flat = _flatnonzero(S.reshape(gg, m) > Tk[0][None, :])
+            if flat.shape[0] == 0:
+                continue
+            if m == per:
                 j, r = flat & (m - 1), flat >> (m.bit_length() - 1)
             else:
-                r = torch.div(flat, m, rounding_mode="floor")
+                r = flat // m
                 j = flat - r * m
             r *= BN
-            r += col.index_select(0, j)
-            keys = sid.index_select(0, r)                        # label set of each pixel
-            keys += ((K + k) * ns - s0).index_select(0, j)      # (c * K + k) * ns + set, c = 1
-            if V > 1:                                           # levels by ascending T
-                val = S.index_select(0, flat)
+            r += _take(col, j)
+            keys = _take(sid, r)                               # label set of each pixel
+            keys += _take((K + k) * ns - s0, j)                # (c * K + k) * ns + set, c = 1
+            if levels:                                         # levels by ascending T
+                val = _take(S, flat)
                 sub = None
-                for lev in range(1, V):
-                    t = self._Tlev[lev].index_select(0, K + k)  # (m,) per piece
+                for lev in range(1, self.V):
+                    t = Tk[lev]
                     if sub is None:
-                        sub = _flatnonzero(_gt(val, t.index_select(0, j)))
+                        sub = _flatnonzero(val > _take(t, j))
                     else:
-                        sub = sub.index_select(0, _flatnonzero(_gt(
-                            val.index_select(0, sub), t.index_select(0, j.index_select(0, sub)))))
-                    if sub.numel() == 0:
+                        sub = _take(sub, _flatnonzero(_take(val, sub) > _take(t, _take(j, sub))))
+                    if sub.shape[0] == 0:
                         break
-                    keys.index_add_(0, sub, self._ones.expand(sub.numel()) * (K * ns))
-            H.scatter_add_(0, keys, self._ones.expand(keys.numel()))
+                    keys[sub] += K * ns                        # sub holds no index twice
+            keys = torch.from_numpy(keys) if isinstance(keys, np.ndarray) else keys
+            H.scatter_add_(0, keys, self._ones.expand(keys.shape[0]))
+
+    def _host(self) -> tuple:
+        """numpy views of the CPU geometry used by :meth:`_count_pixels`."""
+        if getattr(self, "_host_views", None) is None:
+            g = self.geo
+            self._host_views = tuple(t.numpy() for t in (g.wx_t, g.wy_t, g.px, g.py,
+                                                         self._Tsorted))
+        return self._host_views
 
     def _expand(self, H, sets: _LabelSets, s0: int, s1: int, present) -> None:
         """Add the (c, k, set) histogram H to the label and category accumulators."""

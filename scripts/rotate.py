@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "are signed; float16 sources stay exact)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="tiles counted at once on CPU, in worker processes (default: one "
+                        "per core; 1: in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="run the quantiles and the tally on this dask.distributed scheduler")
     p.add_argument("--cluster", metavar="local:N", default=None,
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
     cats = [c.strip() for c in a.categories.split(",")] if a.categories else None
     config = ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold, categories=cats,
                          device=a.device, levels=(a.quantile,), tile_images=a.tile_images,
-                         progress=not a.quiet)
+                         workers=a.workers, progress=not a.quiet)
     try:
         experiment(a, config)
     except (BrodenError, LabelCacheError, store.RunError, ValueError) as e:

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated subset of categories to score (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="tiles counted at once on CPU, in worker processes (default: one "
+                        "per core; 1: in this process)")
     p.add_argument("--export-iou", help="write the (units x labels) IoU matrix (.npy); "
                    "column j = label number j; needs exactly one layer")
     p.add_argument("--export-thresholds", help="write the (units,) thresholds T_k (.npy); "
@@ -188,7 +191,8 @@ def main(argv=None) -> int:
     cats = [c.strip() for c in a.categories.split(",")] if a.categories else None
     config = ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold, categories=cats,
                          device=a.device, levels=levels, tile_images=a.tile_images,
-                         progress=not a.quiet, top_images=a.top_images, dataset=a.dataset)
+                         workers=a.workers, progress=not a.quiet, top_images=a.top_images,
+                         dataset=a.dataset)
     try:
         score(a, config)
     except (BrodenError, LabelCacheError, store.RunError, ValueError) as e:

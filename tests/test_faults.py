@@ -79,9 +79,26 @@ def assert_scored_like_reference(run: Path, ref: Path) -> None:
 
 
 def score_cmd(run: Path, labels: Path, *extra) -> list[str]:
+    """score.py with each tile slowed down; --workers 1 keeps the tiles in the process
+    that slow_runner patched (see test_scoring_ctrl_c_stops_worker_processes)."""
     return [sys.executable, SLOW, "tally", "0.4", "scripts/score.py", str(run),
             "--label-cache", str(labels), "--levels", "0.005,0.02", "--tile-images", "4",
-            "--quiet", *map(str, extra)]
+            "--workers", "1", "--quiet", *map(str, extra)]
+
+
+def children(pid: int) -> set[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(d.name))
+    return out
 
 
 # ------------------------------------------------------------------ label cache
@@ -189,6 +206,37 @@ def test_scoring_ctrl_c_is_clean_and_rerun_completes(setup, tmp_path):
     assert "Traceback" not in err
     sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
            "0.005,0.02", "--quiet")
+    assert_scored_like_reference(run, setup["ref"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_scoring_ctrl_c_stops_worker_processes(setup, tmp_path):
+    """Tiles counted in 2 worker processes: Ctrl-C ends the scoring with exit 130 and no
+    traceback, and no worker outlives it; the rerun completes."""
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    cmd = [sys.executable, "scripts/score.py", str(run), "--label-cache",
+           str(setup["labels"].path), "--levels", "0.005,0.02", "--tile-images", "2",
+           "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    workers: set[int] = set()
+    try:
+        wait_for(lambda: len(children(proc.pid)) >= 2, proc, "two worker processes")
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "a worker outlived it"
+    sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
+           "0.005,0.02", "--workers", "2", "--tile-images", "2", "--quiet")
     assert_scored_like_reference(run, setup["ref"])
 
 
