@@ -126,7 +126,6 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
         pool: Executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init, initargs=(acts, maxima, labels, thresholds))
-        _start_workers(pool, workers)
         fn = _worker_count
     else:
         thr = torch.as_tensor(thresholds, device=dev)
@@ -135,6 +134,8 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
         if workers > 1:
             torch.set_num_threads(1)
     try:
+        if processes:
+            _start_workers(pool, workers)
         with tqdm(total=N, unit="img", desc=desc, disable=not progress,
                   dynamic_ncols=True) as bar:
             for n, (i, c) in _bounded(pool, fn, ranges, depth=workers + 1):
@@ -164,17 +165,18 @@ def _terminate(pool: Executor) -> None:
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
-    """Start the pool's processes with SIGINT ignored from birth (an ignored signal stays
-    ignored across exec, and Python then installs no KeyboardInterrupt handler), so a
-    Ctrl-C in the terminal interrupts only this process, which stops the pool."""
-    if threading.current_thread() is not threading.main_thread():
-        return                                          # signal.signal needs the main thread
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Start the pool's processes with SIGINT blocked (children inherit the signal mask
+    across exec, so a Ctrl-C in the terminal interrupts only this process, which stops the
+    pool). A Ctrl-C meanwhile stays pending and is raised here once unblocked."""
+    block = (threading.current_thread() is threading.main_thread()
+             and hasattr(signal, "pthread_sigmask"))
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
     try:
         for _ in range(workers):
             pool.submit(int)                            # each submit starts one process
     finally:
-        signal.signal(signal.SIGINT, old)
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _bounded(pool: Executor, fn, ranges, depth: int) -> Iterator:
