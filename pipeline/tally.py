@@ -72,13 +72,6 @@ def _take(a, idx, dim: int = 0):
     return a.index_select(dim, idx)
 
 
-def _gt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a > b (broadcasting); numpy on CPU (about twice as fast there)."""
-    if a.device.type == "cpu":
-        return torch.from_numpy(np.greater(a.numpy(), b.numpy()))
-    return a > b
-
-
 def _upper_bound(corners: torch.Tensor, mags: torch.Tensor | None = None) -> torch.Tensor:
     """Largest value S may take given corner rows (4, M): their maximum plus the rounding
     slack of the lerp form, relative to the largest magnitude of ``mags`` (default the
@@ -198,6 +191,9 @@ def _label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int) ->
 class Tally:
     """Accumulates exact counts over tiles of images for fixed thresholds.
 
+    ``numpy_on_cpu`` (class attribute): run the pixel stage on numpy views on CPU; the
+    tests switch it off to check on CPU the torch code that CUDA runs.
+
     thresholds:     (V, K) float64 T[v, k]
     num_labels:     L (labels 0..L-1; label 0 is never counted)
     num_categories: G
@@ -209,6 +205,8 @@ class Tally:
     hist_entries:   bound on the (c, unit, label set) histogram of one image group
                     (default 2^17 on CPU: scatters into it stay in cache; 2^23 on GPU)
     """
+
+    numpy_on_cpu = True
 
     def __init__(self, thresholds, num_labels: int, num_categories: int,
                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
@@ -390,7 +388,7 @@ class Tally:
         tensors (numpy's elementwise and gather loops are 2-3x faster on one thread than
         torch's) and on CUDA on the tensors themselves."""
         g, K, gg = self.geo, self.K, self.geo.gg
-        if H.device.type == "cpu":
+        if H.device.type == "cpu" and self.numpy_on_cpu:
             p, c, k_p, col_p, sid = (t.numpy() for t in (p, c, k_p, col_p, sid))
             wx_t, wy_t, px, py, Ts = self._host()
         else:

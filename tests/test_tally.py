@@ -10,7 +10,21 @@ from pipeline.labelsets import canonical_planes, canonical_scalars
 from pipeline.quantiles import exact_thresholds_inmemory
 from pipeline.tally import Tally, label_pixel_counts, tally_dataset, tally_tile
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# "cpu-torch": CPU with the pixel stage on torch tensors, the code CUDA runs (on CPU it
+# normally runs on numpy views)
+DEVICES = ["cpu", "cpu-torch"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def torch_pixel_stage(request, monkeypatch):
+    """Switch the kernel's pixel stage to torch for the "cpu-torch" device."""
+    spec = getattr(request.node, "callspec", None)
+    if spec is not None and spec.params.get("device") == "cpu-torch":
+        monkeypatch.setattr(Tally, "numpy_on_cpu", False)
+
+
+def real(device: str) -> str:
+    return "cpu" if device == "cpu-torch" else device
 LEVELS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
 SMALL = dict(chunk_values=300, max_maps=3, hist_entries=50)   # exercise every chunking loop
 
@@ -58,6 +72,7 @@ def canonical(planes, scalars, seg_size, S=4, P=None):
 
 
 def run_and_compare(acts, cat, planes, scalars, T, seg_size, device="cpu", G=3, **kw):
+    device = real(device)
     L = len(cat)
     cp, cs = canonical(planes, scalars, seg_size)
     present = np.stack([R.image_categories(p, s, cat, G) for p, s in zip(planes, scalars)])
@@ -192,6 +207,7 @@ def test_many_labels_take_the_unpacked_path():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_tiles_accumulate(device):
+    device = real(device)
     acts, cat, planes, scalars = make_case(70, B=5, ties=False)
     L, G = len(cat), 3
     T = exact_thresholds_inmemory(acts, LEVELS)
