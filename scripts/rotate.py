@@ -63,8 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="tiles counted at once on CPU, in worker processes (default: one "
-                        "per core; 1: in this process)")
+                   help="tiles counted at once on CPU, in N worker processes (default: one "
+                        "per core, in processes for large caches and threads for small ones; "
+                        "1: in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="run the quantiles and the tally on this dask.distributed scheduler")
     p.add_argument("--cluster", metavar="local:N", default=None,

@@ -56,8 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="tiles counted at once on CPU, in worker processes (default: one "
-                        "per core; 1: in this process)")
+                   help="tiles counted at once on CPU, in N worker processes (default: one "
+                        "per core, in processes for large caches and threads for small ones; "
+                        "1: in this process)")
     p.add_argument("--export-iou", help="write the (units x labels) IoU matrix (.npy); "
                    "column j = label number j; needs exactly one layer")
     p.add_argument("--export-thresholds", help="write the (units,) thresholds T_k (.npy); "

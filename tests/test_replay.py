@@ -57,3 +57,24 @@ def test_bad_workers_are_refused(setup):
     with pytest.raises(ValueError, match="worker processes count on CPU only"):
         replay_cube(setup["acts"], setup["maxima"], setup["labels"], [0.005], setup["T"][:1],
                     device=torch.device("meta"), processes=True, progress=False)
+
+
+def test_small_caches_use_threads_unless_workers_are_asked_for(setup, monkeypatch):
+    """Processes take seconds to start: by default only caches of PROCESS_MIN_VALUES
+    values or more use them; an explicit workers=N does whatever the size."""
+    import pipeline.replay as replay_mod
+    started = []
+    real = replay_mod.ProcessPoolExecutor
+
+    def recording(*a, **k):
+        started.append(a[0] if a else k.get("max_workers"))
+        return real(*a, **k)
+    monkeypatch.setattr(replay_mod, "ProcessPoolExecutor", recording)
+    assert np.prod(setup["acts"].shape) < replay_mod.PROCESS_MIN_VALUES
+    want = replay(setup, tile_images=4)
+    assert started == []
+    got = replay(setup, tile_images=4, workers=2)
+    assert started == [2]
+    np.testing.assert_array_equal(got.intersect, want.intersect)
+    replay(setup, tile_images=4, workers=2, processes=False)
+    assert started == [2]
