@@ -1,4 +1,5 @@
-"""Exact IoU tally kernels (DESIGN.md, "Scoring kernels"): torch code, CPU or CUDA.
+"""Exact IoU tally kernels (DESIGN.md, "Scoring kernels"): torch code, CPU or CUDA (on CPU
+the per-pixel stage runs on numpy views of the same tensors).
 
 For a tile of B images and V quantile levels the kernel counts, in int64,
 
@@ -8,14 +9,20 @@ For a tile of B images and V quantile levels the kernel counts, in int64,
 with M_vk(x) = S_k(x) > T[v, k] (strict) and S the float64 lerp-form bilinear
 upsampling of :mod:`pipeline.upsample`. Work scales with the active pixels:
 
-1. (image, unit) maps whose maximum does not exceed min_v T[v, k] are skipped;
-2. of the other maps only the "pieces" (runs of <= g x g output pixels sharing the
-   same four source values, :func:`pipeline.upsample.axis_pieces`) whose corner
-   maximum exceeds min_v T[v, k] are upsampled (exact: a lerp never exceeds its inputs);
+1. (image, unit) maps whose maximum cannot exceed min_v T[v, k] are skipped, then cells
+   (the output pixels sharing four source values) whose corner maximum cannot;
+2. cells are cut into "pieces" of about 8 x 8 pixels (:func:`piece_length`,
+   :func:`pipeline.upsample.axis_pieces`). A bilinear patch takes its extremes at its
+   corners, so S at a piece's four corner pixels bounds S over the piece: pieces that
+   cannot exceed min_v T are skipped; pieces whose every pixel passes the same levels are
+   binned without upsampling ("uniform"); the rest are upsampled in pixel-major blocks.
+   Every bound carries a slack of _SLACK times the largest |corner| (the lerp form may
+   round a few ulps past its inputs), so each skip is exact;
 3. each pixel of the tile has a *label-set id*: the index of its (image, canonical
    label slots) combination among those of the tile (torch.unique). An active pixel
    is binned with one scatter-add at (c, k, set), c = the number of levels it passes
-   (c = #{v : T[v, k] < S}, found by testing the sorted levels on shrinking subsets);
+   (c = #{v : T[v, k] < S}, found by testing the sorted levels on shrinking subsets,
+   only in pieces whose bound passes a second level);
 4. the (c, k, set) histogram is expanded once per image group: each non-zero entry
    adds its count to the set's plane labels, its image's scalar labels (a scalar
    label covers every pixel) and its image's categories;
@@ -72,25 +79,19 @@ def _take(a, idx, dim: int = 0):
     return a.index_select(dim, idx)
 
 
-def _upper_bound(corners: torch.Tensor, mags: torch.Tensor | None = None) -> torch.Tensor:
-    """Largest value S may take given corner rows (4, M): their maximum plus the rounding
-    slack of the lerp form, relative to the largest magnitude of ``mags`` (default the
+def _bounds(corners: torch.Tensor, mags: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high): the range S can take given corner rows (4, M), widened by the rounding
+    slack of the lerp form relative to the largest magnitude of ``mags`` (default the
     corners themselves)."""
     m = mags if mags is not None else corners
-    top = torch.maximum(torch.maximum(corners[0], corners[1]),
-                        torch.maximum(corners[2], corners[3]))
     mag = torch.maximum(torch.maximum(m[0].abs(), m[1].abs()),
-                        torch.maximum(m[2].abs(), m[3].abs()))
-    return top + mag * _SLACK
-
-
-def _lower_bound(corners: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
-    """Smallest value S may take given corner rows (4, M) (as :func:`_upper_bound`)."""
+                        torch.maximum(m[2].abs(), m[3].abs())) * _SLACK
     low = torch.minimum(torch.minimum(corners[0], corners[1]),
                         torch.minimum(corners[2], corners[3]))
-    mag = torch.maximum(torch.maximum(mags[0].abs(), mags[1].abs()),
-                        torch.maximum(mags[2].abs(), mags[3].abs()))
-    return low - mag * _SLACK
+    high = torch.maximum(torch.maximum(corners[0], corners[1]),
+                         torch.maximum(corners[2], corners[3]))
+    return low - mag, high + mag
 
 
 def _nonzero2(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,7 +335,7 @@ class Tally:
         corners = torch.stack((A, A[:, :, g.cell_hi_x], Ay, Ay[:, :, g.cell_hi_x])).view(4, -1)
         tmin = self.Tmin.index_select(0, k_m)                    # (n,)
         # cells that may hold an active pixel: S <= max corner (+ rounding slack)
-        bound = _upper_bound(corners)
+        bound = _bounds(corners)[1]
         pi, pp = _nonzero2(bound.view(n, hw)[:, g.cell] > tmin[:, None])
         # their pieces: S over a piece <= max of S at the piece's four corner pixels
         c = corners.index_select(1, pi * hw + g.cell.index_select(0, pp))   # (4, M)
@@ -343,8 +344,7 @@ class Tally:
         top = c[0] + wx * (c[1] - c[0])                                     # (2, M)
         bot = c[2] + wx * (c[3] - c[2])
         Sc = torch.mul(wy[:, None, :], (bot - top)[None]).add_(top[None]).view(4, -1)
-        bound = _upper_bound(Sc, c)
-        low = _lower_bound(Sc, c)
+        low, bound = _bounds(Sc, c)
         keep = _flatnonzero(bound > tmin.index_select(0, pi))
         if keep.numel() == 0:
             return

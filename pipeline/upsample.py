@@ -14,8 +14,9 @@ inputs (each lerp is monotone and 0 <= w < 1), so maps or cells whose maximum do
 exceed T cannot produce an active pixel and may be skipped exactly.
 
 Output pixels sharing the same (y0, y1, x0, x1) form a rectangle, a "cell"; the
-tally kernel upsamples only cells whose corner maximum exceeds T. :func:`axis_pieces`
-cuts each axis into pieces of at most ``g`` output pixels of one cell.
+tally kernel upsamples only cells (and pieces of cells) whose largest possible value
+exceeds T. :func:`axis_pieces` cuts each axis into pieces of at most ``g`` output pixels
+of one cell.
 """
 from __future__ import annotations
 
