@@ -119,25 +119,18 @@ def tally_range(run: str, layer: str, labels: str, start: int, stop: int,
     ``labels`` (paths or URLs) itself, so no array travels through the scheduler."""
     import torch
     from pipeline.devices import resolve_device
-    from pipeline.tally import tally_tile
+    from pipeline.replay import count_tile
     dev = resolve_device(device)
-    acts, maxima = store.activations(run, layer), store.maxima(run, layer)
-    cache = LabelCache.open(labels)
-    t = cache.read(start, stop)
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(1)        # one tile per worker thread, as replay_cube does
     try:
-        inter, act = tally_tile(
-            torch.from_numpy(acts[start:stop]).to(dev),
-            torch.from_numpy(maxima[start:stop]).to(dev),
-            torch.as_tensor(np.asarray(thresholds, np.float64), device=dev),
-            torch.from_numpy(t.planes.astype(np.int32)).to(dev),
-            torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev),
-            cache.num_labels)
+        return count_tile(store.activations(run, layer), store.maxima(run, layer),
+                          LabelCache.open(labels),
+                          torch.as_tensor(np.asarray(thresholds, np.float64), device=dev),
+                          start, stop)
     finally:
         torch.set_num_threads(threads)
-    return inter.cpu().numpy(), act.cpu().numpy()
 
 
 def sum_counts(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

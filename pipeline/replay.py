@@ -121,10 +121,11 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
     ranges = [(s, min(s + step, N)) for s in range(0, N, step)]
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    big = int(np.prod(acts.shape)) >= PROCESS_MIN_VALUES and len(ranges) >= 2 * (workers or 1)
     asked = workers is not None                     # --workers N: processes whatever the size
     workers = workers or default_workers(dev)
     if processes is None:
+        big = (int(np.prod(acts.shape)) >= PROCESS_MIN_VALUES
+               and len(ranges) >= 2 * workers)
         processes = (dev.type == "cpu" and workers > 1 and len(ranges) > 1 and (asked or big)
                      and shareable(acts, maxima, labels.planes))
     if processes and dev.type != "cpu":
