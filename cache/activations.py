@@ -1,4 +1,4 @@
-"""Activation arrays of a run: creation, block writes, resume bookkeeping, readers.
+"""Activation arrays of a run: creating a run, block writes, resume bookkeeping.
 
 See ``cache/store.py`` for the whole run layout. Per layer (node = ``layer_node(name)``)::
 
@@ -18,47 +18,25 @@ dead unit's all-zero chunk is still written, so a block is always complete on di
 zarr keeps that setting only at runtime, so :class:`BlockWriter` sets it when it opens
 the arrays.
 
-Readers (``activations``, ``maxima``, ``layer_names``, ``check_complete``, ...) live in
-``cache/store.py`` and are re-exported here; they take a run path or a ``zarr.Group``.
+A new run is made in one place, :func:`create_run` (extraction, rotated runs and synthetic
+runs alike): the root attributes of :func:`run_attrs` in one write of ``zarr.json``, then
+every layer's arrays and ``progress``, then ``layout_complete``. Readers
+(``activations``, ``maxima``, ``layer_names``, ``check_complete``, ...) are in
+``cache/store.py``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from cache.store import (activations, check_complete, check_layer, is_complete,  # noqa: F401
-                         layer_group, layer_names, layer_node, maxima, progress,
-                         read_progress)
+from cache.store import RUN_FORMAT, RUN_VERSION, clear_run_dir, layer_node
+from cache.zarr_io import WRITE_CONFIG, codecs, writable
 
 TARGET_CHUNK_BYTES = 2 << 20     # ~2 MB raw per activation chunk
-ARRAY_CONFIG = {"write_empty_chunks": True}
-# Measured on float16 post-ReLU maps of the demo CNN (about half zeros), one core:
-#   lz4  (Blosc lz4, clevel 5, no shuffle): 1.67x smaller, ~630 MB/s encode, ~2.8 GB/s decode
-#   zstd (Zstd level 3):                    2.10x smaller, ~150 MB/s encode, ~0.6 GB/s decode
-#   none:                                   1x, only a copy and the file write
-COMPRESSIONS = ("lz4", "zstd", "none")
-
-
-def compressor(name: str = "lz4"):
-    """The zarr v3 codec of a compression preset (see COMPRESSIONS); None = raw."""
-    if name == "lz4":
-        return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
-    if name == "zstd":
-        return ZstdCodec(level=3, checksum=True)
-    if name == "none":
-        return None
-    raise ValueError(f"compression must be one of {COMPRESSIONS}, got {name!r}")
-
-
-def codecs(name: str = "lz4") -> list:
-    """The bytes-to-bytes codecs of a preset followed by a CRC32C checksum of the
-    stored chunk: a flipped or truncated byte fails the read with a checksum error
-    (``cache/integrity.py`` names the chunk; ``extract.py --repair`` rewrites it)."""
-    c = compressor(name)
-    return ([c] if c is not None else []) + [Crc32cCodec()]
 
 
 def chunk_shape(K: int, h: int, w: int, itemsize: int, block: int,
@@ -96,25 +74,18 @@ def create_layer_arrays(group: zarr.Group, name: str, shape: tuple[int, int, int
     node.create_array("activations", shape=(num_images, K, h, w),
                       chunks=chunk_shape(K, h, w, np.dtype(dtype).itemsize, block),
                       dtype=dtype, compressors=codecs(compression), fill_value=0,
-                      config=ARRAY_CONFIG, overwrite=True,
+                      config=WRITE_CONFIG, overwrite=True,
                       attributes={"layer": name, "axes": ["image", "unit", "y", "x"]})
     node.create_array("maxima", shape=(num_images, K), chunks=(block, K), dtype="float32",
-                      compressors=codecs(compression), fill_value=0, config=ARRAY_CONFIG,
+                      compressors=codecs(compression), fill_value=0, config=WRITE_CONFIG,
                       overwrite=True, attributes={"layer": name, "axes": ["image", "unit"]})
 
 
 def create_progress(group: zarr.Group, num_images: int, block: int) -> None:
     group.create_array("progress", shape=(num_blocks(num_images, block),), chunks=(1,),
                        dtype="uint8", compressors=codecs("none"), fill_value=0,
-                       config=ARRAY_CONFIG,
+                       config=WRITE_CONFIG,
                        overwrite=True, attributes={"block_images": block})
-
-
-def _writable(arr: zarr.Array) -> zarr.Array:
-    """``write_empty_chunks`` is a runtime setting that zarr does not store: an array
-    opened from disk has it off (all-zero chunks deleted, plus a costly all-equal test
-    of every chunk), so writers reopen arrays with it on."""
-    return arr.with_config({"write_empty_chunks": True})
 
 
 class BlockWriter:
@@ -123,10 +94,10 @@ class BlockWriter:
     def __init__(self, group: zarr.Group, layers: list[str]):
         self.block = int(group.attrs["block_images"])
         self.num_images = int(group.attrs["dataset"]["num_images"])
-        self.arrays = {n: (_writable(group[f"layers/{layer_node(n)}/activations"]),
-                           _writable(group[f"layers/{layer_node(n)}/maxima"]))
+        self.arrays = {n: (writable(group[f"layers/{layer_node(n)}/activations"]),
+                           writable(group[f"layers/{layer_node(n)}/maxima"]))
                        for n in layers}
-        self.progress = _writable(group["progress"])
+        self.progress = writable(group["progress"])
 
     def write(self, b: int, acts: dict[str, np.ndarray], maxima: dict[str, np.ndarray]
               ) -> None:
@@ -143,20 +114,54 @@ class BlockWriter:
         self.progress[b] = 1
 
 
-# ----------------------------------------------------------------------- readers
-# (defined in cache/store.py with the layout; re-exported here)
-@dataclass(frozen=True)
-class LayerInfo:
-    """Shape facts of one cached layer: N images, K units, h x w maps."""
-    name: str
-    num_images: int
-    units: int
-    height: int
-    width: int
-    dtype: str
+def run_attrs(*, dataset: dict, model: dict, layer_shapes: dict[str, tuple[int, int, int]],
+              dtype: str, preprocessing: dict | None = None, versions: dict | None = None,
+              **extra: Any) -> dict:
+    """The root attributes of a run (layout in ``cache/store.py``), as plain JSON.
+
+    dataset: {path, fingerprint, num_images, image_size, seg_size}; model: {spec,
+    weights, fingerprint}; layer_shapes: {layer: (K, h, w)} in the run's layer order;
+    ``extra``: more root keys (``source`` and ``transform`` of a derived run, ...).
+    ``block_images``, ``compression`` and ``layout_complete`` are added by create_run.
+    """
+    layers = list(layer_shapes)
+    attrs = {
+        "format": RUN_FORMAT, "version": RUN_VERSION,
+        "dataset": dataset, "model": model,
+        "preprocessing": preprocessing or {},
+        "layers": layers, "dtype": str(dtype),
+        "layer_nodes": {n: layer_node(n) for n in layers},
+        "layer_shapes": {n: [int(v) for v in s] for n, s in layer_shapes.items()},
+        "versions": versions or {}, **extra,
+    }
+    return _plain(attrs)
 
 
-def layer_info(run, layer: str) -> LayerInfo:
-    a = activations(run, layer)
-    N, K, h, w = a.shape
-    return LayerInfo(layer, N, K, h, w, str(a.dtype))
+def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str = "lz4"
+               ) -> zarr.Group:
+    """Clear ``out`` (cache.store.clear_run_dir: the lock file stays, a directory that
+    is not a run is refused) and lay out an empty run: ``attrs`` (from run_attrs) plus
+    block_images and compression in one write of zarr.json, every layer's arrays for
+    ``attrs["dataset"]["num_images"]`` images, ``progress``, then layout_complete."""
+    clear_run_dir(out)
+    attrs = dict(attrs, block_images=int(block), compression=compression,
+                 layout_complete=False)
+    # one write of zarr.json with all attrs; never mode="w": it would delete .lock
+    group = zarr.open_group(Path(out), mode="a", attributes=attrs)
+    N = int(attrs["dataset"]["num_images"])
+    for name, shape in attrs["layer_shapes"].items():
+        create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"], compression)
+    create_progress(group, N, block)
+    group.attrs["layout_complete"] = True
+    return group
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and tuples made plain JSON (zarr attrs need it)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from cache.zarr_io import zstd_codecs
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Cube:
 
 def _array(g: zarr.Group, name: str, data: np.ndarray) -> None:
     g.create_array(name, data=np.ascontiguousarray(data),
-                   compressors=[ZstdCodec(level=3), Crc32cCodec()], overwrite=True)
+                   compressors=zstd_codecs(), overwrite=True)
 
 
 def read_thresholds(layer: zarr.Group, source: dict) -> tuple[np.ndarray, np.ndarray] | None:

@@ -25,6 +25,7 @@ import zarr
 from zarr.core.sync import sync
 
 from cache import store
+from cache.zarr_io import clear_flags, read_flags
 
 Log = Callable[[str], None]
 SHOWN = 10          # damaged chunks named in one message
@@ -126,9 +127,7 @@ def repair_run(group: zarr.Group, layers: Sequence[str] | None = None,
         return damage
     block = int(group.attrs["block_images"])
     blocks = sorted({_block_of(d, group, block) for d in damage})
-    progress = group["progress"].with_config({"write_empty_chunks": True})
-    for b in blocks:
-        progress[b] = 0
+    clear_flags(group["progress"], blocks)
     log(describe(damage, f"re-extracting block(s) {blocks} "
                          f"({len(blocks) * block} images at most)"))
     return damage
@@ -147,8 +146,7 @@ def has_checksum(arr: zarr.Array) -> bool:
 
 def scan_label_cache(group: zarr.Group) -> list[Damage]:
     """Damage among the finished chunks of a label cache (``cache/labels.py``)."""
-    from cache.labels import _read_done
-    done = np.flatnonzero(_read_done(group["done"]) == 1)
+    done = np.flatnonzero(read_flags(group["done"]) == 1)
     return [d for name in LABEL_ARRAYS
             for d in scan_array(group[name], done, need=has_checksum(group[name]))]
 
@@ -159,11 +157,9 @@ def repair_label_cache(group: zarr.Group, log: Log = print) -> list[Damage]:
     damage = scan_label_cache(group)
     if not damage:
         return damage
-    done = group["done"].with_config({"write_empty_chunks": True})
     chunks = sorted({d.chunk[0] for d in damage})
     group.attrs["complete"] = False
-    for c in chunks:
-        done[c] = 0
+    clear_flags(group["done"], chunks)
     log(describe(damage, f"re-decoding label chunk(s) {chunks}"))
     return damage
 

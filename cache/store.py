@@ -59,6 +59,8 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
+from cache.zarr_io import read_flags
+
 RUN_FORMAT = "netdissect-run"
 RUN_VERSION = 1
 LOCK_NAME = ".lock"
@@ -328,17 +330,7 @@ def maxima(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
 def read_progress(group: zarr.Group) -> np.ndarray:
     """(num_blocks,) bool: blocks fully written. A marker cut short by a kill reads as
     not done (that block is simply redone)."""
-    arr = group["progress"]
-    try:
-        return np.asarray(arr[:]) == 1
-    except Exception:
-        out = np.zeros(arr.shape[0], dtype=bool)
-        for b in range(arr.shape[0]):
-            try:
-                out[b] = arr[b] == 1
-            except Exception:
-                out[b] = False
-        return out
+    return read_flags(group["progress"]) == 1
 
 
 def progress(run: "str | os.PathLike | zarr.Group") -> tuple[int, int]:

@@ -55,7 +55,7 @@ def stage_generate(out: str, num_images: int, image_size: int, seg_size: int, se
 
 
 def stage_labels(dataset: str, out: str, workers: int | None) -> StageResult:
-    from cache.labels import build_label_cache
+    from pipeline.label_decoding import build_label_cache
     from pipeline.broden import BrodenDataset
     t0 = time.perf_counter()
     ds = BrodenDataset(dataset)

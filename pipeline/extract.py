@@ -34,6 +34,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from cache import activations as cache_acts
+from cache import store
+from cache.zarr_io import COMPRESSIONS
 from cache.store import (RUN_FORMAT, RUN_VERSION, LOCK_NAME, RunError, RunLock,
                          clear_run_dir, is_url, layer_node, location)
 from pipeline.broden import BrodenDataset, BrodenError
@@ -208,9 +210,9 @@ class _Setup:
 
 
 def _check_config(c: ExtractConfig) -> None:
-    if c.compression not in cache_acts.COMPRESSIONS:
+    if c.compression not in COMPRESSIONS:
         raise ExtractError(f"--compression {c.compression!r}: expected one of "
-                           f"{cache_acts.COMPRESSIONS}")
+                           f"{COMPRESSIONS}")
     if c.dtype not in DTYPES:
         raise ExtractError(f"--dtype {c.dtype!r}: expected one of {DTYPES}")
     if c.batch_size < 1:
@@ -452,7 +454,7 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
             from cache.integrity import repair_run
             repair_run(group, list(config.layers), log)
         N = s.num_images
-        done = cache_acts.read_progress(group)
+        done = store.read_progress(group)
         pending = np.flatnonzero(~done)
         stats = ExtractStats(out, N, blocks_total=int(done.size),
                              blocks_before=int(done.sum()),
@@ -513,7 +515,7 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
                 stats.seconds = time.perf_counter() - t0
                 stats.cpu_seconds = time.process_time() - c0
         if interrupted:
-            d, t = cache_acts.progress(group)
+            d, t = store.progress(group)
             msg = f"interrupted: {d} of {t} blocks are in {out}; rerun the same command " \
                   f"to resume"
             log(msg)
@@ -540,7 +542,7 @@ def _warn_overflow(group: zarr.Group, layers: Sequence[str], log: Log) -> None:
     if group.attrs.get("dtype") != "float16":
         return
     for name in layers:
-        mx = np.asarray(cache_acts.maxima(group, name)[:])
+        mx = np.asarray(store.maxima(group, name)[:])
         if not np.isfinite(mx).all():
             log(f"warning: layer {name!r} has activations beyond the float16 range "
                 f"(+-65504), stored as inf/nan; rerun with --dtype float32 --overwrite")

@@ -30,7 +30,7 @@ upsampling of :mod:`pipeline.upsample`. Work scales with the active pixels:
    among the unit's thresholds in ascending order (a pixel passes exactly the c
    smallest thresholds); accumulation is by c, the per-level view is built at the end.
 
-``planes`` must be canonical (:mod:`pipeline.labelsets`): each pixel's distinct labels,
+``planes`` must be canonical (:mod:`cache.labelsets`): each pixel's distinct labels,
 none repeated as a scalar label of the image, so no de-duplication is needed here.
 """
 from __future__ import annotations

@@ -14,7 +14,8 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from cache.labels import LabelCacheError, build_label_cache
+from cache.labels import LabelCacheError
+from pipeline.label_decoding import build_label_cache
 from cache.store import RunError
 from pipeline.broden import BrodenDataset, BrodenError
 

@@ -9,12 +9,12 @@ import numpy as np
 import zarr
 
 from cache import store
-from cache.labels import build_label_cache
+from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
 from pipeline.dissect import ScoreConfig, layer_cube, layer_results
 from pipeline.extract import ExtractConfig, extract
 from pipeline.synthetic import write_dataset
-from clirun import cli  # noqa: F401  (re-exported for the tests)
+from clirun import cli, signal_group, start  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = f"{ROOT / 'tests' / 'model_factories.py'}:tiny_net"

@@ -2,7 +2,7 @@
 
     python tests/slow_runner.py decode|tally SECONDS scripts/NAME.py ARGS...
 
-decode: each label-cache chunk decode sleeps SECONDS first (cache.labels.decode_range;
+decode: each label-cache chunk decode sleeps SECONDS first (pipeline.label_decoding.decode_range;
         use --workers 1 so decoding runs in this process).
 tally:  each replay tile sleeps SECONDS first (pipeline.replay.tally_tile).
 """
@@ -27,7 +27,7 @@ def slowed(fn, seconds: float):
 def main() -> None:
     what, seconds, script, *args = sys.argv[1:]
     if what == "decode":
-        import cache.labels as mod
+        import pipeline.label_decoding as mod
         mod.decode_range = slowed(mod.decode_range, float(seconds))
     elif what == "tally":
         import pipeline.replay as mod

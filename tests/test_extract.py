@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clirun import cli, start
 from cache import store
 from cache.activations import chunk_shape
 from cache.store import RunError, RunLock, RunLockedError
@@ -161,18 +160,17 @@ def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, refe
                                                                tmp_path, monkeypatch):
     out = tmp_path / "run"
     env = dict(os.environ, SLOW_NET_SECONDS="0.2", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(ROOT / "scripts" / "extract.py"), "--dataset",
-           str(small_broden), "--model", f"{FACTORIES}:slow_net", "--layers",
-           ",".join(TINY_LAYERS), "--out", str(out), "--batch-size", "2", "--workers", "0",
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start("scripts/extract.py", "--dataset", small_broden, "--model",
+                 f"{FACTORIES}:slow_net", "--layers", ",".join(TINY_LAYERS), "--out", out,
+                 "--batch-size", "2", "--workers", "0", "--quiet", env=env,
+                 merge_stderr=True)
     try:
         deadline = time.time() + 60
         done_dir = out / "progress" / "c"
         while time.time() < deadline:
             if done_dir.is_dir() and len(list(done_dir.iterdir())) >= 3:
                 break
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.02)
         else:
             pytest.fail("the extraction subprocess made no progress")
@@ -204,11 +202,9 @@ def test_ctrl_c_in_the_script_leaves_resumable_cache(small_broden, reference_run
                                                      monkeypatch):
     out = tmp_path / "run"
     env = dict(os.environ, SLOW_NET_SECONDS="0.2", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "extract.py"), "--dataset", str(small_broden),
-         "--model", f"{FACTORIES}:slow_net", "--layers", ",".join(TINY_LAYERS), "--out",
-         str(out), "--batch-size", "2", "--workers", "1", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start("scripts/extract.py", "--dataset", small_broden, "--model",
+                 f"{FACTORIES}:slow_net", "--layers", ",".join(TINY_LAYERS), "--out", out,
+                 "--batch-size", "2", "--workers", "1", "--quiet", env=env)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if (out / "progress" / "c").is_dir() and len(list((out / "progress" / "c").iterdir())) >= 2:
@@ -239,9 +235,8 @@ def test_rerun_of_complete_cache_does_nothing(small_broden, reference_run, tmp_p
     assert any("complete" in m and "nothing to do" in m for m in messages)
     assert {p: p.stat().st_mtime_ns for p in files} == files
     # through the script as well
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "extract.py"), "--dataset",
-                        str(small_broden), "--model", TINY, "--layers", ",".join(TINY_LAYERS),
-                        "--out", str(out), "--workers", "0"], capture_output=True, text=True)
+    r = cli("scripts/extract.py", "--dataset", small_broden, "--model", TINY, "--layers",
+            ",".join(TINY_LAYERS), "--out", out, "--workers", "0", check=False)
     assert r.returncode == 0, r.stderr
     assert "nothing to do" in r.stdout
     assert {p: p.stat().st_mtime_ns for p in files} == files
@@ -381,17 +376,14 @@ def test_non_4d_layer_error_names_layer_and_shape(small_broden, tmp_path):
 
 
 def test_script_reports_user_errors_without_traceback(small_broden, tmp_path):
-    script = str(ROOT / "scripts" / "extract.py")
-    base = [sys.executable, script, "--model", TINY, "--out", str(tmp_path / "r")]
-    r = subprocess.run(base + ["--dataset", str(small_broden), "--layers", "nope"],
-                       capture_output=True, text=True)
+    base = ["scripts/extract.py", "--model", TINY, "--out", tmp_path / "r"]
+    r = cli(*base, "--dataset", small_broden, "--layers", "nope", check=False)
     assert r.returncode == 2 and "unknown layer 'nope'" in r.stderr
     assert "Traceback" not in r.stderr and "features.2 16x32x32" in r.stderr
-    r = subprocess.run(base + ["--dataset", str(tmp_path / "missing"), "--layers", "fc"],
-                       capture_output=True, text=True)
+    r = cli(*base, "--dataset", tmp_path / "missing", "--layers", "fc", check=False)
     assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(base + ["--dataset", str(small_broden), "--layers", "features.0",
-                               "--mean", "1,2"], capture_output=True, text=True)
+    r = cli(*base, "--dataset", small_broden, "--layers", "features.0", "--mean", "1,2",
+            check=False)
     assert r.returncode == 2 and "--mean" in r.stderr
 
 

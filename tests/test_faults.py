@@ -24,7 +24,8 @@ import zarr
 
 from cache import store
 from cache.integrity import scan_label_cache, scan_run
-from cache.labels import LabelCache, LabelCacheError, build_label_cache
+from cache.labels import LabelCache, LabelCacheError
+from pipeline.label_decoding import build_label_cache
 from cache.store import RunError, RunLockedError
 from pipeline.broden import BrodenDataset
 from pipeline.extract import ExtractConfig, extract_with_stats
@@ -78,12 +79,12 @@ def assert_scored_like_reference(run: Path, ref: Path) -> None:
                 == sf.units_of(ref / "results" / f"{layer}.json"))
 
 
-def score_cmd(run: Path, labels: Path, *extra) -> list[str]:
+def score_cmd(run: Path, labels: Path, *extra) -> list:
     """score.py with each tile slowed down; --workers 1 keeps the tiles in the process
     that slow_runner patched (see test_scoring_ctrl_c_stops_worker_processes)."""
-    return [sys.executable, SLOW, "tally", "0.4", "scripts/score.py", str(run),
-            "--label-cache", str(labels), "--levels", "0.005,0.02", "--tile-images", "4",
-            "--workers", "1", "--quiet", *map(str, extra)]
+    return [SLOW, "tally", "0.4", "scripts/score.py", run, "--label-cache", labels,
+            "--levels", "0.005,0.02", "--tile-images", "4", "--workers", "1", "--quiet",
+            *extra]
 
 
 def children(pid: int) -> set[int]:
@@ -104,10 +105,9 @@ def children(pid: int) -> set[int]:
 # ------------------------------------------------------------------ label cache
 def test_label_cache_kill9_resumes_and_second_builder_is_refused(setup, tmp_path):
     path = tmp_path / "labels.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, SLOW, "decode", "0.3", "scripts/cache_labels.py", "--dataset",
-         str(setup["data"]), "--out", str(path), "--workers", "1", "--chunk-images", "4",
-         "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = sf.start(SLOW, "decode", "0.3", "scripts/cache_labels.py", "--dataset",
+                    setup["data"], "--out", path, "--workers", "1", "--chunk-images", "4",
+                    "--quiet")
     try:
         wait_for(lambda: files_in(path / "done" / "c") >= 2, proc, "2 label chunks")
         with pytest.raises(RunLockedError, match="another label-cache build"):
@@ -128,10 +128,9 @@ def test_label_cache_kill9_resumes_and_second_builder_is_refused(setup, tmp_path
 
 def test_label_cache_ctrl_c_is_clean_and_resumes(setup, tmp_path):
     path = tmp_path / "labels.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, SLOW, "decode", "0.3", "scripts/cache_labels.py", "--dataset",
-         str(setup["data"]), "--out", str(path), "--workers", "1", "--chunk-images", "4",
-         "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = sf.start(SLOW, "decode", "0.3", "scripts/cache_labels.py", "--dataset",
+                    setup["data"], "--out", path, "--workers", "1", "--chunk-images", "4",
+                    "--quiet")
     wait_for(lambda: files_in(path / "done" / "c") >= 1, proc, "1 label chunk")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -167,8 +166,7 @@ def test_label_cache_full_disk_is_clear_and_resumable(setup, tmp_path, monkeypat
 def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setup, tmp_path):
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
     labels = setup["labels"].path
-    proc = subprocess.Popen(score_cmd(run, labels), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = sf.start(*score_cmd(run, labels))
     thresholds = run / "layers" / "{}" / "quantiles" / "thresholds" / "zarr.json"
     try:
         wait_for(Path(str(thresholds).format("features.2")).is_file, proc, "features.2")
@@ -194,8 +192,7 @@ def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setu
 
 def test_scoring_ctrl_c_is_clean_and_rerun_completes(setup, tmp_path):
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
-    proc = subprocess.Popen(score_cmd(run, setup["labels"].path), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = sf.start(*score_cmd(run, setup["labels"].path))
     thresholds = run / "layers" / "features.2" / "quantiles" / "thresholds" / "zarr.json"
     wait_for(thresholds.is_file, proc, "the thresholds of features.2")
     time.sleep(0.3)
@@ -215,16 +212,14 @@ def test_scoring_ctrl_c_stops_worker_processes(setup, tmp_path):
     process group) ends the scoring with exit 130 and no traceback from it or a worker,
     and no worker outlives it; the rerun completes."""
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
-    cmd = [sys.executable, "scripts/score.py", str(run), "--label-cache",
-           str(setup["labels"].path), "--levels", "0.005,0.02", "--tile-images", "2",
-           "--workers", "2", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = sf.start("scripts/score.py", run, "--label-cache", setup["labels"].path,
+                    "--levels", "0.005,0.02", "--tile-images", "2", "--workers", "2",
+                    "--quiet", session=True)
     workers: set[int] = set()
     try:
         wait_for(lambda: len(children(proc.pid)) >= 2, proc, "two worker processes")
         workers = children(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
+        sf.signal_group(proc, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -22,6 +22,8 @@ import csv
 import json
 import os
 import subprocess
+
+from clirun import cli
 import sys
 from pathlib import Path
 
@@ -44,10 +46,7 @@ MIN_IOU_Q02 = {"red-c": 0.35, "yellow-c": 0.35, "banded": 0.9, "sky": 0.12}
 
 
 def _run(args, env) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, env=env, timeout=300)
-    assert r.returncode == 0, f"{args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-    return r
+    return cli(*args, env=env)
 
 
 def _read_results(run: Path) -> tuple[dict[int, dict[str, str]], dict]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cache.labels import LabelCache, LabelCacheError, build_label_cache
+from cache.labels import LabelCache, LabelCacheError
+from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
 import tiny_broden as tb
 

@@ -15,6 +15,8 @@ import csv
 import json
 import os
 import subprocess
+
+from clirun import cli
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,10 +28,10 @@ import zarr
 import reference as ref
 from cache import activations as cache_acts
 from cache import store
-from cache.labels import build_label_cache
+from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
 from pipeline.dissect import ScoreConfig, layer_cube, layer_results
-from pipeline.labelsets import canonical_planes, canonical_scalars
+from cache.labelsets import canonical_planes, canonical_scalars
 from pipeline.null_model import (NullConfig, _Labels, _motions, _Scorer, _active_pixels,
                                  _unit_null, null_p_values, p_value)
 from pipeline.synthetic import LABELS, write_dataset
@@ -241,8 +243,7 @@ def test_subsample_is_seeded(planted):
 
 # ----------------------------------------------------------------------- the CLI
 def _run(args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, env=env, timeout=300)
+    return cli(*args, env=env, check=False)
 
 
 def _ok(args, env=None):

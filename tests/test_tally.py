@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import reference as R
-from pipeline.labelsets import canonical_planes, canonical_scalars
+from cache.labelsets import canonical_planes, canonical_scalars
 from pipeline.quantiles import exact_thresholds_inmemory
 from pipeline.tally import Tally, label_pixel_counts, tally_dataset, tally_tile
 

@@ -1,0 +1,157 @@
+"""What every command line of scripts/ shares: option groups, their parsing, one error wrapper.
+
+The same option means the same thing everywhere:
+
+- ``--layers a,b`` (comma list; ``--layer a`` is kept as an alias and may be repeated),
+- ``--quiet`` (no progress bars; ``--no-progress`` is kept as an alias),
+- ``--dataset``, ``--label-cache``, ``--quantile``, ``--iou-threshold``, ``--categories``,
+  ``--device``, ``--tile-images``, ``--workers`` (tally worker processes) and
+  ``--scheduler`` / ``--cluster`` for the scoring commands.
+
+``run_main(fn, ...)`` runs a command's body and turns the errors a user can fix into one
+line on stderr and an exit code: 2 for bad input (the message names the file, row or
+argument), 1 for an OSError such as a full disk (nothing stored before is lost), 130 for
+Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from pipeline.dissect import DEFAULT_LEVELS, ScoreConfig
+
+
+def comma_list(text: str | None) -> list[str] | None:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
+    if not text:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+class _LayersAction(argparse.Action):
+    """``--layers a,b`` and ``--layer c`` (repeatable) add to one list, in order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = comma_list(values)
+        if not names:
+            parser.error(f"{option_string}: give at least one layer name")
+        current = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*current, *names])
+
+
+def add_layers(p: argparse.ArgumentParser, required: bool = False,
+               help: str = "comma-separated layer names (default: every layer of the run)"
+               ) -> None:
+    p.add_argument("--layers", "--layer", dest="layers", action=_LayersAction,
+                   default=None, required=required, metavar="L[,L...]", help=help)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bars")
+
+
+def add_run_data(p: argparse.ArgumentParser) -> None:
+    """The run's dataset and label cache (scoring commands)."""
+    p.add_argument("--dataset", help="Broden directory (default: the one extract.py recorded)")
+    p.add_argument("--label-cache", help="label cache path (default: under $NETDISSECT_CACHE)")
+
+
+def add_scoring(p: argparse.ArgumentParser) -> None:
+    """Quantile, detector threshold and category subset."""
+    p.add_argument("--quantile", type=float, default=0.005,
+                   help="activation quantile q: T_k is the (1-q) quantile (default 0.005)")
+    p.add_argument("--iou-threshold", type=float, default=0.04,
+                   help="a unit is a detector when its best IoU exceeds this (default 0.04)")
+    p.add_argument("--categories", default=None,
+                   help="comma-separated subset of categories to score (default: all)")
+
+
+def add_compute(p: argparse.ArgumentParser) -> None:
+    """Where and how the tally runs: device, tiles, worker processes, Dask cluster."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="tiles counted at once on CPU, in N worker processes (default: one "
+                        "per core, in processes for large caches and threads for small ones; "
+                        "1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the quantiles and the tally on this dask.distributed scheduler "
+                        "(e.g. tcp://10.0.0.5:8786); the run and label cache must be at a "
+                        "path or URL the workers can open")
+    p.add_argument("--cluster", metavar="local:N", default=None,
+                   help="start a LocalCluster of N worker processes for the quantiles and "
+                        "the tally (default: neither, the local threaded scheduler)")
+
+
+def parse_levels(text: str) -> list[float]:
+    """``--levels 0.005,0.02`` -> floats; ValueError names --levels."""
+    try:
+        return [float(q) for q in text.split(",") if q.strip()]
+    except ValueError:
+        raise ValueError(f"--levels {text!r}: expected comma-separated numbers") from None
+
+
+def score_config(a: argparse.Namespace, levels: Sequence[float] = DEFAULT_LEVELS,
+                 **more) -> ScoreConfig:
+    """The ScoreConfig of the options of add_scoring, add_compute, add_run_data, add_quiet."""
+    return ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold,
+                       categories=comma_list(a.categories), device=a.device,
+                       levels=tuple(levels), tile_images=a.tile_images, workers=a.workers,
+                       progress=not a.quiet, dataset=a.dataset, **more)
+
+
+def run_main(body: Callable[[], object], errors: tuple[type[BaseException], ...], *,
+             disk_note: str, interrupt_note: str) -> int:
+    """Run ``body`` and return the exit code: 0; 2 with ``error: <message>`` for one of
+    ``errors`` or a ValueError; 1 for an OSError (``disk_note`` says what is kept and how
+    to go on); 130 for Ctrl-C (``interrupt_note``)."""
+    try:
+        body()
+    except (*errors, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:                # e.g. a full disk while writing a cube or report
+        print(f"error: {e}\n{disk_note}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {interrupt_note}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def add_null(p: argparse.ArgumentParser) -> None:
+    """The null model's options (pipeline/null_model.py)."""
+    p.add_argument("--null", nargs="?", const="both", default=None,
+                   metavar="image|spatial|both",
+                   help="permutation p-values of each unit's best IoU: image shuffle, "
+                        "spatial (rigid motion of the mask) or both (default when given "
+                        "bare); adds p_image/p_spatial columns (README, 'Null model')")
+    p.add_argument("--null-permutations", type=int, default=100,
+                   help="replicates R of the null model (default 100; smallest p 1/(R+1))")
+    p.add_argument("--null-images", default="500",
+                   help="random subsample of images for the null model, or 'all' "
+                        "(default 500)")
+    p.add_argument("--null-seed", type=int, default=0, help="seed of the null model")
+
+
+def null_config(a: argparse.Namespace):
+    """The NullConfig asked for by --null* (None without --null); errors name the flag."""
+    from pipeline.null_model import KINDS, NullConfig
+    if a.null is None:
+        return None
+    kinds = list(KINDS) if a.null == "both" else [k.strip() for k in a.null.split(",")]
+    if a.null_images.strip().lower() == "all":
+        images = None
+    else:
+        try:
+            images = int(a.null_images)
+        except ValueError:
+            raise ValueError(f"--null-images {a.null_images!r}: expected a number of images "
+                             f"or 'all'") from None
+    cfg = NullConfig(kinds=tuple(kinds), permutations=a.null_permutations, images=images,
+                     seed=a.null_seed)
+    cfg.check()
+    return cfg

@@ -1,0 +1,151 @@
+"""The random-rotation experiment (the paper's Figure 4) on one cached layer of a run.
+
+For each alpha, Q^alpha (Q uniform on SO(K), drawn from the seed; rotation_matrices.py)
+is applied to the cached activations of the layer into a derived run
+OUT/<layer>-seed<S>-a<alpha> (derived_runs.py; OUT defaults to RUN/rotations), and the
+derived run is scored from scratch (exact thresholds, IoU cube at the quantile) with the
+source run's label cache. With ``baseline="combination"`` a derived run
+OUT/<layer>-combination-seed<S> whose units are random unit-norm combinations is scored
+too. The table of unique detectors against alpha is written as OUT/<layer>-seed<S>.csv
+(both conventions) and .png (the per-category sum, as the paper's figures count). A rerun
+reuses complete derived runs and their stored cubes; the network is never touched.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cache import store
+from pipeline import rotation as rot
+from pipeline.dissect import ScoreConfig, layer_cube, layer_results
+from pipeline.stages import check_categories, run_label_cache, scoring_lock
+
+
+@dataclass
+class RotationSpec:
+    """What to rotate: ``layer`` of the run, at ``alphas`` in [0, 1] of Q drawn from
+    ``seed``; ``baseline``: None or "combination"; ``dtype`` of the derived runs;
+    ``out``: directory of the derived runs, table and chart (default RUN/rotations);
+    ``reports``: also write each derived run's results files (seconds per run)."""
+    layer: str
+    alphas: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    seed: int = 0
+    baseline: str | None = None
+    dtype: str = "float32"
+    out: str | os.PathLike | None = None
+    reports: bool = False
+
+
+@dataclass
+class RotationResult:
+    """points: [(kind, alpha or None, summary)] in job order; the table and chart files."""
+    points: list
+    csv_path: Path
+    chart_path: Path
+    table: str
+
+
+def derived_dir(out: Path, layer: str, seed: int, kind: str, alpha: float | None) -> Path:
+    """Where the derived run of one job lives (module docstring)."""
+    name = store.layer_file_name(layer)
+    if kind == "rotation":
+        return out / f"{name}-seed{seed}-a{rot.alpha_name(alpha)}"
+    return out / f"{name}-{kind}-seed{seed}"
+
+
+def _out_dir(run, spec: RotationSpec) -> Path:
+    where = store.run_path(run)
+    if spec.out is None and isinstance(where, str):
+        raise ValueError(f"{where} is a URL: give --out, a local directory for the "
+                         f"derived runs")
+    return Path(spec.out) if spec.out else Path(where) / "rotations"
+
+
+def _transform(spec: RotationSpec, Q: np.ndarray, K: int, kind: str, alpha: float | None
+               ) -> tuple[np.ndarray, dict]:
+    """(matrix, transform record) of one job."""
+    if kind == "rotation":
+        return rot.fractional_rotation(Q, alpha), {"kind": "rotation", "alpha": alpha,
+                                                   "seed": spec.seed}
+    return rot.random_combination(K, spec.seed), {"kind": kind, "alpha": None,
+                                                  "seed": spec.seed}
+
+
+def _derived_run(run, spec: RotationSpec, out: Path, Q: np.ndarray, K: int, kind: str,
+                 alpha: float | None, config: ScoreConfig, log) -> Path:
+    """The derived run of one job: reused when complete, else written (or finished)."""
+    t0 = time.perf_counter()
+    M, transform = _transform(spec, Q, K, kind, alpha)
+    dest = derived_dir(out, spec.layer, spec.seed, kind, alpha)
+    what = f"{kind} a={alpha}" if kind == "rotation" else kind
+    fp = rot.derived_fingerprint(store.read_run_attrs(run)["model"]["fingerprint"],
+                                 spec.layer, rot.transform_record(transform, M, spec.dtype))
+    if rot.derived_is_complete(dest, fp):
+        log(f"[{what}] reusing the derived run {dest}")
+    else:
+        rot.write_rotated_run(run, spec.layer, M, dest, transform=transform,
+                              dtype=spec.dtype, progress=config.progress)
+        log(f"[{what}] derived run {dest}: {time.perf_counter() - t0:.1f} s")
+    return dest
+
+
+def _score_derived(dest: Path, spec: RotationSpec, labels, config: ScoreConfig) -> dict:
+    """Score the derived run from scratch (its lock held); the detector summary."""
+    quiet = (lambda m: None) if not config.progress else print
+    with scoring_lock(dest):
+        cube = layer_cube(dest, spec.layer, labels, config, log=quiet)
+        if spec.reports:
+            return layer_results(dest, spec.layer, cube, labels, config, log=quiet)[1]
+        return rot.cube_summary(cube, labels, config.quantile, config.iou_threshold,
+                                config.categories)
+
+
+def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
+                   label_cache: str | os.PathLike | None = None,
+                   scheduler: str | None = None, cluster: str | None = None,
+                   log=print) -> RotationResult:
+    """Rotate ``spec.layer`` of the run at ``run_location`` at every alpha (and the
+    baseline), score each derived run and write the table and chart (module docstring).
+    Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
+    from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
+    alphas = [float(a) for a in spec.alphas]
+    config.all_levels()
+    check_scheduler_args(scheduler, cluster)
+    run = store.open_run(run_location, mode="r")
+    store.check_layer(run, spec.layer)
+    out = _out_dir(run, spec)
+    K = int(store.activations(run, spec.layer).shape[1])
+    labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress)
+    check_categories(labels, config.categories)
+    jobs: list[tuple[str, float | None]] = [("rotation", x) for x in alphas]
+    if spec.baseline:
+        jobs.append((spec.baseline, None))
+    Q = rot.random_rotation(K, spec.seed)
+    points = []
+    with dask_scheduler(scheduler, cluster) as client:
+        if client is not None:
+            check_shared(run, labels)
+        config.client = client
+        for kind, alpha in jobs:
+            dest = _derived_run(run, spec, out, Q, K, kind, alpha, config, log)
+            points.append((kind, alpha, _score_derived(dest, spec, labels, config)))
+    return _write_tables(out, spec, config, points)
+
+
+def _write_tables(out: Path, spec: RotationSpec, config: ScoreConfig, points: list
+                  ) -> RotationResult:
+    stem = f"{store.layer_file_name(spec.layer)}-seed{spec.seed}"
+    csv_path = rot.write_rotation_csv(out / f"{stem}.csv", points)
+    png = rot.rotation_chart(out / f"{stem}.png", points,
+                             title=f"{spec.layer}: unique detectors under rotation "
+                                   f"(seed {spec.seed}, IoU > {config.iou_threshold}, "
+                                   f"q = {config.quantile})")
+    table = rot.rotation_table(points, f"unique detectors of {spec.layer} against the "
+                                       f"rotation (per-category sum by category; both "
+                                       f"totals):")
+    return RotationResult(points, csv_path, png, table)

@@ -1,0 +1,145 @@
+"""Decode a Broden dataset's labels into the label cache (cache/labels.py), once per dataset.
+
+Per image chunk: every image's segmentation planes and scalar labels in canonical form
+(cache/labelsets.py), its category presence and the chunk's label pixel counts |L_c|.
+Chunks are decoded in worker processes and written as they finish; the build resumes
+where a killed one stopped, and ``repair=True`` first re-decodes only the chunks that
+fail their checksum (cache/integrity.py). A local build holds ``LABELS.zarr.lock`` (a
+second builder of the same cache is refused); the cache may also live at an fsspec URL
+(no lock).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cache import labels as label_store
+from cache.integrity import repair_label_cache
+from cache.labels import LabelCache, default_label_cache_path
+from cache.labelsets import canonical_planes, canonical_scalars
+from cache.store import RunLock, is_url, location
+from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.parallel import bounded_map
+
+
+def slot_counts(dataset: BrodenDataset) -> tuple[int, int]:
+    """(P, S): most PNG entries and most scalar entries in one row (at least 1 each)."""
+    P = S = 0
+    for r in dataset.rows:
+        n_png = sum(1 for cells in r.cells.values() for e in cells if isinstance(e, str))
+        n_sc = sum(1 for cells in r.cells.values() for e in cells if isinstance(e, int))
+        P, S = max(P, n_png), max(S, n_sc)
+    return max(P, 1), max(S, 1)
+
+
+def decode_range(dataset: BrodenDataset, start: int, stop: int, P: int, S: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode images [start, stop) into (planes (B, P, sh, sw) uint16, scalars (B, S)
+    int32, present (B, G) bool, label_pixels (L,) int64)."""
+    sh, sw = dataset.segmentation_size()
+    B = stop - start
+    planes = np.zeros((B, P, sh, sw), dtype=np.uint16)
+    scalars = np.zeros((B, S), dtype=np.int32)
+    present = np.zeros((B, len(dataset.all_categories)), dtype=bool)
+    counts = np.zeros(dataset.num_labels, dtype=np.int64)
+    for b, i in enumerate(range(start, stop)):
+        lab = dataset.load_labels(i)
+        scalars[b] = canonical_scalars(lab.scalars, S)
+        planes[b] = canonical_planes(lab.planes, lab.scalars, P)
+        present[b] = dataset.categories_present(lab)
+        counts += np.bincount(planes[b].ravel(), minlength=dataset.num_labels)
+        counts[scalars[b][scalars[b] != 0]] += sh * sw
+    counts[0] = 0
+    return planes, scalars, present, counts
+
+
+# ---------------------------------------------------------------- worker side
+_WORKER_DATASET: BrodenDataset | None = None
+
+
+def _init_worker(directory: str) -> None:
+    global _WORKER_DATASET
+    _WORKER_DATASET = BrodenDataset(directory)
+
+
+def _decode_chunk(start: int, stop: int, P: int, S: int):
+    assert _WORKER_DATASET is not None
+    return start, decode_range(_WORKER_DATASET, start, stop, P, S)
+
+
+# ------------------------------------------------------------------ the build
+def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = None, *,
+                      chunk_images: int = 256, workers: int | None = None,
+                      overwrite: bool = False, progress: bool = True,
+                      repair: bool = False, log=print) -> LabelCache:
+    """Decode every image of ``dataset`` into a label cache at ``path`` and return it.
+
+    Resumes an interrupted build of the same dataset; a complete cache is returned
+    as is. A cache of another dataset at ``path`` is refused unless ``overwrite``.
+    All categories are cached, whatever subset ``dataset`` selected. ``repair``:
+    first check every finished chunk and re-decode those that fail their checksum.
+    Raises RunLockedError while another process builds the same (local) cache.
+    """
+    if dataset.categories != dataset.all_categories:
+        dataset = BrodenDataset(dataset.directory)
+    path = str(location(path or default_label_cache_path(dataset)))
+    if len(dataset) == 0:
+        raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows; a label "
+                          f"cache needs at least one image")
+    if is_url(path):
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+    where = Path(path)
+    with RunLock(where.parent, "label-cache build", name=where.name + ".lock"):
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+
+
+def _layout_meta(dataset: BrodenDataset, fp: str) -> dict:
+    """What cache/labels.lay_out records about the dataset."""
+    return {"dataset": {"path": str(dataset.directory.resolve()), "fingerprint": fp,
+                        "num_images": len(dataset),
+                        "seg_size": list(dataset.segmentation_size())},
+            "categories": dataset.all_categories, "label_names": dataset.label_names,
+            "primary_category": dataset.primary_category}
+
+
+def _build(dataset: BrodenDataset, path: str, chunk_images: int, workers: int | None,
+           overwrite: bool, progress: bool, repair: bool, log) -> LabelCache:
+    """build_label_cache's work, with the lock held (arguments as there)."""
+    fp = dataset.fingerprint()
+    P, S = slot_counts(dataset)
+    g = label_store.open_for_build(path, fp, overwrite)
+    if repair and g.attrs.get("layout_ready"):
+        repair_label_cache(g, log)
+    if g.attrs.get("complete"):
+        return LabelCache(g, path)
+    if not g.attrs.get("layout_ready"):        # nothing or a half set-up: start over
+        sh, sw = dataset.segmentation_size()
+        g = label_store.lay_out(path, _layout_meta(dataset, fp),
+                                (len(dataset), P, S, sh, sw), chunk_images)
+    writer = label_store.LabelCacheWriter(g, path)   # resumes with the layout on disk
+    todo = [(a, b, P, S) for a, b in writer.pending()]
+    N = writer.num_images
+    bar = tqdm(total=N, initial=N - sum(b - a for a, b, _, _ in todo), unit="img",
+               desc="label cache", disable=not progress, dynamic_ncols=True)
+
+    def store(start: int, result) -> None:
+        writer.write(start, *result)
+        bar.update(result[0].shape[0])
+
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for start, stop, p, s in todo:
+                store(start, decode_range(dataset, start, stop, p, s))
+        else:
+            with ProcessPoolExecutor(workers, initializer=_init_worker,
+                                     initargs=(str(dataset.directory),)) as pool:
+                for start, result in bounded_map(pool, _decode_chunk, todo, 2 * workers):
+                    store(start, result)
+    finally:
+        bar.close()
+    return writer.finish()

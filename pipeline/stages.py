@@ -1,0 +1,184 @@
+"""Score a whole run: its dataset and label cache, the run lock, and every layer's stages.
+
+The method, top to bottom (scripts/score.py is this plus argument parsing and printing)::
+
+    run    = store.open_run(path)                          activation cache (extract.py)
+    labels = run_label_cache(run)                          decoded once per dataset
+    for layer in layers:
+        cube = layer_cube(run, layer, labels, config)      exact T_k, then the IoU cube
+        d, summary, csv = layer_results(run, layer, cube, labels, config)
+                                                           results document, CSV, HTML
+
+``score_run`` does exactly that under the run's lock (a second writer of a local run is
+refused), with the optional IoU-threshold sweep, exports and a Dask cluster. The
+per-layer stages themselves are in pipeline/dissect.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cache import store
+from cache.cube import Cube
+from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
+from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.dissect import ScoreConfig, layer_cube, layer_results, layer_sweep
+from pipeline.label_decoding import build_label_cache
+from pipeline.scoring import Dissection
+
+
+# ------------------------------------------------------------- a run's dataset
+def run_dataset(run, dataset: str | os.PathLike | None = None) -> BrodenDataset:
+    """The Broden dataset of a run: ``dataset`` (--dataset) or the path extract.py recorded;
+    refused unless its fingerprint is the run's."""
+    attrs = store.read_run_attrs(run)
+    ds_path = dataset or attrs["dataset"]["path"]
+    try:
+        ds = BrodenDataset(ds_path)
+    except BrodenError as e:
+        if dataset:
+            raise
+        raise BrodenError(f"{e}\n(the run recorded the dataset at {ds_path}; if it has "
+                          f"moved, pass its new location with --dataset)") from None
+    if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
+        raise LabelCacheError(
+            f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
+            f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
+            f"pass the same Broden directory or extract again")
+    return ds
+
+
+def run_label_cache(run, dataset: str | os.PathLike | None = None,
+                    label_cache: str | os.PathLike | None = None, *, progress: bool = True,
+                    log=print) -> LabelCache:
+    """The label cache of a run's dataset, built on first use. A complete cache of the
+    run's dataset fingerprint (at ``label_cache`` or the default path, which is keyed by
+    the fingerprint) is used even when the dataset has moved; building one needs the
+    dataset (``dataset``, default the path extract.py recorded)."""
+    fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
+    ds = run_dataset(run, dataset) if dataset else None
+    path = label_cache or default_label_cache_path(fp)
+    try:
+        labels = LabelCache.open(path)
+        if labels.fingerprint == fp:
+            return labels
+    except LabelCacheError:
+        pass
+    ds = ds or run_dataset(run, dataset)
+    if progress:
+        log(f"building the label cache at {path} (once per dataset)")
+    labels = build_label_cache(ds, path, progress=progress)
+    labels.check_dataset(ds)
+    return labels
+
+
+def check_categories(labels: LabelCache, categories: Sequence[str] | None) -> None:
+    """Raise ValueError naming --categories when one is not a category of the dataset."""
+    if labels.categories and categories:
+        unknown = [c for c in categories if c not in labels.categories]
+        if unknown:
+            raise ValueError(f"--categories: unknown {unknown}; the dataset has "
+                             f"{labels.categories}")
+
+
+def scoring_lock(run) -> contextlib.AbstractContextManager:
+    """The run's lock while scoring writes into it (a local run; an fsspec URL has none),
+    so a second writer (scoring or extraction) of the same run is refused."""
+    where = store.run_path(run)
+    if isinstance(where, str):
+        return contextlib.nullcontext()
+    return store.RunLock(where, "scoring")
+
+
+# ------------------------------------------------------------------ whole run
+@dataclass
+class LayerScore:
+    """What scoring one layer gave: the cube at the config's levels, the dissection at
+    its quantile, the summary (count_detectors() + facts), where the CSV went, and the
+    sweep summaries and files when a sweep was asked for."""
+    layer: str
+    cube: Cube
+    dissection: Dissection
+    summary: dict
+    csv_path: Path | str
+    seconds: float
+    sweep: list[dict] | None = None
+    sweep_files: tuple | None = None
+    sweep_seconds: float = 0.0
+
+
+@dataclass
+class Exports:
+    """Arrays written as .npy for one layer: ``iou`` (K, L) IoU matrix (column j = label
+    number j), ``thresholds`` (K,) T_k at the config's quantile."""
+    iou: str | os.PathLike | None = None
+    thresholds: str | os.PathLike | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.iou or self.thresholds)
+
+
+def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None = None,
+              label_cache: str | os.PathLike | None = None, sweep: Sequence[float] | None = None,
+              scheduler: str | None = None, cluster: str | None = None,
+              exports: Exports | None = None,
+              on_layer: Callable[[LayerScore], None] | None = None,
+              log=print) -> list[LayerScore]:
+    """Score ``layers`` (default every layer) of the run at ``run_location`` (path or URL):
+    label cache, thresholds, cube, results files, optional ``sweep`` (IoU thresholds)
+    and ``exports``; on a Dask cluster when ``scheduler`` or ``cluster`` is given.
+    ``on_layer`` is called with each LayerScore as soon as that layer is done.
+    Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
+    from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
+    config.all_levels()
+    if config.top_images < 0:
+        raise ValueError(f"--top-images must be >= 0, got {config.top_images}")
+    check_scheduler_args(scheduler, cluster)
+    exports = exports or Exports()
+    run = store.open_run(run_location, mode="r")
+    layers = list(layers or store.layer_names(run))
+    for layer in layers:
+        store.check_layer(run, layer)
+    if exports and len(layers) != 1:
+        raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
+                         f"add --layers (the run has {layers})")
+    done = []
+    with scoring_lock(run):
+        labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress,
+                                 log=log)
+        check_categories(labels, config.categories)
+        with dask_scheduler(scheduler, cluster) as client:
+            if client is not None:
+                check_shared(run, labels)
+            config.client = client
+            for layer in layers:
+                done.append(score_layer(run, layer, labels, config, sweep, exports, log))
+                if on_layer is not None:
+                    on_layer(done[-1])
+    return done
+
+
+def score_layer(run, layer: str, labels: LabelCache, config: ScoreConfig,
+                sweep: Sequence[float] | None = None, exports: Exports | None = None,
+                log=print) -> LayerScore:
+    """Cube, results files, optional sweep and exports of one layer."""
+    cube = layer_cube(run, layer, labels, config, log=log)
+    t0 = time.perf_counter()
+    d, summary, csv_path = layer_results(run, layer, cube, labels, config, log=log)
+    out = LayerScore(layer, cube, d, summary, csv_path, time.perf_counter() - t0)
+    if sweep:
+        t1 = time.perf_counter()
+        out.sweep, *files = layer_sweep(run, layer, d, sweep)
+        out.sweep_files = tuple(files)
+        out.sweep_seconds = time.perf_counter() - t1
+    if exports and exports.iou:
+        np.save(exports.iou, d.iou)
+    if exports and exports.thresholds:
+        np.save(exports.thresholds, cube.thresholds[cube.level_index(config.quantile)])
+    return out
