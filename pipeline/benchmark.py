@@ -44,7 +44,7 @@ def dir_mib(path: str | Path) -> float:
 # ------------------------------------------------------------------------ stages
 def stage_generate(out: str, num_images: int, image_size: int, seg_size: int, seed: int,
                    workers: int | None) -> StageResult:
-    from pipeline.synthetic import write_dataset
+    from pipeline.synthetic.writer import write_dataset
     t0 = time.perf_counter()
     write_dataset(out, num_images=num_images, image_size=image_size, seg_size=seg_size,
                   seed=seed, workers=workers, progress=False)
@@ -67,7 +67,7 @@ def stage_labels(dataset: str, out: str, workers: int | None) -> StageResult:
 
 def stage_activations(dataset: str, out: str, shape: tuple[int, int, int],
                       num_images: int | None) -> StageResult:
-    from pipeline.synthetic_activations import write_synthetic_run
+    from pipeline.synthetic.activations import write_synthetic_run
     t0 = time.perf_counter()
     write_synthetic_run(out, dataset, shape, num_images=num_images, progress=False)
     dt = time.perf_counter() - t0

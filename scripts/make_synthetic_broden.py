@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a synthetic dataset in the Broden on-disk format (see pipeline/synthetic.py).
+"""Write a synthetic dataset in the Broden on-disk format (see pipeline/synthetic/).
 
 Example: python scripts/make_synthetic_broden.py --out data/synthetic_broden --num-images 2000
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.synthetic import CATEGORIES, write_dataset  # noqa: E402
+from pipeline.synthetic.catalogue import CATEGORIES  # noqa: E402
+from pipeline.synthetic.writer import write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Example (what made pipeline/demo_weights/demo_cnn.pt; see the JSON next to it):
         --generate-images 4000 --generate-seed 1 --out runs/demo_training \\
         --iterations 1200 --save-at 0,100,300,600,1200 --eval-every 100 --install
 
---dataset is generated first (pipeline/synthetic.py) when --generate-images is given
+--dataset is generated first (pipeline/synthetic/writer.py) when --generate-images is given
 and the directory has no index.csv; without --dataset, the recipe's dataset above is
 generated and used. Checkpoints: OUT/demo_cnn_iter*.pt at the --save-at iterations,
 OUT/demo_cnn.pt + OUT/demo_cnn.json at the end; --install copies the final pair to
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     ds_dir = Path(a.dataset)
     try:
         if a.generate_images and not (ds_dir / "index.csv").is_file():
-            from pipeline.synthetic import write_dataset
+            from pipeline.synthetic.writer import write_dataset
             print(f"generating {a.generate_images} synthetic images into {ds_dir}")
             write_dataset(ds_dir, num_images=a.generate_images, image_size=a.image_size,
                           seg_size=a.seg_size, seed=a.generate_seed)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                            "seg_size": list(ds.segmentation_size())}
         if a.generate_images:
             meta["dataset"]["generator"] = {
-                "function": "pipeline.synthetic.write_dataset",
+                "function": "pipeline.synthetic.writer.write_dataset",
                 "num_images": a.generate_images, "seed": a.generate_seed,
                 "image_size": a.image_size, "seg_size": a.seg_size}
         cfg = TrainConfig(dataset=ds_dir, out_dir=a.out, iterations=a.iterations,

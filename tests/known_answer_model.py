@@ -10,7 +10,7 @@ are at segmentation resolution and upsampling is the identity. Units (:data:`UNI
 
 ``red-c``, ``yellow-c`` (colour)
     The generator names colours on the image box-downsampled to segmentation size, via a
-    lookup table over 5-bit RGB bins (:func:`pipeline.synthetic.color_labels`). The unit
+    lookup table over 5-bit RGB bins (:func:`pipeline.synthetic.colors.color_labels`). The unit
     box-downsamples its input the same way (2 x 2 mean, rounded), looks the bins up in the same
     table and fires where the name is the unit's colour, graded by closeness (CIELAB Delta E)
     to the colour's nearest naming prototype: 1 + exp(-dE / 25), in (1, 2]. Only JPEG error
@@ -58,10 +58,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.synthetic import (_COLOR_BITS, _PROTOTYPES, LABELS,  # noqa: E402
-                                _color_lut, srgb_to_lab)
+from pipeline.synthetic.catalogue import LABELS  # noqa: E402
+from pipeline.synthetic.colors import (COLOR_BITS, PROTOTYPES, color_lut,  # noqa: E402
+                                       srgb_to_lab)
 
-#: Unit names in channel order: concept names of pipeline.synthetic, and "dead".
+#: Unit names in channel order: concept names of pipeline.synthetic.catalogue, and "dead".
 UNITS: tuple[str, ...] = ("red-c", "sky", "banded", "dead", "yellow-c")
 #: The live units (each must come out as a detector of its own name).
 LIVE_UNITS: tuple[str, ...] = tuple(u for u in UNITS if u != "dead")
@@ -72,7 +73,7 @@ _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 
 
 
 def _lab_torch(rgb: torch.Tensor) -> torch.Tensor:
-    """CIELAB of (..., 3) float64 sRGB in [0, 255] (as pipeline.synthetic.srgb_to_lab)."""
+    """CIELAB of (..., 3) float64 sRGB in [0, 255] (as pipeline.synthetic.colors.srgb_to_lab)."""
     c = rgb / 255.0
     lin = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     m = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
@@ -91,10 +92,10 @@ class KnownUnits(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("color_lut", torch.from_numpy(_color_lut().astype(np.int64)))
+        self.register_buffer("color_lut", torch.from_numpy(color_lut().astype(np.int64)))
         protos = {}
         for name in ("red", "yellow"):
-            protos[name] = torch.from_numpy(srgb_to_lab(np.array(_PROTOTYPES[name], float)))
+            protos[name] = torch.from_numpy(srgb_to_lab(np.array(PROTOTYPES[name], float)))
         self.register_buffer("red_protos", protos["red"])
         self.register_buffer("yellow_protos", protos["yellow"])
 
@@ -105,8 +106,8 @@ class KnownUnits(nn.Module):
         return torch.floor(F.avg_pool2d(x255, 2) + 0.5).clamp(0, 255)
 
     def _color_unit(self, down: torch.Tensor, name: str, protos: torch.Tensor) -> torch.Tensor:
-        q = down.to(torch.int64) >> (8 - _COLOR_BITS)
-        idx = (q[:, 0] << (2 * _COLOR_BITS)) | (q[:, 1] << _COLOR_BITS) | q[:, 2]
+        q = down.to(torch.int64) >> (8 - COLOR_BITS)
+        idx = (q[:, 0] << (2 * COLOR_BITS)) | (q[:, 1] << COLOR_BITS) | q[:, 2]
         hit = self.color_lut[idx] == LABELS[f"{name}-c"]                    # (B, h, w)
         lab = _lab_torch(down.permute(0, 2, 3, 1))                           # (B, h, w, 3)
         de = torch.cdist(lab.reshape(-1, 3), protos).min(dim=1).values.reshape(hit.shape)

@@ -13,7 +13,7 @@ from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
 from pipeline.dissect import ScoreConfig, layer_cube, layer_results
 from pipeline.extract import ExtractConfig, extract
-from pipeline.synthetic import write_dataset
+from pipeline.synthetic.writer import write_dataset
 from clirun import cli, signal_group, start  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]

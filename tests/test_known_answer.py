@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.synthetic import CONCEPTS, LABELS, write_dataset
+from pipeline.synthetic.catalogue import CONCEPTS, LABELS
+from pipeline.synthetic.writer import write_dataset
 from tests.known_answer_model import LIVE_UNITS, QUANTILE, UNITS
 
 ROOT = Path(__file__).resolve().parents[1]

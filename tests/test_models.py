@@ -218,7 +218,7 @@ def test_committed_demo_checkpoint_loads():
 
 def test_demo_training_beats_chance(tmp_path):
     """Train briefly on a small synthetic set (64 px); val accuracy clearly above chance."""
-    from pipeline.synthetic import write_dataset
+    from pipeline.synthetic.writer import write_dataset
     from pipeline.train_demo import TrainConfig, train_demo
     ds = write_dataset(tmp_path / "syn", num_images=500, image_size=64, seg_size=32, seed=3,
                        workers=1, progress=False)

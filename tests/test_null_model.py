@@ -34,7 +34,8 @@ from pipeline.dissect import ScoreConfig, layer_cube, layer_results
 from cache.labelsets import canonical_planes, canonical_scalars
 from pipeline.null_model import (NullConfig, _Labels, _motions, _Scorer, _active_pixels,
                                  _unit_null, null_p_values, p_value)
-from pipeline.synthetic import LABELS, write_dataset
+from pipeline.synthetic.catalogue import LABELS
+from pipeline.synthetic.writer import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

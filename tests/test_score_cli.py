@@ -12,7 +12,7 @@ import pytest
 
 from cache import store
 from pipeline.broden import BrodenDataset
-from pipeline.synthetic import write_dataset
+from pipeline.synthetic.writer import write_dataset
 import reference as ref
 from clirun import cli
 import scoring_fixtures as sf

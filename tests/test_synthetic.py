@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import synthetic as S
+from pipeline.synthetic.canvas import _PAINT
+from pipeline.synthetic.catalogue import (CATEGORIES, COLORS, CONCEPTS, LABELS, SCENES,
+                                          SOURCES)
+from pipeline.synthetic.colors import color_labels, downsample_rgb, name_colors, srgb_to_lab
+from pipeline.synthetic.render import (_SOURCE_BLOCK, SyntheticImage, image_source,
+                                       image_split, render_image)
+from pipeline.synthetic.writer import write_dataset
 from pipeline.broden import BrodenDataset
 
 N, IMG, SEG, SEED = 80, 48, 24, 3
@@ -24,8 +30,8 @@ def _files(d: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("syn") / "broden"
-    return S.write_dataset(d, num_images=N, image_size=IMG, seg_size=SEG, seed=SEED,
-                           workers=1, progress=False)
+    return write_dataset(d, num_images=N, image_size=IMG, seg_size=SEG, seed=SEED,
+                         workers=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,8 @@ def ds(gen) -> BrodenDataset:
 
 
 @pytest.fixture(scope="module")
-def truth() -> list[S.SyntheticImage]:
-    return [S.render_image(i, SEED, IMG, SEG) for i in range(N)]
+def truth() -> list[SyntheticImage]:
+    return [render_image(i, SEED, IMG, SEG) for i in range(N)]
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -46,41 +52,41 @@ def _read(path: Path) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- catalogue
 
 def test_catalogue_numbering_and_groups():
-    nums = [c.number for c in S.CONCEPTS]
-    assert nums == list(range(1, len(S.CONCEPTS) + 1))
-    assert len({c.name for c in S.CONCEPTS}) == len(S.CONCEPTS)
+    nums = [c.number for c in CONCEPTS]
+    assert nums == list(range(1, len(CONCEPTS) + 1))
+    assert len({c.name for c in CONCEPTS}) == len(CONCEPTS)
     # numbers grouped by primary category in category order
-    order = [S.CATEGORIES.index(c.category) for c in S.CONCEPTS]
+    order = [CATEGORIES.index(c.category) for c in CONCEPTS]
     assert order == sorted(order) and set(order) == set(range(6))
-    assert S.CATEGORIES == ("color", "object", "part", "material", "scene", "texture")
-    assert [S.LABELS[n] for n in S.COLORS] == list(range(1, 12))
-    assert S.COLORS[0] == "black-c" and S.COLORS[-1] == "yellow-c"
-    assert 8 <= len(S.SCENES) <= 12 and all(S.LABELS[s] for s in S.SCENES)
-    multi = [c for c in S.CONCEPTS if c.also]
+    assert CATEGORIES == ("color", "object", "part", "material", "scene", "texture")
+    assert [LABELS[n] for n in COLORS] == list(range(1, 12))
+    assert COLORS[0] == "black-c" and COLORS[-1] == "yellow-c"
+    assert 8 <= len(SCENES) <= 12 and all(LABELS[s] for s in SCENES)
+    multi = [c for c in CONCEPTS if c.also]
     assert {c.name for c in multi} >= {"door", "grass"}
-    assert S.CONCEPTS[S.LABELS["door"] - 1].categories == ("object", "part")
-    assert S.CONCEPTS[S.LABELS["grass"] - 1].categories == ("object", "material")
+    assert CONCEPTS[LABELS["door"] - 1].categories == ("object", "part")
+    assert CONCEPTS[LABELS["grass"] - 1].categories == ("object", "material")
 
 
 # ----------------------------------------------------------------------------- determinism
 
 def test_same_output_for_any_worker_count_and_rerun(gen, tmp_path):
     ref = _files(gen)
-    other = S.write_dataset(tmp_path / "w2", num_images=N, image_size=IMG, seg_size=SEG,
-                            seed=SEED, workers=2, progress=False)
+    other = write_dataset(tmp_path / "w2", num_images=N, image_size=IMG, seg_size=SEG,
+                          seed=SEED, workers=2, progress=False)
     assert _files(other) == ref
     # rerun into an existing, damaged directory overwrites every file
     (other / "index.csv").write_text("garbage\n")
     victim = next((other / "images" / "scenes").glob("*_object.png"))
     victim.write_bytes(b"not a png")
-    S.write_dataset(other, num_images=N, image_size=IMG, seg_size=SEG, seed=SEED, workers=3,
-                    progress=False)
+    write_dataset(other, num_images=N, image_size=IMG, seg_size=SEG, seed=SEED, workers=3,
+                  progress=False)
     assert _files(other) == ref
 
 
 def test_different_seed_gives_different_images(gen, tmp_path):
-    other = S.write_dataset(tmp_path / "s", num_images=20, image_size=IMG, seg_size=SEG,
-                            seed=SEED + 1, workers=1, progress=False)
+    other = write_dataset(tmp_path / "s", num_images=20, image_size=IMG, seg_size=SEG,
+                          seed=SEED + 1, workers=1, progress=False)
     a = _read(gen / "index.csv")[:20]
     b = _read(other / "index.csv")
     assert len(b) == 20 and a != b
@@ -89,11 +95,11 @@ def test_different_seed_gives_different_images(gen, tmp_path):
 
 
 def test_render_depends_on_index_and_seed_only():
-    a = S.render_image(7, 5, IMG, SEG)
-    S.render_image(3, 5, IMG, SEG)
-    b = S.render_image(7, 5, IMG, SEG)
+    a = render_image(7, 5, IMG, SEG)
+    render_image(3, 5, IMG, SEG)
+    b = render_image(7, 5, IMG, SEG)
     assert np.array_equal(a.image, b.image)
-    assert all(np.array_equal(x, y) for c in S.CATEGORIES
+    assert all(np.array_equal(x, y) for c in CATEGORIES
                for x, y in zip(a.planes[c], b.planes[c]))
 
 
@@ -104,13 +110,13 @@ def test_csv_headers_and_category_rows(gen):
         return (gen / name).read_text().splitlines()[0]
     assert header("category.csv") == "name,first,last,count,frequency"
     assert header("label.csv") == "number,name,category,frequency,coverage,syns"
-    assert header("index.csv") == "image,split,ih,iw,sh,sw," + ",".join(S.CATEGORIES)
-    for c in S.CATEGORIES:
+    assert header("index.csv") == "image,split,ih,iw,sh,sw," + ",".join(CATEGORIES)
+    for c in CATEGORIES:
         assert header(f"c_{c}.csv") == "code,number,name,frequency,coverage"
-    assert [r["name"] for r in _read(gen / "category.csv")] == list(S.CATEGORIES)
+    assert [r["name"] for r in _read(gen / "category.csv")] == list(CATEGORIES)
     labels = _read(gen / "label.csv")
-    assert [int(r["number"]) for r in labels] == list(range(1, len(S.CONCEPTS) + 1))
-    assert [r["name"] for r in labels] == [c.name for c in S.CONCEPTS]
+    assert [int(r["number"]) for r in labels] == list(range(1, len(CONCEPTS) + 1))
+    assert [r["name"] for r in labels] == [c.name for c in CONCEPTS]
 
 
 def test_segmentation_png_encoding(gen, ds, truth):
@@ -132,71 +138,71 @@ def test_reader_matches_ground_truth(ds, truth):
         row = ds.rows[i]
         assert row.image.startswith(f"{g.source}/") and row.split == g.split
         lab = ds.load_labels(i)
-        want_planes = [p for c in S.CATEGORIES for p in g.planes[c]]
-        want_pcats = [c for c in S.CATEGORIES for _ in g.planes[c]]
+        want_planes = [p for c in CATEGORIES for p in g.planes[c]]
+        want_pcats = [c for c in CATEGORIES for _ in g.planes[c]]
         assert lab.plane_categories == want_pcats, f"row {i}"
         assert len(lab.planes) == len(want_planes)
         for got, want in zip(lab.planes, want_planes):
             assert got.dtype == np.int32 and np.array_equal(got, want), f"row {i}"
-        assert lab.scalars.tolist() == [v for c in S.CATEGORIES for v in g.scalars[c]]
-        assert lab.scalar_categories == [c for c in S.CATEGORIES for _ in g.scalars[c]]
+        assert lab.scalars.tolist() == [v for c in CATEGORIES for v in g.scalars[c]]
+        assert lab.scalar_categories == [c for c in CATEGORIES for _ in g.scalars[c]]
         img = ds.load_image(i).astype(np.int16)
         assert np.abs(img - g.image).mean() < 4, f"row {i}: JPEG far from the rendering"
 
 
 def test_categories_follow_the_source(ds, truth):
     sources = Counter(g.source for g in truth)
-    assert set(sources) == set(S.SOURCES)
+    assert set(sources) == set(SOURCES)
     for i, g in enumerate(truth):
         have = {c for c, cell in ds.rows[i].cells.items() if cell}
-        assert have == set(S.SOURCES[g.source]) == set(g.categories), f"row {i}"
+        assert have == set(SOURCES[g.source]) == set(g.categories), f"row {i}"
         # primary-category presence as the scorer sees it
         present = {ds.all_categories[k] for k in np.flatnonzero(
             ds.categories_present(ds.load_labels(i)))}
-        assert present <= set(S.SOURCES[g.source])
+        assert present <= set(SOURCES[g.source])
         assert "color" in present
         if g.source == "scenes":
             assert {"object", "scene", "material"} <= present
-            assert g.scene in S.SCENES and ds.rows[i].cells["scene"] == (S.LABELS[g.scene],)
+            assert g.scene in SCENES and ds.rows[i].cells["scene"] == (LABELS[g.scene],)
         if g.source == "textures":
-            assert ds.rows[i].cells["texture"] == (S.LABELS[g.texture],)
+            assert ds.rows[i].cells["texture"] == (LABELS[g.texture],)
     lacking = [i for i in range(N) if not all(ds.rows[i].cells.values())]
     assert len(lacking) == N          # no source carries all six categories, like Broden
     assert all(c in {ds.all_categories[k] for k in ds.primary_category[1:]}
-               for c in S.CATEGORIES)
+               for c in CATEGORIES)
 
 
 def test_primary_categories_and_multi_category_labels(gen, ds):
-    for c in S.CONCEPTS:
+    for c in CONCEPTS:
         assert ds.all_categories[ds.primary_category[c.number]] == c.category, c.name
         assert ds.label_names[c.number] == c.name
-    cmaps = {c: {int(r["number"]): r for r in _read(gen / f"c_{c}.csv")} for c in S.CATEGORIES}
+    cmaps = {c: {int(r["number"]): r for r in _read(gen / f"c_{c}.csv")} for c in CATEGORIES}
     # door: an object that also occurs as a cabinet part; grass: a material that is also
     # an object in scene images. Both really occur in both categories here.
     for name, cats in (("door", ("object", "part")), ("grass", ("object", "material"))):
-        n = S.LABELS[name]
+        n = LABELS[name]
         for c in cats:
             assert int(cmaps[c][n]["frequency"]) > 0, (name, c)
         lab = {r["name"]: r for r in _read(gen / "label.csv")}[name]
         assert lab["category"].count(";") == 1
-    n = S.LABELS["door"]
+    n = LABELS["door"]
     assert float(cmaps["object"][n]["coverage"]) > float(cmaps["part"][n]["coverage"]) > 0
-    n = S.LABELS["grass"]
+    n = LABELS["grass"]
     assert float(cmaps["material"][n]["coverage"]) > float(cmaps["object"][n]["coverage"]) > 0
     # the reader's code maps hold the category-local codes
-    for c in S.CATEGORIES:
+    for c in CATEGORIES:
         assert ds.category_codes[c][1:].tolist() == [int(r["number"]) for r in cmaps[c].values()]
 
 
 def test_statistics_match_decoded_labels(gen, ds):
     """frequency/coverage in c_*.csv, label.csv and category.csv recomputed from the files."""
-    G = len(S.CATEGORIES)
-    freq = np.zeros((G, len(S.CONCEPTS) + 1), np.int64)
+    G = len(CATEGORIES)
+    freq = np.zeros((G, len(CONCEPTS) + 1), np.int64)
     pix = np.zeros_like(freq)
     cat_freq = np.zeros(G, np.int64)
     for i in range(len(ds)):
         lab = ds.load_labels(i)
-        for g, c in enumerate(S.CATEGORIES):
+        for g, c in enumerate(CATEGORIES):
             planes = [p for p, pc in zip(lab.planes, lab.plane_categories) if pc == c]
             scal = [v for v, sc in zip(lab.scalars, lab.scalar_categories) if sc == c]
             if not planes and not scal:
@@ -210,7 +216,7 @@ def test_statistics_match_decoded_labels(gen, ds):
                 for v in np.unique(st[st != 0]):
                     freq[g, v] += 1
                     pix[g, v] += int((st == v).any(axis=0).sum())
-    for g, c in enumerate(S.CATEGORIES):
+    for g, c in enumerate(CATEGORIES):
         rows = _read(gen / f"c_{c}.csv")
         assert [int(r["code"]) for r in rows] == list(range(1, len(rows) + 1))
         for r in rows:
@@ -223,8 +229,8 @@ def test_statistics_match_decoded_labels(gen, ds):
         n = int(r["number"])
         parts = dict(p[:-1].split("(") for p in r["category"].split(";"))
         assert {k: int(v) for k, v in parts.items()} == {
-            c: int(freq[g, n]) for g, c in enumerate(S.CATEGORIES) if c in parts}
-        assert S.CONCEPTS[n - 1].category in parts
+            c: int(freq[g, n]) for g, c in enumerate(CATEGORIES) if c in parts}
+        assert CONCEPTS[n - 1].category in parts
         assert int(r["frequency"]) == sum(int(v) for v in parts.values())
 
 
@@ -233,23 +239,23 @@ def test_several_pngs_in_a_part_cell(ds, truth):
     assert multi, "no image with two part planes"
     for i in multi:
         p1, p2 = truth[i].planes["part"][:2]
-        hair = p2 == S.LABELS["hair"]
-        assert hair.any() and set(np.unique(p2)) <= {0, S.LABELS["hair"]}
+        hair = p2 == LABELS["hair"]
+        assert hair.any() and set(np.unique(p2)) <= {0, LABELS["hair"]}
         # parts of parts: hair lies on the head (up to sampling, the head covers it)
-        assert (p1[hair] == S.LABELS["head"]).mean() > 0.9
+        assert (p1[hair] == LABELS["head"]).mean() > 0.9
 
 
 def test_split_is_deterministic_and_mostly_train():
-    splits = [S.image_split(i, 0) for i in range(2000)]
+    splits = [image_split(i, 0) for i in range(2000)]
     assert set(splits) == {"train", "val"}
     assert 0.07 < splits.count("val") / 2000 < 0.13
-    assert splits == [S.image_split(i, 0) for i in range(2000)]
+    assert splits == [image_split(i, 0) for i in range(2000)]
 
 
 def test_sources_balanced_in_every_block():
     for block in range(5):
-        src = [S.image_source(block * 20 + k, 9) for k in range(20)]
-        assert Counter(src) == Counter(S._SOURCE_BLOCK)
+        src = [image_source(block * 20 + k, 9) for k in range(20)]
+        assert Counter(src) == Counter(_SOURCE_BLOCK)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -257,8 +263,8 @@ def test_sources_balanced_in_every_block():
 def test_geometry_is_resolution_independent():
     """Labels are the same shapes at every resolution (segmentation aligned with image)."""
     for i in range(12):
-        lo = S.render_image(i, 1, 64, 32)
-        hi = S.render_image(i, 1, 128, 32)
+        lo = render_image(i, 1, 64, 32)
+        hi = render_image(i, 1, 128, 32)
         assert lo.source == hi.source
         for c in ("object", "material"):
             for a, b in zip(lo.planes[c], hi.planes[c]):
@@ -266,15 +272,15 @@ def test_geometry_is_resolution_independent():
 
 
 def test_other_resolutions_and_aspect_ratios():
-    g = S.render_image(4, 0, 227, 113)
+    g = render_image(4, 0, 227, 113)
     assert g.image.shape == (227, 227, 3) and g.image.dtype == np.uint8
-    for c in S.CATEGORIES:
+    for c in CATEGORIES:
         assert all(p.shape == (113, 113) and p.dtype == np.int32 for p in g.planes[c])
     for i in range(20):
-        g = S.render_image(i, 0, (40, 56), (20, 28))
+        g = render_image(i, 0, (40, 56), (20, 28))
         assert g.image.shape == (40, 56, 3)
-        assert all(p.shape == (20, 28) for c in S.CATEGORIES for p in g.planes[c])
-        assert set(g.categories) == set(S.SOURCES[g.source])
+        assert all(p.shape == (20, 28) for c in CATEGORIES for p in g.planes[c])
+        assert set(g.categories) == set(SOURCES[g.source])
 
 
 def test_label_planes_agree_with_pixels(truth):
@@ -293,10 +299,10 @@ def test_label_planes_agree_with_pixels(truth):
                 inner &= obj == np.roll(np.roll(obj, dy, 0), dx, 1)
         inner[[0, -1], :] = inner[:, [0, -1]] = False
         for name, ok in want.items():
-            m = inner & (obj == S.LABELS[name]) & (col != 0)
+            m = inner & (obj == LABELS[name]) & (col != 0)
             if m.sum() < 5:
                 continue
-            good = np.isin(col[m], [S.LABELS[c] for c in ok]).mean()
+            good = np.isin(col[m], [LABELS[c] for c in ok]).mean()
             assert good > 0.8, (g.index, name, good)
             hits[name] += 1
     assert hits["sky"] > 0 and hits["grass"] + hits["water"] > 0
@@ -306,19 +312,19 @@ def test_label_planes_agree_with_pixels(truth):
 
 def test_color_plane_is_named_from_rendered_pixels(truth):
     for g in truth[:20]:
-        small = S.downsample_rgb(g.image, SEG, SEG)
-        assert np.array_equal(g.planes["color"][0], S.color_labels(small))
+        small = downsample_rgb(g.image, SEG, SEG)
+        assert np.array_equal(g.planes["color"][0], color_labels(small))
 
 
 def test_color_names_agree_with_rgb():
     q = np.arange(4, 256, 8)
     rgb = np.stack(np.meshgrid(q, q, q, indexing="ij"), -1).reshape(-1, 3).astype(np.uint8)
-    lab = S.color_labels(rgb[:, None, :])[:, 0]
+    lab = color_labels(rgb[:, None, :])[:, 0]
     r, g, b = (rgb[:, k].astype(int) for k in range(3))
     mx, mn = rgb.max(1).astype(int), rgb.min(1).astype(int)
-    cie = S.srgb_to_lab(rgb.astype(float))
+    cie = srgb_to_lab(rgb.astype(float))
     light, chroma = cie[:, 0], np.hypot(cie[:, 1], cie[:, 2])
-    L = S.LABELS
+    L = LABELS
     checks = {
         "red-c": (r > g + 40) & (r > b + 40),
         "green-c": (g > r) & (g > b),
@@ -338,22 +344,22 @@ def test_color_names_agree_with_rgb():
         assert rule[sel].mean() > 0.97, (name, rule[sel].mean())
     assert 0 < (lab == 0).mean() < 0.15
     # prototypes of the paint palette name themselves
-    for name, variants in S._PAINT.items():
+    for name, variants in _PAINT.items():
         for v in variants:
-            got = S.color_labels(np.array([[v]], np.uint8))[0, 0]
+            got = color_labels(np.array([[v]], np.uint8))[0, 0]
             assert got == L[f"{name}-c"], (name, v, got)
     # the 5-bit lookup agrees with exact naming on most colours
     rng = np.random.default_rng(0)
     px = rng.integers(0, 256, (5000, 3), dtype=np.uint8)
-    exact = S.name_colors(px.astype(float))
-    assert (S.color_labels(px[:, None, :])[:, 0] == exact).mean() > 0.9
+    exact = name_colors(px.astype(float))
+    assert (color_labels(px[:, None, :])[:, 0] == exact).mean() > 0.9
 
 
 def test_all_colors_appear(ds, truth):
     seen = set()
     for g in truth:
         seen.update(np.unique(g.planes["color"][0]).tolist())
-    assert {S.LABELS[c] for c in S.COLORS} <= seen
+    assert {LABELS[c] for c in COLORS} <= seen
 
 
 # ----------------------------------------------------------------------------- learnability
@@ -363,14 +369,14 @@ def test_scenes_are_distinguishable_by_a_simple_classifier():
     feats, ys = [], []
     i = 0
     while len(ys) < 400:
-        if S.image_source(i, 11) == "scenes":
-            g = S.render_image(i, 11, 32, 16)
-            feats.append(S.downsample_rgb(g.image, 4, 4).astype(np.float32).ravel() / 255)
-            ys.append(S.SCENES.index(g.scene))
+        if image_source(i, 11) == "scenes":
+            g = render_image(i, 11, 32, 16)
+            feats.append(downsample_rgb(g.image, 4, 4).astype(np.float32).ravel() / 255)
+            ys.append(SCENES.index(g.scene))
         i += 1
     X, y = np.array(feats), np.array(ys)
     tr, te = slice(0, 300), slice(300, 400)
-    means = np.stack([X[tr][y[tr] == k].mean(0) for k in range(len(S.SCENES))])
+    means = np.stack([X[tr][y[tr] == k].mean(0) for k in range(len(SCENES))])
     pred = np.argmin(((X[te][:, None] - means[None]) ** 2).sum(-1), axis=1)
     assert (pred == y[te]).mean() > 0.35
 
@@ -393,8 +399,8 @@ def test_cli_writes_a_readable_dataset(tmp_path, capsys):
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="num_images"):
-        S.write_dataset(tmp_path / "x", num_images=0, progress=False)
+        write_dataset(tmp_path / "x", num_images=0, progress=False)
     with pytest.raises(ValueError, match="seg"):
-        S.render_image(0, 0, 32, 64)
+        render_image(0, 0, 32, 64)
     with pytest.raises(ValueError, match="seed"):
-        S.render_image(0, -1, 32, 16)
+        render_image(0, -1, 32, 16)
