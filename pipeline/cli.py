@@ -19,8 +19,6 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from pipeline.dissect import DEFAULT_LEVELS, ScoreConfig
-
 
 def comma_list(text: str | None) -> list[str] | None:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
@@ -94,9 +92,10 @@ def parse_levels(text: str) -> list[float]:
         raise ValueError(f"--levels {text!r}: expected comma-separated numbers") from None
 
 
-def score_config(a: argparse.Namespace, levels: Sequence[float] = DEFAULT_LEVELS,
-                 **more) -> ScoreConfig:
-    """The ScoreConfig of the options of add_scoring, add_compute, add_run_data, add_quiet."""
+def score_config(a: argparse.Namespace, levels: Sequence[float], **more):
+    """The ScoreConfig of the options of add_scoring, add_compute, add_run_data, add_quiet
+    (imported here, not at the top: commands that do not score stay light)."""
+    from pipeline.dissect import ScoreConfig
     return ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold,
                        categories=comma_list(a.categories), device=a.device,
                        levels=tuple(levels), tile_images=a.tile_images, workers=a.workers,

@@ -15,6 +15,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from cache.labels import LabelCacheError
+from pipeline import cli
 from pipeline.label_decoding import build_label_cache
 from cache.store import RunError
 from pipeline.broden import BrodenDataset, BrodenError
@@ -29,13 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--rebuild", action="store_true", help="overwrite a cache of another dataset")
     p.add_argument("--repair", action="store_true",
                    help="re-decode only the chunks that fail their checksum (or are missing)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_quiet(p)
     a = p.parse_args(argv)
     try:
         ds = BrodenDataset(a.dataset)
         cache = build_label_cache(ds, a.out, chunk_images=a.chunk_images, workers=a.workers,
                                   overwrite=a.rebuild, repair=a.repair,
-                                  progress=not a.no_progress)
+                                  progress=not a.quiet)
     except (BrodenError, LabelCacheError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

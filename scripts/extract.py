@@ -16,7 +16,8 @@ import sys
 
 import _bootstrap  # noqa: F401,E402  (repo root on sys.path)
 
-from cache.store import RunError  # noqa: E402
+from cache.store import RunError
+from pipeline import cli  # noqa: E402
 from pipeline.broden import BrodenError  # noqa: E402
 from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
                               ExtractError, ExtractInterrupted, extract_with_stats)
@@ -98,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repair", action="store_true",
                    help="check every stored chunk (CRC32C) and re-extract only the blocks "
                         "holding damaged or missing chunks; names each damaged chunk")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_quiet(p)
     return p.parse_args(argv)
 
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
         overwrite=a.overwrite, compression=a.compression, threads=a.threads,
-        progress=not a.no_progress, repair=a.repair)
+        progress=not a.quiet, repair=a.repair)
     try:
         st = extract_with_stats(config)
     except ExtractInterrupted:
