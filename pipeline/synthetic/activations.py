@@ -15,11 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 from tqdm import tqdm
 
 from cache import activations as cache_acts
-from cache.store import RUN_FORMAT, RUN_VERSION, clear_run_dir, layer_node
 from pipeline.broden import BrodenDataset
 
 DEAD_FRACTION = 0.03
@@ -57,23 +55,14 @@ def write_synthetic_run(out: str | Path, dataset: str | Path, shape: tuple[int, 
     ds = BrodenDataset(dataset)
     n = len(ds) if num_images is None else min(num_images, len(ds))
     K, h, w = shape
-    if out.exists():
-        clear_run_dir(out)
-    attrs = {
-        "format": RUN_FORMAT, "version": RUN_VERSION,
-        "dataset": {"path": str(Path(dataset).resolve()), "fingerprint": ds.fingerprint(),
-                    "num_images": n, "image_size": list(ds.image_size()),
-                    "seg_size": list(ds.segmentation_size())},
-        "model": {"spec": "synthetic-activations", "weights": None,
-                  "fingerprint": f"synthetic-activations-seed{seed}-{K}x{h}x{w}"},
-        "preprocessing": {}, "layers": [layer], "dtype": dtype,
-        "layer_nodes": {layer: layer_node(layer)}, "layer_shapes": {layer: [K, h, w]},
-        "block_images": block, "versions": {}, "layout_complete": False,
-    }
-    group = zarr.open_group(out, mode="a", attributes=attrs)
-    cache_acts.create_layer_arrays(group, layer, (K, h, w), n, block, dtype)
-    cache_acts.create_progress(group, n, block)
-    group.attrs["layout_complete"] = True
+    attrs = cache_acts.run_attrs(
+        dataset={"path": str(Path(dataset).resolve()), "fingerprint": ds.fingerprint(),
+                 "num_images": n, "image_size": list(ds.image_size()),
+                 "seg_size": list(ds.segmentation_size())},
+        model={"spec": "synthetic-activations", "weights": None,
+               "fingerprint": f"synthetic-activations-seed{seed}-{K}x{h}x{w}"},
+        layer_shapes={layer: (K, h, w)}, dtype=dtype)
+    group = cache_acts.create_run(out, attrs, block)
     writer = cache_acts.BlockWriter(group, [layer])
     with tqdm(total=n, unit="img", desc="synthetic activations", disable=not progress) as bar:
         for b in range(cache_acts.num_blocks(n, block)):
