@@ -33,6 +33,9 @@ from pipeline import rotation as rot
 from pipeline.broden import BrodenError
 from pipeline.dissect import ScoreConfig, layer_cube, layer_results
 from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
+from pipeline.reports.charts import rotation_chart
+from pipeline.reports.files import write_csv
+from pipeline.reports.tables import rotation_rows, rotation_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,13 +146,13 @@ def experiment(a: argparse.Namespace, config: ScoreConfig) -> list:
                                                config.iou_threshold, config.categories)
             points.append((kind, alpha, summary))
     stem = f"{store.layer_file_name(a.layer)}-seed{a.seed}"
-    csv_path = rot.write_rotation_csv(out / f"{stem}.csv", points)
-    png = rot.rotation_chart(out / f"{stem}.png", points,
-                             title=f"{a.layer}: unique detectors under rotation "
-                                   f"(seed {a.seed}, IoU > {config.iou_threshold}, "
-                                   f"q = {config.quantile})")
-    print(rot.rotation_table(points, f"unique detectors of {a.layer} against the rotation "
-                                     f"(per-category sum by category; both totals):"))
+    csv_path = write_csv(out / f"{stem}.csv", *rotation_rows(points))
+    png = rotation_chart(out / f"{stem}.png", points,
+                         title=f"{a.layer}: unique detectors under rotation "
+                               f"(seed {a.seed}, IoU > {config.iou_threshold}, "
+                               f"q = {config.quantile})")
+    print(rotation_table(points, f"unique detectors of {a.layer} against the rotation "
+                                 f"(per-category sum by category; both totals):"))
     print(f"  table: {csv_path}\n  chart: {png} (per-category sum, as the paper's Figure 4)")
     return points
 

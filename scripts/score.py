@@ -33,8 +33,8 @@ from pipeline.dissect import (DEFAULT_LEVELS, ScoreConfig, layer_cube, layer_res
                               layer_sweep)
 from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
 from pipeline.null_model import KINDS, NullConfig
-from pipeline.report import summary_table
-from pipeline.sweep import parse_thresholds, sweep_table
+from pipeline.reports.tables import summary_table, sweep_table
+from pipeline.sweep import parse_thresholds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
