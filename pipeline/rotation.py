@@ -240,52 +240,74 @@ def write_rotated_run(run, layer: str, M: np.ndarray, out: str | os.PathLike, *,
     if store.is_url(out):
         raise RunError(f"--out {out}: derived runs are written to local directories only")
     with RunLock(out, "rotation"):
-        resume = False
-        if store.is_run_dir(out):
-            g = zarr.open_group(out, mode="r")
-            resume = (g.attrs.get("model", {}).get("fingerprint") == fp
-                      and bool(g.attrs.get("layout_complete")))
-        if resume:
+        if _resumable(out, fp):
             group = zarr.open_group(out, mode="r+")
         else:
             clear_run_dir(out)
-            new_attrs = {
-                "format": RUN_FORMAT, "version": RUN_VERSION,
-                "dataset": attrs["dataset"],
-                "model": {"spec": f"derived: {transform.get('kind')} of "
-                                  f"{attrs['model'].get('spec')} {layer}",
-                          "weights": None, "fingerprint": fp},
-                "preprocessing": attrs.get("preprocessing", {}),
-                "layers": [layer], "dtype": str(np.dtype(dtype)),
-                "layer_nodes": {layer: layer_node(layer)},
-                "layer_shapes": {layer: [K, h, w]}, "block_images": block,
-                "compression": compression, "versions": attrs.get("versions", {}),
-                "source": {"run": str(store.run_path(src)), "layer": layer,
-                           "model_fingerprint": attrs["model"]["fingerprint"],
-                           "dtype": str(acts.dtype)},
-                "transform": transform, "layout_complete": False,
-            }
+            new_attrs = _derived_attrs(src, attrs, acts, layer, transform, fp, dtype, block,
+                                       compression)
             group = zarr.open_group(out, mode="a", attributes=_plain(new_attrs))
             cache_acts.create_layer_arrays(group, layer, (K, h, w), N, block, str(np.dtype(dtype)),
                                            compression)
             cache_acts.create_progress(group, N, block)
             group.attrs["layout_complete"] = True
-        done = store.read_progress(group)
-        writer = cache_acts.BlockWriter(group, [layer])
-        Mc = M.astype(compute_dtype)
-        from tqdm import tqdm
-        todo = [b for b in range(cache_acts.num_blocks(N, block)) if not done[b]]
-        with tqdm(total=len(todo), unit="block", desc=f"transform {layer}",
-                  disable=not progress or not todo, dynamic_ncols=True) as bar:
-            for b in todo:
-                s, e = cache_acts.block_range(b, block, N)
-                f = np.asarray(acts[s:e]).astype(compute_dtype, copy=False)
-                r = np.matmul(Mc, f.reshape(e - s, K, h * w)).reshape(e - s, K, h, w)
-                r = r.astype(dtype)
-                m = r.reshape(e - s, K, -1).max(axis=2).astype(np.float32)
-                writer.write(b, {layer: r}, {layer: m})
-                bar.update(1)
+        _transform_blocks(group, acts, layer, M.astype(compute_dtype), dtype, block, progress)
     return out
+
+
+def _resumable(out: Path, fingerprint: str) -> bool:
+    """True if ``out`` holds a derived run of this model fingerprint whose layout is
+    complete (its finished blocks are kept and the rest written)."""
+    if not store.is_run_dir(out):
+        return False
+    g = zarr.open_group(out, mode="r")
+    return (g.attrs.get("model", {}).get("fingerprint") == fingerprint
+            and bool(g.attrs.get("layout_complete")))
+
+
+def _derived_attrs(src, attrs: dict, acts, layer: str, transform: dict, fingerprint: str,
+                   dtype: str, block: int, compression: str) -> dict:
+    """Root attrs of a new derived run (module docstring), ``layout_complete`` False.
+    src/attrs: the source run and its root attrs; acts: its (N, K, h, w) layer array."""
+    K, h, w = (int(s) for s in acts.shape[1:])
+    return {
+        "format": RUN_FORMAT, "version": RUN_VERSION,
+        "dataset": attrs["dataset"],
+        "model": {"spec": f"derived: {transform.get('kind')} of "
+                          f"{attrs['model'].get('spec')} {layer}",
+                  "weights": None, "fingerprint": fingerprint},
+        "preprocessing": attrs.get("preprocessing", {}),
+        "layers": [layer], "dtype": str(np.dtype(dtype)),
+        "layer_nodes": {layer: layer_node(layer)},
+        "layer_shapes": {layer: [K, h, w]}, "block_images": block,
+        "compression": compression, "versions": attrs.get("versions", {}),
+        "source": {"run": str(store.run_path(src)), "layer": layer,
+                   "model_fingerprint": attrs["model"]["fingerprint"],
+                   "dtype": str(acts.dtype)},
+        "transform": transform, "layout_complete": False,
+    }
+
+
+def _transform_blocks(group, acts, layer: str, Mc: np.ndarray, dtype: str, block: int,
+                      progress: bool) -> None:
+    """Write r = Mc f(x) (stored as ``dtype``) and its per-image maxima (B, K) float32 for
+    every block of ``group`` not yet marked done; acts: the source's (N, K, h, w) array,
+    Mc: (K, K) in the compute dtype."""
+    N, K, h, w = (int(s) for s in acts.shape)
+    done = store.read_progress(group)
+    writer = cache_acts.BlockWriter(group, [layer])
+    from tqdm import tqdm
+    todo = [b for b in range(cache_acts.num_blocks(N, block)) if not done[b]]
+    with tqdm(total=len(todo), unit="block", desc=f"transform {layer}",
+              disable=not progress or not todo, dynamic_ncols=True) as bar:
+        for b in todo:
+            s, e = cache_acts.block_range(b, block, N)
+            f = np.asarray(acts[s:e]).astype(Mc.dtype, copy=False)
+            r = np.matmul(Mc, f.reshape(e - s, K, h * w)).reshape(e - s, K, h, w)
+            r = r.astype(dtype)
+            m = r.reshape(e - s, K, -1).max(axis=2).astype(np.float32)
+            writer.write(b, {layer: r}, {layer: m})
+            bar.update(1)
 
 
 # ------------------------------------------------------------- scoring a derived run
