@@ -31,10 +31,13 @@ import numpy as np
 from cache import store
 from cache.cube import Cube, read_cube, read_thresholds, write_cube, write_thresholds
 from cache.labels import LabelCache
-from pipeline import results as results_doc
 from pipeline import sweep as sweep_mod
 from pipeline.null_model import NullConfig, null_p_values
-from pipeline.report import write_json, write_result_csv
+from pipeline.reports import document as results_doc
+from pipeline.reports.charts import sweep_chart
+from pipeline.reports.files import write_csv, write_json, write_text
+from pipeline.reports.netdissect_csv import csv_rows
+from pipeline.reports.tables import sweep_rows
 from pipeline.scoring import Dissection, dissect
 
 DEFAULT_LEVELS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
@@ -213,12 +216,12 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     name = store.layer_file_name(layer)
     with store.results_output(run) as (out, final):
         write_json(results_doc.document_path(out, name), doc)
-        header, rows = results_doc.csv_rows(doc)
-        write_result_csv(out / f"{name}.csv", header, rows)
-        from pipeline.report_html import layer_report
+        header, rows = csv_rows(doc)
+        write_csv(out / f"{name}.csv", header, rows)
+        from pipeline.reports.html_page import layer_report
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
                             progress=config.progress, log=log)
-        results_doc.write_text(out / f"{name}.html", page)
+        write_text(out / f"{name}.html", page)
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 
@@ -228,9 +231,9 @@ def layer_sweep(run, layer: str, d: Dissection, thresholds) -> tuple[list[dict],
     summaries = sweep_mod.sweep(d.units, d.categories, thresholds)
     name = store.layer_file_name(layer)
     with store.results_output(run) as (out, final):
-        sweep_mod.write_sweep_csv(out / f"{name}.sweep.csv", summaries)
-        sweep_mod.sweep_chart(out / f"{name}.sweep.png", summaries,
-                              title=f"{layer}: detectors against the IoU threshold")
+        write_csv(out / f"{name}.sweep.csv", *sweep_rows(summaries))
+        sweep_chart(out / f"{name}.sweep.png", summaries,
+                    title=f"{layer}: detectors against the IoU threshold")
     return (summaries, _final_path(final, f"{name}.sweep.csv"),
             _final_path(final, f"{name}.sweep.png"))
 

@@ -9,8 +9,11 @@ run), never on the network.
     random_combination(K, seed)       baseline: rows = random unit-norm combinations
     write_rotated_run(run, layer, M, out, transform=...)
                                       derived run whose one layer holds r = M f(x)
-    rotation_rows / rotation_table / write_rotation_csv / rotation_chart
-                                      unique detectors against alpha (table, CSV, PNG)
+    cube_summary(cube, labels, q)     detector counts of a derived run's cube (no reports)
+
+The experiment's table, CSV rows and chart (unique detectors against alpha) are in
+:mod:`pipeline.reports.tables` (rotation_rows, rotation_table) and
+:mod:`pipeline.reports.charts` (rotation_chart).
 
 Definitions (DESIGN.md, "Random rotation"):
 
@@ -237,55 +240,77 @@ def write_rotated_run(run, layer: str, M: np.ndarray, out: str | os.PathLike, *,
     if store.is_url(out):
         raise RunError(f"--out {out}: derived runs are written to local directories only")
     with RunLock(out, "rotation"):
-        resume = False
-        if store.is_run_dir(out):
-            g = zarr.open_group(out, mode="r")
-            resume = (g.attrs.get("model", {}).get("fingerprint") == fp
-                      and bool(g.attrs.get("layout_complete")))
-        if resume:
+        if _resumable(out, fp):
             group = zarr.open_group(out, mode="r+")
         else:
             clear_run_dir(out)
-            new_attrs = {
-                "format": RUN_FORMAT, "version": RUN_VERSION,
-                "dataset": attrs["dataset"],
-                "model": {"spec": f"derived: {transform.get('kind')} of "
-                                  f"{attrs['model'].get('spec')} {layer}",
-                          "weights": None, "fingerprint": fp},
-                "preprocessing": attrs.get("preprocessing", {}),
-                "layers": [layer], "dtype": str(np.dtype(dtype)),
-                "layer_nodes": {layer: layer_node(layer)},
-                "layer_shapes": {layer: [K, h, w]}, "block_images": block,
-                "compression": compression, "versions": attrs.get("versions", {}),
-                "source": {"run": str(store.run_path(src)), "layer": layer,
-                           "model_fingerprint": attrs["model"]["fingerprint"],
-                           "dtype": str(acts.dtype)},
-                "transform": transform, "layout_complete": False,
-            }
+            new_attrs = _derived_attrs(src, attrs, acts, layer, transform, fp, dtype, block,
+                                       compression)
             group = zarr.open_group(out, mode="a", attributes=_plain(new_attrs))
             cache_acts.create_layer_arrays(group, layer, (K, h, w), N, block, str(np.dtype(dtype)),
                                            compression)
             cache_acts.create_progress(group, N, block)
             group.attrs["layout_complete"] = True
-        done = store.read_progress(group)
-        writer = cache_acts.BlockWriter(group, [layer])
-        Mc = M.astype(compute_dtype)
-        from tqdm import tqdm
-        todo = [b for b in range(cache_acts.num_blocks(N, block)) if not done[b]]
-        with tqdm(total=len(todo), unit="block", desc=f"transform {layer}",
-                  disable=not progress or not todo, dynamic_ncols=True) as bar:
-            for b in todo:
-                s, e = cache_acts.block_range(b, block, N)
-                f = np.asarray(acts[s:e]).astype(compute_dtype, copy=False)
-                r = np.matmul(Mc, f.reshape(e - s, K, h * w)).reshape(e - s, K, h, w)
-                r = r.astype(dtype)
-                m = r.reshape(e - s, K, -1).max(axis=2).astype(np.float32)
-                writer.write(b, {layer: r}, {layer: m})
-                bar.update(1)
+        _transform_blocks(group, acts, layer, M.astype(compute_dtype), dtype, block, progress)
     return out
 
 
-# ----------------------------------------------------------------------- reporting
+def _resumable(out: Path, fingerprint: str) -> bool:
+    """True if ``out`` holds a derived run of this model fingerprint whose layout is
+    complete (its finished blocks are kept and the rest written)."""
+    if not store.is_run_dir(out):
+        return False
+    g = zarr.open_group(out, mode="r")
+    return (g.attrs.get("model", {}).get("fingerprint") == fingerprint
+            and bool(g.attrs.get("layout_complete")))
+
+
+def _derived_attrs(src, attrs: dict, acts, layer: str, transform: dict, fingerprint: str,
+                   dtype: str, block: int, compression: str) -> dict:
+    """Root attrs of a new derived run (module docstring), ``layout_complete`` False.
+    src/attrs: the source run and its root attrs; acts: its (N, K, h, w) layer array."""
+    K, h, w = (int(s) for s in acts.shape[1:])
+    return {
+        "format": RUN_FORMAT, "version": RUN_VERSION,
+        "dataset": attrs["dataset"],
+        "model": {"spec": f"derived: {transform.get('kind')} of "
+                          f"{attrs['model'].get('spec')} {layer}",
+                  "weights": None, "fingerprint": fingerprint},
+        "preprocessing": attrs.get("preprocessing", {}),
+        "layers": [layer], "dtype": str(np.dtype(dtype)),
+        "layer_nodes": {layer: layer_node(layer)},
+        "layer_shapes": {layer: [K, h, w]}, "block_images": block,
+        "compression": compression, "versions": attrs.get("versions", {}),
+        "source": {"run": str(store.run_path(src)), "layer": layer,
+                   "model_fingerprint": attrs["model"]["fingerprint"],
+                   "dtype": str(acts.dtype)},
+        "transform": transform, "layout_complete": False,
+    }
+
+
+def _transform_blocks(group, acts, layer: str, Mc: np.ndarray, dtype: str, block: int,
+                      progress: bool) -> None:
+    """Write r = Mc f(x) (stored as ``dtype``) and its per-image maxima (B, K) float32 for
+    every block of ``group`` not yet marked done; acts: the source's (N, K, h, w) array,
+    Mc: (K, K) in the compute dtype."""
+    N, K, h, w = (int(s) for s in acts.shape)
+    done = store.read_progress(group)
+    writer = cache_acts.BlockWriter(group, [layer])
+    from tqdm import tqdm
+    todo = [b for b in range(cache_acts.num_blocks(N, block)) if not done[b]]
+    with tqdm(total=len(todo), unit="block", desc=f"transform {layer}",
+              disable=not progress or not todo, dynamic_ncols=True) as bar:
+        for b in todo:
+            s, e = cache_acts.block_range(b, block, N)
+            f = np.asarray(acts[s:e]).astype(Mc.dtype, copy=False)
+            r = np.matmul(Mc, f.reshape(e - s, K, h * w)).reshape(e - s, K, h, w)
+            r = r.astype(dtype)
+            m = r.reshape(e - s, K, -1).max(axis=2).astype(np.float32)
+            writer.write(b, {layer: r}, {layer: m})
+            bar.update(1)
+
+
+# ------------------------------------------------------------- scoring a derived run
 def cube_summary(cube, labels, quantile: float, iou_threshold: float = 0.04,
                  categories: Sequence[str] | None = None) -> dict:
     """Detector counts (pipeline.scoring.count_detectors, both conventions) of a cube
@@ -299,88 +324,7 @@ def cube_summary(cube, labels, quantile: float, iou_threshold: float = 0.04,
     return {**d.summary(), "quantile": float(quantile)}
 
 
-TOTALS = ("detectors", "unique_top_labels", "per_category_sum")
-
-
-def rotation_rows(points: Sequence[tuple[str, float | None, dict]]
-                  ) -> tuple[list[str], list[list]]:
-    """(header, rows) of (kind, alpha, summary) points (summary: count_detectors()):
-    transform, alpha, detectors, unique_top_labels, per_category_sum, then per category
-    ``<cat>-detectors``, ``<cat>-unique_top_labels``, ``<cat>-per_category_sum``."""
-    cats = list(points[0][2]["categories"]) if points else []
-    per = (("detectors", "detectors_per_category"),
-           ("unique_top_labels", "unique_top_labels_per_category"),
-           ("per_category_sum", "per_category_sum_per_category"))
-    header = ["transform", "alpha", *TOTALS] + [f"{c}-{n}" for c in cats for n, _ in per]
-    rows = []
-    for kind, alpha, s in points:
-        rows.append([kind, "" if alpha is None else float(alpha), *(s[t] for t in TOTALS)]
-                    + [s[key][c] for c in cats for _, key in per])
-    return header, rows
-
-
-def rotation_table(points: Sequence[tuple[str, float | None, dict]], title: str = "") -> str:
-    """Printable: per point, the per-category sum by category and both totals."""
-    cats = list(points[0][2]["categories"]) if points else []
-    lines = [title] if title else []
-    head = f"  {'transform':<11} {'alpha':>5}  " + "".join(f"{c[:9]:>10}" for c in cats)
-    lines.append(head + "  unique(per-cat)  unique(top)  detectors")
-    for kind, alpha, s in points:
-        a = "" if alpha is None else f"{alpha:.3g}"
-        lines.append(f"  {kind:<11} {a:>5}  "
-                     + "".join(f"{s['per_category_sum_per_category'][c]:>10}" for c in cats)
-                     + f"  {s['per_category_sum']:>15}  {s['unique_top_labels']:>11}"
-                       f"  {s['detectors']:>9}")
-    return "\n".join(lines)
-
-
-def write_rotation_csv(path: str | os.PathLike,
-                       points: Sequence[tuple[str, float | None, dict]]) -> Path:
-    from pipeline.report import write_result_csv
-    header, rows = rotation_rows(points)
-    return write_result_csv(path, header, rows)
-
-
-def rotation_chart(path: str | os.PathLike, points: Sequence[tuple[str, float | None, dict]],
-                   title: str = "") -> Path:
-    """PNG like the paper's Figure 4: unique detectors (per-category-sum convention: for
-    each category the distinct best-in-category labels above the IoU threshold, as the
-    published figures count) by category against alpha; a dashed grey line for the
-    total. Combination baselines are drawn as markers at the right edge."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rot = sorted([(a, s) for k, a, s in points if k == "rotation"], key=lambda p: p[0])
-    base = [s for k, a, s in points if k != "rotation"]
-    cats = list(points[0][2]["categories"]) if points else []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [a for a, _ in rot]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, c in enumerate(cats):
-        col = colors[i % len(colors)]
-        ax.plot(xs, [s["per_category_sum_per_category"][c] for _, s in rot], marker="o",
-                color=col, label=c)
-        for s in base:
-            ax.plot([1.08], [s["per_category_sum_per_category"][c]], marker="x",
-                    color=col, linestyle="none")
-    ax.plot(xs, [s["per_category_sum"] for _, s in rot], linestyle="--", color="grey",
-            marker=".", label="total")
-    for s in base:
-        ax.plot([1.08], [s["per_category_sum"]], marker="x", color="grey", linestyle="none")
-    ax.set_xlabel("rotation alpha (Q^alpha; x at 1.08: random combination)" if base
-                  else "rotation alpha (Q^alpha)")
-    ax.set_ylabel("unique detectors (per-category sum)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
+# ------------------------------------------------------------ alpha on the command line
 def alpha_name(alpha: float) -> str:
     """Directory-name form of alpha: 0 -> "0", 0.2 -> "0.2", 1 -> "1"."""
     return f"{float(alpha):.6g}"

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from pipeline.compare import (ResultCSVError, ResultsError, compare, comparison_chart,
-                              comparison_table, load_sources, write_comparison_csv)
 from cache.store import RunError
+from pipeline.reports.charts import comparison_chart
+from pipeline.reports.compare import compare, load_sources
+from pipeline.reports.document import ResultsError
+from pipeline.reports.files import write_csv
+from pipeline.reports.netdissect_csv import ResultCSVError
+from pipeline.reports.tables import comparison_rows, comparison_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +55,7 @@ def main(argv=None) -> int:
             except OSError as e:
                 raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})"
                                  ) from None
-            csv_path = write_comparison_csv(out / "comparison.csv", tables, summaries)
+            csv_path = write_csv(out / "comparison.csv", *comparison_rows(tables, summaries))
             png = comparison_chart(out / "comparison.png", tables, summaries)
             print(f"wrote {csv_path} and {png}")
     except (ResultCSVError, ResultsError, RunError, ValueError) as e:

@@ -28,9 +28,9 @@ from cache.store import RunError
 from pipeline import cli
 from pipeline.broden import BrodenError
 from pipeline.dissect import DEFAULT_LEVELS
-from pipeline.report import summary_table
+from pipeline.reports.tables import summary_table, sweep_table
 from pipeline.stages import Exports, LayerScore, score_run
-from pipeline.sweep import parse_thresholds, sweep_table
+from pipeline.sweep import parse_thresholds
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compare import compare, comparison_rows, load_sources
+from pipeline.reports.compare import compare, load_sources
+from pipeline.reports.tables import comparison_rows
 from clirun import cli
 import scoring_fixtures as sf
 from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden  # noqa: F401

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.netdissect_csv import ResultCSVError, read_result_csv
+from pipeline.reports.netdissect_csv import ResultCSVError, read_result_csv
 from pipeline.sweep import sweep
 
 from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden

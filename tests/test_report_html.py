@@ -1,6 +1,6 @@
-"""The per-layer HTML report (pipeline/report_html.py): chart, units table, top-image strips
-whose images are chosen by the per-image maxima and whose masks are the scored masks; the
-page loads every image in headless Chromium."""
+"""The per-layer HTML report (pipeline/reports/html_page.py, images.py): chart, units table,
+top-image strips whose images are chosen by the per-image maxima and whose masks are the
+scored masks; the page loads every image in headless Chromium."""
 from __future__ import annotations
 
 import base64
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from cache import store
-from pipeline import report_html as rh
+from pipeline.reports import html_page, images
 from pipeline.broden import BrodenDataset
 from pipeline.upsample import upsample
 from scoring_fixtures import cli, make_dataset, make_labels, make_run, score_library
@@ -50,8 +50,8 @@ def _strips(page: str) -> list[dict]:
 
 def test_top_images_order_and_ties():
     mx = np.array([[1.0, 0.0], [3.0, 0.0], [3.0, 2.0], [2.0, 0.0]], np.float32)
-    np.testing.assert_array_equal(rh.top_images(mx, 3), [[1, 2, 3], [2, 0, 1]])
-    assert rh.top_images(mx, 10).shape == (2, 4)
+    np.testing.assert_array_equal(images.top_images(mx, 3), [[1, 2, 3], [2, 0, 1]])
+    assert images.top_images(mx, 10).shape == (2, 4)
 
 
 def test_masks_are_the_scored_masks(report):
@@ -69,7 +69,7 @@ def test_masks_are_the_scored_masks(report):
     v = cube.level_index(doc["config"]["quantile"])
     np.testing.assert_array_equal(cube.thresholds[v], T)
     for k in range(acts.shape[1]):
-        m = rh.unit_masks(acts[:, k], T[k], seg)
+        m = images.unit_masks(acts[:, k], T[k], seg)
         ref = (upsample(torch.from_numpy(acts[:, k]), seg) > T[k]).numpy()
         np.testing.assert_array_equal(m, ref)
         for g, c in enumerate(cube.categories):
@@ -83,11 +83,11 @@ def test_overlay_and_resize():
     img = np.full((6, 6, 3), 200, np.uint8)
     mask = np.zeros((6, 6), bool)
     mask[1:5, 1:5] = True
-    o = rh.overlay(img, mask)
-    assert (o[~mask] == int(200 * rh.DIM)).all()
+    o = images.overlay(img, mask)
+    assert (o[~mask] == int(200 * images.DIM)).all()
     assert (o[2:4, 2:4] == 200).all()                       # inside, unchanged
-    assert (o[1, 1:5] == rh.OUTLINE).all()                  # outline
-    m = rh.resize_nearest(np.array([[True, False], [False, True]]), (4, 4))
+    assert (o[1, 1:5] == images.OUTLINE).all()              # outline
+    m = images.resize_nearest(np.array([[True, False], [False, True]]), (4, 4))
     np.testing.assert_array_equal(m, np.kron([[1, 0], [0, 1]], np.ones((2, 2))).astype(bool))
 
 
@@ -107,7 +107,7 @@ def test_html_chart_units_and_strips(report):
     assert page.count("<tr class=det>") == doc["summary"]["detectors"]
     # chosen images = argsort of the maxima; the first tile shows the top image and its mask
     mx = np.asarray(store.maxima(run, LAYER)[:])
-    top = rh.top_images(mx, 8)
+    top = images.top_images(mx, 8)
     ds = BrodenDataset(report["data"])
     seg = ds.segmentation_size()
     acts = store.activations(run, LAYER)
@@ -115,14 +115,14 @@ def test_html_chart_units_and_strips(report):
     for s in strips:
         k = s["unit"] - 1
         assert s["images"] == list(top[k]) and len(s["images"]) == 8
-        th = rh.thumbnail(ds.load_image(s["images"][0]))
+        th = images.thumbnail(ds.load_image(s["images"][0]))
         h, w = th.shape[:2]
-        assert s["pixels"].shape == (rh.THUMB, 8 * w + 7 * rh.GAP, 3)
-        mask = rh.unit_masks(np.asarray(acts[s["images"][0], k])[None], T[k], seg)[0]
-        want = rh.overlay(th, rh.resize_nearest(mask, (h, w))).astype(float)
+        assert s["pixels"].shape == (images.THUMB, 8 * w + 7 * images.GAP, 3)
+        mask = images.unit_masks(np.asarray(acts[s["images"][0], k])[None], T[k], seg)[0]
+        want = images.overlay(th, images.resize_nearest(mask, (h, w))).astype(float)
         got = s["pixels"][:, :w].astype(float)
         err = np.abs(got - want).mean()
-        other = rh.overlay(th, ~rh.resize_nearest(mask, (h, w))).astype(float)
+        other = images.overlay(th, ~images.resize_nearest(mask, (h, w))).astype(float)
         assert err < 10, (k, err)                      # JPEG: close, not exact
         if mask.any() and not mask.all():
             assert err < np.abs(got - other).mean()   # and the mask, not its complement
@@ -130,10 +130,10 @@ def test_html_chart_units_and_strips(report):
 
 def test_no_images_and_missing_dataset(report):
     doc, run = report["doc"], report["run"]
-    page = rh.layer_report(doc, run, LAYER, None, 0, log=lambda m: None)
+    page = html_page.layer_report(doc, run, LAYER, None, 0, log=lambda m: None)
     assert "<img class=strip" not in page and page.count("<img class=chart") == 1
     msgs = []
-    page = rh.layer_report(doc, run, LAYER, report["tmp"] / "nowhere", 4, log=msgs.append)
+    page = html_page.layer_report(doc, run, LAYER, report["tmp"] / "nowhere", 4, log=msgs.append)
     assert "<img class=strip" not in page and "unit images left out" in page and msgs
 
 

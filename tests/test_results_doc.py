@@ -1,4 +1,4 @@
-"""The results document (pipeline/results.py): schema, metadata, per-unit statistics; the
+"""The results document (pipeline/reports/document.py): schema, metadata, per-unit statistics; the
 CSV and HTML generated from it (the CSV byte-identical to the direct NetDissect writer)."""
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 from cache import store
 from cache.labels import LabelCache
 from pipeline.dissect import ScoreConfig, layer_cube
-from pipeline.netdissect_csv import read_result_csv
-from pipeline.report import result_rows, write_result_csv
-from pipeline.results import (SCHEMA, SCHEMA_VERSION, ResultsError, check_document,
-                              read_document, to_table)
+from pipeline.reports.document import (SCHEMA, SCHEMA_VERSION, ResultsError, check_document,
+                                       read_document, to_table)
+from pipeline.reports.files import write_csv
+from pipeline.reports.netdissect_csv import read_result_csv
 from pipeline.scoring import count_detectors, dissect
 from clirun import cli
+from result_csv_reference import result_rows
 import scoring_fixtures as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_thresholds_units_and_statistics(scored):
 
 
 def test_csv_generated_from_document_is_byte_identical(scored, tmp_path):
-    """The CSV written from the document equals the direct writer's (report.result_rows on
+    """The CSV written from the document equals the direct writer's (result_rows on
     the Dissection of the stored cube): existing NetDissect readers see no change."""
     lc = LabelCache.open(scored["labels"])
     cfg = ScoreConfig(levels=(0.005,), iou_threshold=0.03, progress=False)
@@ -91,7 +92,7 @@ def test_csv_generated_from_document_is_byte_identical(scored, tmp_path):
                 lc.primary_category, cube.categories, iou_threshold=0.03)
     header, rows = result_rows(d, cube.intersect[0], cube.activation[0], cube.label_pixels,
                                cube.categories, lc.label_names)
-    direct = write_result_csv(tmp_path / "direct.csv", header, rows)
+    direct = write_csv(tmp_path / "direct.csv", header, rows)
     assert direct.read_bytes() == (scored["res"] / f"{LAYER}.csv").read_bytes()
 
 

@@ -6,8 +6,9 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.report import result_rows, write_result_csv
+from pipeline.reports.files import write_csv
 from pipeline.scoring import dissect, iou_matrix
+from result_csv_reference import result_rows
 
 CATS = ["color", "object", "scene"]
 
@@ -81,7 +82,7 @@ def test_result_csv_layout(tmp_path):
     d = dissect(I, A, Lp, primary, CATS)
     names = [f"l{i}" for i in range(9)]
     header, rows = result_rows(d, I, A, Lp, CATS, names)
-    path = write_result_csv(tmp_path / "r.csv", header, rows)
+    path = write_csv(tmp_path / "r.csv", header, rows)
     got = list(csv.DictReader(open(path)))
     assert list(got[0].keys()) == ["unit", "category", "label", "score"] + [
         f"{c}-{f}" for c in CATS for f in ["label", "truth", "activation", "intersect", "iou"]]

@@ -1,5 +1,6 @@
-"""IoU-threshold sweep (pipeline/sweep.py, score.py --sweep): counted from the stored cube
-with no replay, and equal to brute-force counts from the exported IoU matrix."""
+"""IoU-threshold sweep (pipeline/sweep.py, pipeline/reports/tables.py, score.py --sweep):
+counted from the stored cube with no replay, and equal to brute-force counts from the
+exported IoU matrix."""
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.broden import BrodenDataset
+from pipeline.reports.tables import sweep_rows, sweep_table
 from pipeline.scoring import UnitResult
-from pipeline.sweep import parse_thresholds, sweep, sweep_rows, sweep_table
+from pipeline.sweep import parse_thresholds, sweep
 from clirun import cli
 import scoring_fixtures as sf
 

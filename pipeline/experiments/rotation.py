@@ -23,6 +23,9 @@ import numpy as np
 from cache import store
 from pipeline import rotation as rot
 from pipeline.dissect import ScoreConfig, layer_cube, layer_results
+from pipeline.reports.charts import rotation_chart
+from pipeline.reports.files import write_csv
+from pipeline.reports.tables import rotation_rows, rotation_table
 from pipeline.stages import check_categories, run_label_cache, scoring_lock
 
 
@@ -140,12 +143,11 @@ def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
 def _write_tables(out: Path, spec: RotationSpec, config: ScoreConfig, points: list
                   ) -> RotationResult:
     stem = f"{store.layer_file_name(spec.layer)}-seed{spec.seed}"
-    csv_path = rot.write_rotation_csv(out / f"{stem}.csv", points)
-    png = rot.rotation_chart(out / f"{stem}.png", points,
-                             title=f"{spec.layer}: unique detectors under rotation "
-                                   f"(seed {spec.seed}, IoU > {config.iou_threshold}, "
-                                   f"q = {config.quantile})")
-    table = rot.rotation_table(points, f"unique detectors of {spec.layer} against the "
-                                       f"rotation (per-category sum by category; both "
-                                       f"totals):")
+    csv_path = write_csv(out / f"{stem}.csv", *rotation_rows(points))
+    png = rotation_chart(out / f"{stem}.png", points,
+                         title=f"{spec.layer}: unique detectors under rotation "
+                               f"(seed {spec.seed}, IoU > {config.iou_threshold}, "
+                               f"q = {config.quantile})")
+    table = rotation_table(points, f"unique detectors of {spec.layer} against the rotation "
+                                   f"(per-category sum by category; both totals):")
     return RotationResult(points, csv_path, png, table)

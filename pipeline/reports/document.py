@@ -1,6 +1,8 @@
-"""The results document: one versioned JSON file per scored layer, ``RUN/results/<layer>.json``.
+"""The results document: one versioned JSON file per scored layer, ``RUN/results/<layer>.json``;
+built from a dissection, read and checked, and turned into the tables compare.py reads.
 
-Every other report of a layer (the NetDissect CSV, the HTML page) is generated from it, and
+Every other report of a layer (the NetDissect CSV, :mod:`pipeline.reports.netdissect_csv`;
+the HTML page, :mod:`pipeline.reports.html_page`) is generated from it, and
 ``scripts/compare.py`` reads it. Schema ``netdissect-zarr/results`` version 1 (README,
 "The results document")::
 
@@ -34,13 +36,11 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.netdissect_csv import FIELDS, CategoryStats, ResultTable
+from pipeline.reports.netdissect_csv import P_COLUMNS, CategoryStats, ResultTable, p_columns
 from pipeline.scoring import Dissection, UnitResult
 
 SCHEMA = "netdissect-zarr/results"
 SCHEMA_VERSION = 1
-#: p-value columns appended (in this order) to the CSV when the null model was run.
-P_COLUMNS = {"image": "p_image", "spatial": "p_spatial"}
 ALPHA = 0.05
 
 
@@ -48,6 +48,7 @@ class ResultsError(ValueError):
     """A results document is missing, unreadable, or of another schema or a newer version."""
 
 
+# ------------------------------------------------------------------------ building
 def scoring_versions() -> dict:
     """Versions of what scored the run."""
     import torch
@@ -95,30 +96,10 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
                "label_number": int(u.label), "category": u.category, "iou": float(u.iou),
                "detector": bool(u.iou > d.iou_threshold)}
         if null is not None:
-            for kind in null.kinds:
-                rec[P_COLUMNS[kind]] = float(null.p[kind][u.unit])
-            k = u.unit
-            rec["null"] = {
-                "iou_sample": float(null.iou_sample[k]),
-                "concept": label_names[int(null.concept[k])] if null.concept[k] else "",
-                "concept_iou_sample": float(null.concept_iou_sample[k]),
-                **{f"p_concept_{kd}": float(null.p_concept[kd][k]) for kd in null.kinds},
-                **{f"mean_{kd}": float(null.null_mean[kd][k]) for kd in null.kinds},
-                **{f"max_{kd}": float(null.null_max[kd][k]) for kd in null.kinds}}
-        best = {}
-        for c in d.categories:
-            g = cats.index(c)
-            if c in u.best:
-                j, iou = u.best[c]
-                best[c] = {"label": label_names[j], "label_number": int(j),
-                           "truth": int(label_pixels[j]),
-                           "activation": int(activation[u.unit, g]),
-                           "intersect": int(intersect[u.unit, j]), "iou": float(iou)}
-            else:                                   # a category without labels
-                best[c] = {"label": "", "label_number": None, "truth": 0,
-                           "activation": int(activation[u.unit, g]), "intersect": 0,
-                           "iou": 0.0}
-        rec["best"] = best
+            rec.update(_null_fields(null, u.unit, label_names))
+        rec["best"] = {c: _best_in_category(u, c, cats.index(c), intersect, activation,
+                                            label_pixels, label_names)
+                       for c in d.categories}
         units.append(rec)
     null_block = None
     if null is not None:
@@ -145,6 +126,32 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
     }
 
 
+def _null_fields(null, k: int, label_names: Sequence[str]) -> dict:
+    """The null-model keys of unit k's record: its p-value columns, then ``null``."""
+    rec = {P_COLUMNS[kind]: float(null.p[kind][k]) for kind in null.kinds}
+    rec["null"] = {
+        "iou_sample": float(null.iou_sample[k]),
+        "concept": label_names[int(null.concept[k])] if null.concept[k] else "",
+        "concept_iou_sample": float(null.concept_iou_sample[k]),
+        **{f"p_concept_{kd}": float(null.p_concept[kd][k]) for kd in null.kinds},
+        **{f"mean_{kd}": float(null.null_mean[kd][k]) for kd in null.kinds},
+        **{f"max_{kd}": float(null.null_max[kd][k]) for kd in null.kinds}}
+    return rec
+
+
+def _best_in_category(u: UnitResult, c: str, g: int, intersect: np.ndarray,
+                      activation: np.ndarray, label_pixels: np.ndarray,
+                      label_names: Sequence[str]) -> dict:
+    """``best[c]`` of unit u's record; g: c's index in all categories."""
+    if c in u.best:
+        j, iou = u.best[c]
+        return {"label": label_names[j], "label_number": int(j),
+                "truth": int(label_pixels[j]), "activation": int(activation[u.unit, g]),
+                "intersect": int(intersect[u.unit, j]), "iou": float(iou)}
+    return {"label": "", "label_number": None, "truth": 0,       # a category without labels
+            "activation": int(activation[u.unit, g]), "intersect": 0, "iou": 0.0}
+
+
 # --------------------------------------------------------------- reading, checking
 def check_document(doc, where: str = "results document") -> dict:
     """Raise ResultsError unless ``doc`` is a results document this code can read."""
@@ -163,6 +170,7 @@ def check_document(doc, where: str = "results document") -> dict:
 
 
 def read_document(path: str | os.PathLike) -> dict:
+    """The checked results document at ``path`` (ResultsError names the file)."""
     path = Path(path)
     try:
         with open(path) as f:
@@ -175,37 +183,11 @@ def read_document(path: str | os.PathLike) -> dict:
 
 
 def document_path(results_dir: str | os.PathLike, layer_file: str) -> Path:
+    """``<results_dir>/<layer_file>.json``."""
     return Path(results_dir) / f"{layer_file}.json"
 
 
-# ------------------------------------------------------------------ generated views
-def p_columns(doc: dict) -> list[str]:
-    """The p-value columns the document holds (empty when the null was not run)."""
-    null = doc.get("null")
-    return [P_COLUMNS[k] for k in null["kinds"]] if null else []
-
-
-def csv_rows(doc: dict) -> tuple[list[str], list[list]]:
-    """(header, rows) of the NetDissect result CSV: ``unit,category,label,score`` then
-    ``<cat>-label,-truth,-activation,-intersect,-iou`` per scored category; p-value columns
-    (``p_image``, ``p_spatial``) appended at the end when the null was run. One row per
-    unit, by score descending (ties: unit ascending)."""
-    cats = list(doc["config"]["categories"])
-    pcols = p_columns(doc)
-    header = ["unit", "category", "label", "score"] + [
-        f"{c}-{f}" for c in cats for f in FIELDS] + pcols
-    rows = []
-    for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"])):
-        row = [u["unit"], u["category"], u["label"], repr(float(u["iou"]))]
-        for c in cats:
-            b = u["best"][c]
-            row += [b["label"], int(b["truth"]), int(b["activation"]), int(b["intersect"]),
-                    repr(float(b["iou"]))]
-        row += [repr(float(u[col])) for col in pcols]
-        rows.append(row)
-    return header, rows
-
-
+# ------------------------------------------------------------------ as result tables
 def to_table(doc: dict, name: str | None = None) -> ResultTable:
     """The document as a :class:`ResultTable` (string labels), as compare.py reads it."""
     cats = list(doc["config"]["categories"])
@@ -220,16 +202,6 @@ def to_table(doc: dict, name: str | None = None) -> ResultTable:
     extra = {col: [repr(float(u[col])) for u in doc["units"]] for col in p_columns(doc)}
     return ResultTable(name or doc["run"].get("layer", "layer"), cats, units, stats, extra,
                        str(doc["run"].get("path", "")))
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None

@@ -1,0 +1,55 @@
+"""Put dissections side by side: load runs of ours and published NetDissect result tables,
+and count each again at one IoU threshold.
+
+    tables = load_sources(["runs/demo/run", "../shared/golden/caffe_reference_places205.csv"])
+    summaries = compare(tables, iou_threshold=0.04)
+    print(comparison_table(tables, summaries))        # pipeline.reports.tables
+
+Each source is a run directory (every scored layer, from its results documents), a results
+document (``<layer>.json``) or a NetDissect result CSV (ours or published). Every table is
+counted again at the asked threshold under both conventions
+(:func:`pipeline.scoring.count_detectors`); sources are compared by category counts, never
+by label names (the published tables name real-Broden concepts). The side-by-side table
+and CSV rows are in :mod:`pipeline.reports.tables`, the chart in
+:mod:`pipeline.reports.charts`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.reports.document import read_document, run_tables, to_table
+from pipeline.reports.netdissect_csv import ResultCSVError, ResultTable, read_result_csv
+
+
+def load_sources(paths: Sequence[str | os.PathLike], layers: Sequence[str] | None = None
+                 ) -> list[ResultTable]:
+    """ResultTables of every source (module docstring); ``layers`` selects layers of run
+    directories. Names are file stems or ``<run>/<layer>``, made unique with ``#2``..."""
+    tables: list[ResultTable] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            tables += run_tables(path, layers)
+        elif path.is_file() and path.suffix.lower() == ".json":
+            tables.append(to_table(read_document(path), path.stem))
+        elif path.is_file():
+            tables.append(read_result_csv(path))
+        else:
+            raise ResultCSVError(f"{p}: no such run directory or result file; pass run "
+                                 f"directories, <layer>.json results documents or "
+                                 f"NetDissect result CSVs")
+    seen: dict[str, int] = {}
+    for t in tables:
+        seen[t.name] = seen.get(t.name, 0) + 1
+        if seen[t.name] > 1:
+            t.name = f"{t.name}#{seen[t.name]}"
+    return tables
+
+
+def compare(tables: Sequence[ResultTable], iou_threshold: float = 0.04) -> list[dict]:
+    """One count_detectors() summary per table at ``iou_threshold``."""
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"--iou-threshold must be in [0, 1], got {iou_threshold}")
+    return [t.summary(iou_threshold) for t in tables]

@@ -1,0 +1,179 @@
+"""The per-layer HTML report ``RUN/results/<layer>.html``: one self-contained page generated
+from the results document (:mod:`pipeline.reports.document`).
+
+The page holds, from the document plus, for the unit images, the dataset's images and the
+run's activation cache (never the network):
+
+- run facts and the summary table (detectors, unique (top), unique (per-cat) per category);
+- a bar chart of unique detectors per category (:func:`pipeline.reports.charts.layer_chart_png`:
+  both conventions side by side, with the detector units; title with layer, quantile and
+  IoU threshold);
+- every unit sorted by IoU (ties: unit number): rank, unit, label, category, IoU, detector
+  flag, p-values when the null model ran, best concept per category, and a strip of its
+  top-N images with its mask drawn (:mod:`pipeline.reports.images`). The chosen image
+  indices (0-based rows of index.csv) are in the strip's ``data-images`` attribute.
+
+Every image is embedded as a base64 ``data:`` URI (chart PNG, strips JPEG), so the page
+opens from disk and survives being moved or mailed; nothing else is written. A small inline
+script sets ``data-images-loaded="loaded/total"`` on ``<body>`` once the page has loaded
+(used by the headless-browser test).
+"""
+from __future__ import annotations
+
+import html
+import time
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.reports.charts import layer_chart_png
+from pipeline.reports.images import DEFAULT_TOP_IMAGES, data_uri, unit_strips
+from pipeline.reports.netdissect_csv import p_columns
+
+_LOADED_SCRIPT = (
+    "<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
+    "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++;}"
+    "document.body.setAttribute('data-images-loaded',ok+'/'+im.length);});</script>")
+
+
+def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] | None = None,
+           top: np.ndarray | None = None, note: str = "") -> str:
+    """The page (module docstring). chart: PNG bytes or None; strips/top: per unit (unit
+    order) or None (no images; ``note`` says why)."""
+    s = doc["summary"]
+    out = _summary_section(doc)
+    if chart is not None:
+        out.append(f"<p><img class=chart alt='unique detectors per category' "
+                   f"src='{data_uri(chart)}'></p>")
+    if doc.get("null"):
+        n = doc["null"]
+        sig = s.get("significant_detectors", {})
+        out.append(f"<p>Null model: {', '.join(n['kinds'])}; {n['permutations']} "
+                   f"permutations on {n['images']} images (seed {n['seed']}); detectors "
+                   f"with p &le; {sig.get('alpha')}: "
+                   + ", ".join(f"{k} {v}" for k, v in sig.items() if k != "alpha")
+                   + "</p>")
+    out += _units_section(doc, strips, top, note)
+    out.append("</table>" + _LOADED_SCRIPT + "</body></html>\n")
+    return "\n".join(out)
+
+
+def _summary_section(doc: dict) -> list[str]:
+    """The page's head, run facts and summary table (lines of the page)."""
+    s, run = doc["summary"], doc["run"]
+    e = html.escape
+    layer = str(run.get("layer"))
+    out = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>Network Dissection: {e(layer)}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "td.l,th.l{text-align:left}tr.det{background:#eef6ee}"
+        "td.best{font-size:75%;color:#444;text-align:left}img.strip{display:block}</style>"
+        "</head><body>",
+        f"<h1>Layer {e(layer)}</h1>",
+        f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
+        f"{e(str(run.get('dataset', {}).get('path')))} "
+        f"({run.get('dataset', {}).get('num_images')} images); {s['units']} units; "
+        f"quantile {s['quantile']}, IoU &gt; {s['iou_threshold']}; schema "
+        f"{e(doc['schema'])} v{doc['schema_version']}, created {e(doc['created'])}</p>",
+        "<h2>Detectors</h2><p><b>unique (top)</b>: distinct top labels among detector "
+        "units; <b>unique (per-cat)</b>: per category, distinct best-in-category labels of "
+        "units whose IoU in that category exceeds the threshold, summed (the published "
+        "convention).</p>",
+        "<table><tr><th class=l>category</th><th>detectors</th><th>unique (top)</th>"
+        "<th>unique (per-cat)</th></tr>"]
+    for c in s["categories"]:
+        out.append(f"<tr><td class=l>{e(c)}</td><td>{s['detectors_per_category'][c]}</td>"
+                   f"<td>{s['unique_top_labels_per_category'][c]}</td>"
+                   f"<td>{s['per_category_sum_per_category'][c]}</td></tr>")
+    out.append(f"<tr><th class=l>total</th><th>{s['detectors']}</th>"
+               f"<th>{s['unique_top_labels']}</th><th>{s['per_category_sum']}</th></tr>"
+               "</table>")
+    return out
+
+
+def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarray | None,
+                   note: str) -> list[str]:
+    """The units heading, its note and the units table without its closing tag."""
+    e = html.escape
+    cats = doc["summary"]["categories"]
+    pcols = p_columns(doc)
+    out = ["<h2>Units</h2>"]
+    if strips is not None:
+        out.append(f"<p>Top {top.shape[1]} images of each unit by per-image maximum "
+                   "activation; outside the unit's mask (upsampled map &gt; T<sub>k</sub>, "
+                   "as scored) the image is dimmed, the mask's outline is yellow.</p>")
+    elif note:
+        out.append(f"<p>{e(note)}</p>")
+    out.append("<table><tr><th>rank</th><th>unit</th><th class=l>label</th>"
+               "<th class=l>category</th><th>IoU</th><th>detector</th>"
+               + "".join(f"<th>{e(p)}</th>" for p in pcols)
+               + "<th class=l>best per category</th>"
+               + ("<th class=l>top images</th>" if strips is not None else "") + "</tr>")
+    order = sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"]))
+    for rank, u in enumerate(order, 1):
+        cls = " class=det" if u["detector"] else ""
+        k = u["unit"] - 1
+        best = "<br>".join(f"{e(c)}: {e(u['best'][c]['label'])} {u['best'][c]['iou']:.3f}"
+                           for c in cats)
+        cell = ""
+        if strips is not None:
+            idx = ",".join(str(int(i)) for i in top[k])
+            cell = (f"<td class=l><img class=strip data-unit='{u['unit']}' "
+                    f"data-images='{idx}' alt='unit {u['unit']}' "
+                    f"src='{data_uri(strips[k])}'></td>")
+        out.append(f"<tr{cls}><td>{rank}</td><td>{u['unit']}</td>"
+                   f"<td class=l>{e(u['label'])}</td><td class=l>{e(u['category'])}</td>"
+                   f"<td>{u['iou']:.4f}</td><td>{'yes' if u['detector'] else ''}</td>"
+                   + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
+                   + f"<td class=best>{best}</td>{cell}</tr>")
+    return out
+
+
+def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
+                 top_n: int = DEFAULT_TOP_IMAGES, *, progress: bool = False,
+                 log=print) -> str:
+    """The page of one scored layer. ``run``/``dataset`` (a BrodenDataset, a path, or None
+    for the path the run recorded) give the unit images; ``top_n`` 0 or no readable dataset
+    gives the page without them (``log`` says why)."""
+    s = doc["summary"]
+    title = (f"{doc['run'].get('layer')}: unique detectors per category (quantile "
+             f"{s['quantile']}, IoU > {s['iou_threshold']})")
+    chart = layer_chart_png(s, title)
+    if top_n <= 0 or run is None:
+        return render(doc, chart, note="" if top_n <= 0 else "no run: no unit images")
+    from cache import store
+    from pipeline.broden import BrodenError
+    try:
+        dataset, seg = _open_dataset(doc, run, dataset)
+    except (BrodenError, OSError) as ex:
+        note = f"unit images left out: the dataset could not be read ({ex}); pass --dataset"
+        log(f"[{layer}] {note}")
+        return render(doc, chart, note=note)
+    t0 = time.perf_counter()
+    strips, top = unit_strips(store.activations(run, layer), store.maxima(run, layer),
+                              np.asarray(doc["thresholds"]["T"], dtype=np.float64),
+                              dataset.load_image, seg, top_n, progress=progress,
+                              desc=f"images {layer}")
+    page = render(doc, chart, strips, top)
+    log(f"[{layer}] HTML report with top-{top.shape[1]} images of {len(strips)} units: "
+        f"{time.perf_counter() - t0:.1f} s, {len(page) / 1e6:.1f} MB")
+    return page
+
+
+def _open_dataset(doc: dict, run, dataset) -> tuple:
+    """(BrodenDataset, segmentation size) of the unit images: ``dataset`` (a BrodenDataset
+    or a path) or the one the run recorded; BrodenError (or OSError) unless readable and the
+    very dataset the document was scored on (same fingerprint)."""
+    from cache import store
+    from pipeline.broden import BrodenDataset, BrodenError
+    if not isinstance(dataset, BrodenDataset):
+        dataset = BrodenDataset(dataset or store.read_run_attrs(run)["dataset"]["path"])
+    seg = dataset.segmentation_size()
+    want = doc["run"].get("dataset", {}).get("fingerprint")
+    if want and dataset.fingerprint() != want:
+        raise BrodenError(f"{dataset.directory} is not the dataset the run was "
+                          f"extracted from (fingerprint differs)")
+    return dataset, seg
+
