@@ -109,7 +109,7 @@ def stage_tally(run: str, layer: str, labels: str, levels: list[float], device: 
                 ) -> StageResult:
     from cache import store
     from cache.labels import LabelCache
-    from pipeline.dissect import ScoreConfig, layer_cube, layer_thresholds
+    from pipeline.layer_stages import ScoreConfig, layer_cube, layer_thresholds
     lab = LabelCache.open(labels)
     layer_thresholds(run, layer, levels, log=lambda *a: None)   # stored: not timed here
     g = store.layer_group(run, layer, mode="a")
@@ -130,7 +130,7 @@ def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> Sta
     from cache import store
     from cache.cube import read_cube
     from cache.labels import LabelCache
-    from pipeline.dissect import layer_source
+    from pipeline.layer_stages import layer_source
     from pipeline.scoring import dissect
     t0 = time.perf_counter()
     lab = LabelCache.open(labels)

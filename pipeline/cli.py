@@ -95,7 +95,7 @@ def parse_levels(text: str) -> list[float]:
 def score_config(a: argparse.Namespace, levels: Sequence[float], **more):
     """The ScoreConfig of the options of add_scoring, add_compute, add_run_data, add_quiet
     (imported here, not at the top: commands that do not score stay light)."""
-    from pipeline.dissect import ScoreConfig
+    from pipeline.layer_stages import ScoreConfig
     return ScoreConfig(quantile=a.quantile, iou_threshold=a.iou_threshold,
                        categories=comma_list(a.categories), device=a.device,
                        levels=tuple(levels), tile_images=a.tile_images, workers=a.workers,

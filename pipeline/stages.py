@@ -11,7 +11,7 @@ The method, top to bottom (scripts/score.py is this plus argument parsing and pr
 
 ``score_run`` does exactly that under the run's lock (a second writer of a local run is
 refused), with the optional IoU-threshold sweep, exports and a Dask cluster. The
-per-layer stages themselves are in pipeline/dissect.py.
+per-layer stages themselves are in pipeline/layer_stages.py.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from cache import store
 from cache.cube import Cube
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.dissect import ScoreConfig, layer_cube, layer_results, layer_sweep
+from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results, layer_sweep
 from pipeline.label_decoding import build_label_cache
 from pipeline.scoring import Dissection
 

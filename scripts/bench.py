@@ -24,7 +24,7 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 from pipeline import benchmark as B
-from pipeline.dissect import DEFAULT_LEVELS
+from pipeline.layer_stages import DEFAULT_LEVELS
 
 ALL = ["generate", "labels", "extract", "activations", "quantiles", "tally", "rescore"]
 

@@ -27,7 +27,7 @@ from cache.labels import LabelCacheError
 from cache.store import RunError
 from pipeline import cli
 from pipeline.broden import BrodenError
-from pipeline.dissect import DEFAULT_LEVELS
+from pipeline.layer_stages import DEFAULT_LEVELS
 from pipeline.reports.tables import summary_table, sweep_table
 from pipeline.stages import Exports, LayerScore, score_run
 from pipeline.sweep import parse_thresholds

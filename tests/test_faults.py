@@ -244,18 +244,18 @@ def test_scoring_full_disk_is_clear_and_rerun_completes(setup, tmp_path, monkeyp
         import score
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    import pipeline.dissect as dissect
-    real = dissect.write_cube
+    import pipeline.layer_stages as layer_stages
+    real = layer_stages.write_cube
 
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(dissect, "write_cube", full_disk)
+    monkeypatch.setattr(layer_stages, "write_cube", full_disk)
     args = [str(run), "--label-cache", str(setup["labels"].path), "--levels", "0.005,0.02",
             "--quiet"]
     assert score.main(args) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "rerun the same command" in err
-    monkeypatch.setattr(dissect, "write_cube", real)
+    monkeypatch.setattr(layer_stages, "write_cube", real)
     assert score.main(args) == 0
     assert_scored_like_reference(run, setup["ref"])
 

@@ -30,7 +30,7 @@ from cache import activations as cache_acts
 from cache import store
 from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
-from pipeline.dissect import ScoreConfig, layer_cube, layer_results
+from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results
 from cache.labelsets import canonical_planes, canonical_scalars
 from pipeline.null_model import (NullConfig, _Labels, _motions, _Scorer, _active_pixels,
                                  _unit_null, null_p_values, p_value)

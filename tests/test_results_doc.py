@@ -12,7 +12,7 @@ import pytest
 
 from cache import store
 from cache.labels import LabelCache
-from pipeline.dissect import ScoreConfig, layer_cube
+from pipeline.layer_stages import ScoreConfig, layer_cube
 from pipeline.reports.document import (SCHEMA, SCHEMA_VERSION, ResultsError, check_document,
                                        read_document, to_table)
 from pipeline.reports.files import write_csv

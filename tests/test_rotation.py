@@ -1,4 +1,4 @@
-"""Random rotation (pipeline/rotation.py, scripts/rotate.py): Q uniform on SO(K), the
+"""Random rotation (pipeline/experiments/, scripts/rotate.py): Q uniform on SO(K), the
 fractional power along the geodesic, derived runs of rotated activations, and the
 experiment CLI on a small extracted run of tiny_net."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from cache import store
-from pipeline import rotation as rot
-from pipeline.dissect import ScoreConfig, layer_cube, layer_results
+from pipeline.experiments import derived_runs as dr
+from pipeline.experiments import rotation_matrices as rot
+from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results
 from scoring_fixtures import (assert_cubes_equal, cli, make_dataset, make_labels, make_run,
                               stored_cube)
 
@@ -125,7 +126,7 @@ def test_identity_rotation_reproduces_the_unrotated_cube(small):
     assert str(store.activations(src, LAYER).dtype) == "float16"
     K = store.activations(src, LAYER).shape[1]
     I = rot.fractional_rotation(rot.random_rotation(K, 0), 0.0)
-    out = rot.write_rotated_run(src, LAYER, I, small["tmp"] / "ident",
+    out = dr.write_transformed_run(src, LAYER, I, small["tmp"] / "ident",
                                 transform={"kind": "rotation", "alpha": 0.0, "seed": 0},
                                 progress=False)
     a0 = np.asarray(store.activations(src, LAYER)[:]).astype(np.float32)
@@ -152,7 +153,7 @@ def test_rotation_values_and_resume(small):
     K = f.shape[1]
     Q = rot.fractional_rotation(rot.random_rotation(K, 5), 0.6)
     dest = small["tmp"] / "rot06"
-    rot.write_rotated_run(src, LAYER, Q, dest, transform={"kind": "rotation", "alpha": 0.6,
+    dr.write_transformed_run(src, LAYER, Q, dest, transform={"kind": "rotation", "alpha": 0.6,
                                                            "seed": 5}, progress=False)
     r = np.asarray(store.activations(dest, LAYER)[:])
     want = np.einsum("ij,njyx->niyx", Q, f).astype(np.float32)
@@ -161,20 +162,20 @@ def test_rotation_values_and_resume(small):
     np.testing.assert_array_equal(np.asarray(store.maxima(dest, LAYER)[:]),
                                   r.reshape(r.shape[0], K, -1).max(axis=2))
     fp = store.read_run_attrs(dest)["model"]["fingerprint"]
-    assert rot.derived_is_complete(dest, fp)
+    assert dr.derived_is_complete(dest, fp)
     g = store.open_run(dest, mode="r+")
     g["progress"][0] = 0                                    # as if killed in block 0
-    assert not rot.derived_is_complete(dest, fp)
-    rot.write_rotated_run(src, LAYER, Q, dest, transform={"kind": "rotation", "alpha": 0.6,
+    assert not dr.derived_is_complete(dest, fp)
+    dr.write_transformed_run(src, LAYER, Q, dest, transform={"kind": "rotation", "alpha": 0.6,
                                                            "seed": 5}, progress=False)
-    assert rot.derived_is_complete(dest, fp)
+    assert dr.derived_is_complete(dest, fp)
     np.testing.assert_array_equal(np.asarray(store.activations(dest, LAYER)[:]), r)
-    rot.write_rotated_run(src, LAYER, np.eye(K), dest, progress=False)
+    dr.write_transformed_run(src, LAYER, np.eye(K), dest, progress=False)
     assert store.read_run_attrs(dest)["model"]["fingerprint"] != fp
     np.testing.assert_array_equal(np.asarray(store.activations(dest, LAYER)[:]),
                                   f.astype(np.float32))
     with pytest.raises(ValueError, match=r"must be \(16, 16\)"):
-        rot.write_rotated_run(src, LAYER, np.eye(3), dest, progress=False)
+        dr.write_transformed_run(src, LAYER, np.eye(3), dest, progress=False)
 
 
 def test_rotation_lowers_a_planted_detector(small):
@@ -212,7 +213,7 @@ def test_rotation_lowers_a_planted_detector(small):
     assert before > 0.95
     for seed in range(3):
         Q = rot.random_rotation(K, seed)
-        out = rot.write_rotated_run(src, LAYER, Q, small["tmp"] / f"planted-rot{seed}",
+        out = dr.write_transformed_run(src, LAYER, Q, small["tmp"] / f"planted-rot{seed}",
                                     progress=False)
         assert best_iou(out) < before - 0.02, seed
 

@@ -21,8 +21,10 @@ from typing import Sequence
 import numpy as np
 
 from cache import store
-from pipeline import rotation as rot
-from pipeline.dissect import ScoreConfig, layer_cube, layer_results
+from pipeline.experiments import rotation_matrices as rot
+from pipeline.experiments.derived_runs import (derived_fingerprint, derived_is_complete,
+                                               transform_record, write_transformed_run)
+from pipeline.layer_stages import ScoreConfig, cube_summary, layer_cube, layer_results
 from pipeline.reports.charts import rotation_chart
 from pipeline.reports.files import write_csv
 from pipeline.reports.tables import rotation_rows, rotation_table
@@ -86,12 +88,12 @@ def _derived_run(run, spec: RotationSpec, out: Path, Q: np.ndarray, K: int, kind
     M, transform = _transform(spec, Q, K, kind, alpha)
     dest = derived_dir(out, spec.layer, spec.seed, kind, alpha)
     what = f"{kind} a={alpha}" if kind == "rotation" else kind
-    fp = rot.derived_fingerprint(store.read_run_attrs(run)["model"]["fingerprint"],
-                                 spec.layer, rot.transform_record(transform, M, spec.dtype))
-    if rot.derived_is_complete(dest, fp):
+    fp = derived_fingerprint(store.read_run_attrs(run)["model"]["fingerprint"], spec.layer,
+                             transform_record(transform, M, spec.dtype))
+    if derived_is_complete(dest, fp):
         log(f"[{what}] reusing the derived run {dest}")
     else:
-        rot.write_rotated_run(run, spec.layer, M, dest, transform=transform,
+        write_transformed_run(run, spec.layer, M, dest, transform=transform,
                               dtype=spec.dtype, progress=config.progress)
         log(f"[{what}] derived run {dest}: {time.perf_counter() - t0:.1f} s")
     return dest
@@ -104,8 +106,7 @@ def _score_derived(dest: Path, spec: RotationSpec, labels, config: ScoreConfig) 
         cube = layer_cube(dest, spec.layer, labels, config, log=quiet)
         if spec.reports:
             return layer_results(dest, spec.layer, cube, labels, config, log=quiet)[1]
-        return rot.cube_summary(cube, labels, config.quantile, config.iou_threshold,
-                                config.categories)
+        return cube_summary(cube, labels, config)
 
 
 def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,

@@ -180,15 +180,29 @@ def _replay(run, layer: str, labels: LabelCache, levels, T: np.ndarray,
                        workers=config.workers, progress=config.progress, desc=f"tally {layer}")
 
 
+def dissect_cube(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: float,
+                 categories: Sequence[str] | None = None) -> Dissection:
+    """The dissection (pipeline.scoring.dissect) of a cube at one of its levels."""
+    v = cube.level_index(quantile)
+    return dissect(cube.intersect[v], cube.activation[v], cube.label_pixels,
+                   labels.primary_category, cube.categories, selected=categories,
+                   iou_threshold=iou_threshold)
+
+
+def cube_summary(cube: Cube, labels: LabelCache, config: ScoreConfig) -> dict:
+    """Detector counts (both conventions) of a cube at ``config.quantile``: the summary
+    layer_results writes, without its report files (those cost seconds per run)."""
+    d = dissect_cube(cube, labels, config.quantile, config.iou_threshold, config.categories)
+    return {**d.summary(), "quantile": float(config.quantile)}
+
+
 def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig,
                   *, log=print) -> tuple[Dissection, dict, Path]:
     """Dissect at ``config.quantile`` (and run the null model when ``config.null``); write
     the results document <run>/results/<layer>.json and, generated from it, <layer>.csv
     and <layer>.html. Returns (dissection, summary, csv path)."""
     v = cube.level_index(config.quantile)
-    d = dissect(cube.intersect[v], cube.activation[v], cube.label_pixels,
-                labels.primary_category, cube.categories, selected=config.categories,
-                iou_threshold=config.iou_threshold)
+    d = dissect_cube(cube, labels, config.quantile, config.iou_threshold, config.categories)
     acts = store.activations(run, layer)
     null = None
     if config.null is not None:
