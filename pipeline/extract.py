@@ -38,7 +38,9 @@ from cache.store import (RUN_FORMAT, RUN_VERSION, LOCK_NAME, RunError, RunLock,
                          clear_run_dir, is_url, layer_node, location)
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.devices import resolve_device
-from pipeline.models import LayerCapture, load_model, model_fingerprint, resolve_layers
+from pipeline.models.checkpoints import model_fingerprint
+from pipeline.models.hooks import LayerCapture, resolve_layers
+from pipeline.models.sources import load_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

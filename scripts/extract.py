@@ -20,7 +20,7 @@ from cache.store import RunError  # noqa: E402
 from pipeline.broden import BrodenError  # noqa: E402
 from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
                               ExtractError, ExtractInterrupted, extract_with_stats)
-from pipeline.models import LayerError, ModelError  # noqa: E402
+from pipeline.models.errors import LayerError, ModelError  # noqa: E402
 from pipeline.devices import DeviceError
 
 

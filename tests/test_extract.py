@@ -20,7 +20,8 @@ from cache.store import RunError, RunLock, RunLockedError
 from pipeline import extract as ex
 from pipeline.broden import BrodenDataset
 from pipeline.extract import ExtractConfig, ExtractError, extract, extract_with_stats
-from pipeline.models import DemoCNN, LayerError, save_demo_checkpoint
+from pipeline.models.demo import DemoCNN, save_demo_checkpoint
+from pipeline.models.errors import LayerError
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORIES = Path(__file__).with_name("model_factories.py")
@@ -98,7 +99,8 @@ def test_cache_equals_direct_forward_and_maxima(small_broden, demo_ckpt, tmp_pat
     assert attrs["dataset"]["num_images"] == 20
     assert attrs["dataset"]["fingerprint"] == ds.fingerprint()
     assert attrs["layers"] == ["conv1", "conv5"] and attrs["dtype"] == "float16"
-    from pipeline.models import load_model, model_fingerprint
+    from pipeline.models.checkpoints import model_fingerprint
+    from pipeline.models.sources import load_model
     model = load_model("demo", demo_ckpt)
     assert attrs["model"]["fingerprint"] == model_fingerprint(model)
     prep = ex.Preprocessing((64, 64))
@@ -123,7 +125,7 @@ def test_float32_and_dotted_layer_names(small_broden, tmp_path):
     extract(cfg(small_broden, out, dtype="float32", limit=6), log=quiet)
     assert store.layer_names(out) == TINY_LAYERS
     assert (out / "layers" / "features.0" / "activations" / "zarr.json").is_file()
-    from pipeline.models import load_model
+    from pipeline.models.sources import load_model
     model = load_model(TINY)
     ds = BrodenDataset(small_broden)
     want = direct_forward(model, ds, 6, ex.Preprocessing((64, 64)), ["features.1"], 4)
@@ -307,7 +309,7 @@ def test_bad_image_names_file_and_keeps_cache(small_broden, tmp_path):
 def test_mismatched_cache_refused_unless_overwrite(small_broden, reference_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference_run, out)
-    from pipeline.models import load_model
+    from pipeline.models.sources import load_model
     model = load_model(TINY)
     sd = {k: v + 0.01 for k, v in model.state_dict().items()}
     other_weights = tmp_path / "other.pt"

@@ -1,4 +1,4 @@
-"""Train :class:`pipeline.models.DemoCNN` to classify the scene of Broden images.
+"""Train :class:`pipeline.models.demo.DemoCNN` to classify the scene of Broden images.
 
 Images with a scalar label in index.csv's ``scene`` column are used (others are
 skipped); rows whose ``split`` is ``val`` form the validation set (if there are none,
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
                               to_model_input)
-from pipeline.models import DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.models.demo import DemoCNN, DemoConfig, save_demo_checkpoint
 
 
 @dataclass
