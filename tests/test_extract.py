@@ -17,9 +17,12 @@ from PIL import Image
 from cache import store
 from cache.activations import chunk_shape
 from cache.store import RunError, RunLock, RunLockedError
+from pipeline import benchmark
 from pipeline import extract as ex
+from pipeline import preprocess
 from pipeline.broden import BrodenDataset
-from pipeline.extract import ExtractConfig, ExtractError, extract, extract_with_stats
+from pipeline.extract import extract, extract_with_stats
+from pipeline.extract_config import ExtractConfig, ExtractError
 from pipeline.models.demo import DemoCNN, save_demo_checkpoint
 from pipeline.models.errors import LayerError
 
@@ -80,7 +83,7 @@ def direct_forward(model, ds, n, prep, layers, batch):
         hs = [mods[l].register_forward_hook(lambda m, i, o, l=l: got.__setitem__(l, o.clone()))
               for l in layers]
         with torch.no_grad():
-            model(ex.to_model_input(px, prep))
+            model(preprocess.to_model_input(px, prep))
         for h in hs:
             h.remove()
         for l in layers:
@@ -103,7 +106,7 @@ def test_cache_equals_direct_forward_and_maxima(small_broden, demo_ckpt, tmp_pat
     from pipeline.models.sources import load_model
     model = load_model("demo", demo_ckpt)
     assert attrs["model"]["fingerprint"] == model_fingerprint(model)
-    prep = ex.Preprocessing((64, 64))
+    prep = preprocess.Preprocessing((64, 64))
     want = direct_forward(model, ds, 20, prep, ["conv1.relu", "conv5.relu"], 8)
     for layer, ref in (("conv1", want["conv1.relu"]), ("conv5", want["conv5.relu"])):
         acts = store.activations(out, layer)
@@ -128,7 +131,7 @@ def test_float32_and_dotted_layer_names(small_broden, tmp_path):
     from pipeline.models.sources import load_model
     model = load_model(TINY)
     ds = BrodenDataset(small_broden)
-    want = direct_forward(model, ds, 6, ex.Preprocessing((64, 64)), ["features.1"], 4)
+    want = direct_forward(model, ds, 6, preprocess.Preprocessing((64, 64)), ["features.1"], 4)
     got = np.asarray(store.activations(out, "features.0")[:])
     assert got.dtype == np.float32
     # features.0 is hooked before the in-place ReLU: the cache must hold pre-ReLU values
@@ -439,5 +442,5 @@ def test_input_size_resizes_with_pil_bilinear(small_broden, tmp_path):
 
 
 def test_bare_forward_loop_runs(small_broden):
-    rate = ex.bare_forward_loop(cfg(small_broden, "unused", limit=8))
+    rate = benchmark.bare_forward_loop(cfg(small_broden, "unused", limit=8))
     assert rate > 0

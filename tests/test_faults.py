@@ -27,7 +27,8 @@ from cache.integrity import scan_label_cache, scan_run
 from cache.labels import LabelCache, LabelCacheError, build_label_cache
 from cache.store import RunError, RunLockedError
 from pipeline.broden import BrodenDataset
-from pipeline.extract import ExtractConfig, extract_with_stats
+from pipeline.extract import extract_with_stats
+from pipeline.extract_config import ExtractConfig
 import scoring_fixtures as sf
 
 ROOT = sf.ROOT

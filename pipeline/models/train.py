@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
-                              to_model_input)
 from pipeline.models.demo import DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.preprocess import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
+                                 to_model_input)
 
 
 @dataclass
