@@ -2,7 +2,9 @@
 
 Every stage runs in a fresh (spawned) process so that its peak resident memory is its
 own: ``peak_rss_mib`` is the stage process's maximum RSS, ``child_rss_mib`` the largest
-of its worker processes (decoders, dask workers), if any.
+of its worker processes (decoders, dask workers), if any. The bare forward loop
+(:func:`bare_forward_stats`: extraction's decoding and forward passes without hooks or
+writes) is the baseline extraction's cost is measured against.
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pipeline.extract_config import ExtractConfig
 
 
 @dataclass
@@ -82,7 +88,8 @@ def stage_activations(dataset: str, out: str, shape: tuple[int, int, int],
 
 def stage_extract(dataset: str, out: str, model: str, layers: str, device: str,
                   num_images: int | None, batch_size: int) -> StageResult:
-    from pipeline.extract import ExtractConfig, bare_forward_loop, extract_with_stats
+    from pipeline.extract import extract_with_stats
+    from pipeline.extract_config import ExtractConfig
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, out=out, device=device,
                         limit=num_images, batch_size=batch_size, overwrite=True,
                         progress=False)
@@ -143,6 +150,55 @@ def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> Sta
     dt = time.perf_counter() - t0
     return StageResult("re-score (new IoU threshold)", store.activations(run, layer).shape[0],
                        dt, notes="read cube + labels + summary, no replay")
+
+
+# ------------------------------------------------------------------ bare forward
+@dataclass
+class LoopStats:
+    """images, wall seconds and process CPU seconds (all threads) of a loop."""
+    images: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def bare_forward_stats(config: ExtractConfig) -> LoopStats:
+    """The same pipeline as extract() (decoding workers, preprocessing, forward pass
+    over the first ``config.limit`` images in batches of ``config.batch_size``) with
+    no hooks and no writes: the baseline the cache's cost is measured against."""
+    import torch
+
+    from pipeline.extract_config import (ExtractError, config_workers, setup_extraction,
+                                         torch_threads)
+    from pipeline.preprocess import ResizedImages, image_loader, to_model_input
+    s = setup_extraction(config)
+    N, B = s.num_images, config.batch_size
+    batches = [list(range(i, min(i + B, N))) for i in range(0, N, B)]
+    workers = config_workers(config)
+    loader = image_loader(ResizedImages(s.dataset, s.prep.input_size), batches, workers,
+                          pin=s.device.type == "cuda")
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.inference_mode(), torch_threads(config, s.device, workers):
+        for _idx, pixels, err in loader:
+            if err is not None:
+                raise ExtractError(err)
+            s.model(to_model_input(pixels, s.prep, s.device))
+        if s.device.type == "cuda":
+            torch.cuda.synchronize()
+    return LoopStats(N, time.perf_counter() - t0, time.process_time() - c0)
+
+
+def bare_forward_loop(config: ExtractConfig, log: Callable[[str], None] | None = None
+                      ) -> float:
+    """images/s of :func:`bare_forward_stats` (compare with ExtractStats.images_per_s)."""
+    st = bare_forward_stats(config)
+    if log:
+        log(f"bare forward loop: {st.images} images in {st.seconds:.2f} s = "
+            f"{st.images_per_s:.1f} images/s")
+    return st.images_per_s
 
 
 # ------------------------------------------------------------------------ runner

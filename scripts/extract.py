@@ -19,9 +19,10 @@ import _bootstrap  # noqa: F401,E402  (repo root on sys.path)
 from cache.store import RunError
 from pipeline import cli  # noqa: E402
 from pipeline.broden import BrodenError  # noqa: E402
-from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, ExtractConfig,  # noqa: E402
-                              ExtractError, ExtractInterrupted, extract_with_stats)
-from pipeline.models import LayerError, ModelError  # noqa: E402
+from pipeline.extract import ExtractInterrupted, extract_with_stats  # noqa: E402
+from pipeline.extract_config import ExtractConfig, ExtractError  # noqa: E402
+from pipeline.models.errors import LayerError, ModelError  # noqa: E402
+from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pipeline.devices import DeviceError
 
 

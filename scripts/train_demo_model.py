@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the demo CNN (pipeline/models.py DemoCNN) to classify synthetic Broden scenes.
+"""Train the demo CNN (pipeline/models/demo.py DemoCNN) to classify synthetic Broden scenes.
 
 Example (what made pipeline/demo_weights/demo_cnn.pt; see the JSON next to it):
     python scripts/train_demo_model.py --dataset data/synthetic_train_s1_n4000 \\
@@ -23,8 +23,8 @@ from pathlib import Path
 import _bootstrap  # repo root on sys.path
 
 from pipeline.broden import BrodenDataset, BrodenError  # noqa: E402
-from pipeline.models import DEMO_WEIGHTS  # noqa: E402
-from pipeline.train_demo import TrainConfig, train_demo  # noqa: E402
+from pipeline.models.demo import DEMO_WEIGHTS  # noqa: E402
+from pipeline.models.train import TrainConfig, train_demo  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:

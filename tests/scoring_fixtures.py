@@ -12,7 +12,8 @@ from cache import store
 from pipeline.label_decoding import build_label_cache
 from pipeline.broden import BrodenDataset
 from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results
-from pipeline.extract import ExtractConfig, extract
+from pipeline.extract import extract
+from pipeline.extract_config import ExtractConfig
 from pipeline.synthetic.writer import write_dataset
 from clirun import cli, signal_group, start  # noqa: F401  (re-exported for the tests)
 

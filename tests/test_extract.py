@@ -16,10 +16,14 @@ from clirun import cli, start
 from cache import store
 from cache.activations import chunk_shape
 from cache.store import RunError, RunLock, RunLockedError
+from pipeline import benchmark
 from pipeline import extract as ex
+from pipeline import preprocess
 from pipeline.broden import BrodenDataset
-from pipeline.extract import ExtractConfig, ExtractError, extract, extract_with_stats
-from pipeline.models import DemoCNN, LayerError, save_demo_checkpoint
+from pipeline.extract import extract, extract_with_stats
+from pipeline.extract_config import ExtractConfig, ExtractError
+from pipeline.models.demo import DemoCNN, save_demo_checkpoint
+from pipeline.models.errors import LayerError
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORIES = Path(__file__).with_name("model_factories.py")
@@ -78,7 +82,7 @@ def direct_forward(model, ds, n, prep, layers, batch):
         hs = [mods[l].register_forward_hook(lambda m, i, o, l=l: got.__setitem__(l, o.clone()))
               for l in layers]
         with torch.no_grad():
-            model(ex.to_model_input(px, prep))
+            model(preprocess.to_model_input(px, prep))
         for h in hs:
             h.remove()
         for l in layers:
@@ -97,10 +101,11 @@ def test_cache_equals_direct_forward_and_maxima(small_broden, demo_ckpt, tmp_pat
     assert attrs["dataset"]["num_images"] == 20
     assert attrs["dataset"]["fingerprint"] == ds.fingerprint()
     assert attrs["layers"] == ["conv1", "conv5"] and attrs["dtype"] == "float16"
-    from pipeline.models import load_model, model_fingerprint
+    from pipeline.models.checkpoints import model_fingerprint
+    from pipeline.models.sources import load_model
     model = load_model("demo", demo_ckpt)
     assert attrs["model"]["fingerprint"] == model_fingerprint(model)
-    prep = ex.Preprocessing((64, 64))
+    prep = preprocess.Preprocessing((64, 64))
     want = direct_forward(model, ds, 20, prep, ["conv1.relu", "conv5.relu"], 8)
     for layer, ref in (("conv1", want["conv1.relu"]), ("conv5", want["conv5.relu"])):
         acts = store.activations(out, layer)
@@ -122,10 +127,10 @@ def test_float32_and_dotted_layer_names(small_broden, tmp_path):
     extract(cfg(small_broden, out, dtype="float32", limit=6), log=quiet)
     assert store.layer_names(out) == TINY_LAYERS
     assert (out / "layers" / "features.0" / "activations" / "zarr.json").is_file()
-    from pipeline.models import load_model
+    from pipeline.models.sources import load_model
     model = load_model(TINY)
     ds = BrodenDataset(small_broden)
-    want = direct_forward(model, ds, 6, ex.Preprocessing((64, 64)), ["features.1"], 4)
+    want = direct_forward(model, ds, 6, preprocess.Preprocessing((64, 64)), ["features.1"], 4)
     got = np.asarray(store.activations(out, "features.0")[:])
     assert got.dtype == np.float32
     # features.0 is hooked before the in-place ReLU: the cache must hold pre-ReLU values
@@ -302,7 +307,7 @@ def test_bad_image_names_file_and_keeps_cache(small_broden, tmp_path):
 def test_mismatched_cache_refused_unless_overwrite(small_broden, reference_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference_run, out)
-    from pipeline.models import load_model
+    from pipeline.models.sources import load_model
     model = load_model(TINY)
     sd = {k: v + 0.01 for k, v in model.state_dict().items()}
     other_weights = tmp_path / "other.pt"
@@ -429,5 +434,5 @@ def test_input_size_resizes_with_pil_bilinear(small_broden, tmp_path):
 
 
 def test_bare_forward_loop_runs(small_broden):
-    rate = ex.bare_forward_loop(cfg(small_broden, "unused", limit=8))
+    rate = benchmark.bare_forward_loop(cfg(small_broden, "unused", limit=8))
     assert rate > 0

@@ -28,7 +28,8 @@ from cache.labels import LabelCache, LabelCacheError
 from pipeline.label_decoding import build_label_cache
 from cache.store import RunError, RunLockedError
 from pipeline.broden import BrodenDataset
-from pipeline.extract import ExtractConfig, extract_with_stats
+from pipeline.extract import extract_with_stats
+from pipeline.extract_config import ExtractConfig
 import scoring_fixtures as sf
 
 ROOT = sf.ROOT

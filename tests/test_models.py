@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models import (DEMO_WEIGHTS, DemoCNN, DemoConfig, LayerCapture, LayerError,
-                             ModelError, conv_layer_names, load_model, model_fingerprint,
-                             module_outputs, resolve_layers, save_demo_checkpoint)
+from pipeline.models.checkpoints import model_fingerprint
+from pipeline.models.demo import DEMO_WEIGHTS, DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.models.errors import LayerError, ModelError
+from pipeline.models.hooks import LayerCapture, conv_layer_names, module_outputs, resolve_layers
+from pipeline.models.sources import load_model
 
 FACTORIES = Path(__file__).with_name("model_factories.py")
 TINY = f"{FACTORIES}:tiny_net"
@@ -26,7 +28,7 @@ def _outputs(model, x):
 def test_factory_by_file_path_and_by_module_path():
     m = load_model(TINY)
     assert type(m).__name__ == "TinyNet" and not m.training
-    m2 = load_model("pipeline.models:DemoCNN")
+    m2 = load_model("pipeline.models.demo:DemoCNN")
     assert isinstance(m2, DemoCNN) and not m2.training
     with pytest.raises(ModelError, match="no function 'nope'"):
         load_model(f"{FACTORIES}:nope")
@@ -219,7 +221,7 @@ def test_committed_demo_checkpoint_loads():
 def test_demo_training_beats_chance(tmp_path):
     """Train briefly on a small synthetic set (64 px); val accuracy clearly above chance."""
     from pipeline.synthetic.writer import write_dataset
-    from pipeline.train_demo import TrainConfig, train_demo
+    from pipeline.models.train import TrainConfig, train_demo
     ds = write_dataset(tmp_path / "syn", num_images=500, image_size=64, seg_size=32, seed=3,
                        workers=1, progress=False)
     # one thread: on a shared 2-core machine two OpenMP threads can be 10x slower

@@ -1,4 +1,4 @@
-"""Train :class:`pipeline.models.DemoCNN` to classify the scene of Broden images.
+"""Train :class:`pipeline.models.demo.DemoCNN` to classify the scene of Broden images.
 
 Images with a scalar label in index.csv's ``scene`` column are used (others are
 skipped); rows whose ``split`` is ``val`` form the validation set (if there are none,
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.extract import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
-                              to_model_input)
-from pipeline.models import DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.models.demo import DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.preprocess import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
+                                 to_model_input)
 
 
 @dataclass
@@ -124,11 +124,23 @@ def train_demo(config: TrainConfig, log: Callable[[str], None] = print,
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig, log: Callable[[str], None], meta: dict | None
-           ) -> TrainResult:
-    t_start = time.perf_counter()
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+@dataclass
+class _Data:
+    """The scene images of a training run: pixels (n, H, W, 3) uint8 and class indices
+    (n,) int64 of the train and val sets, the classes (label numbers) and their names,
+    chance (1 / classes) and majority (frequency of the most common val class)."""
+    prep: Preprocessing
+    classes: list[int]
+    names: list[str]
+    xtr: torch.Tensor
+    ytr: torch.Tensor
+    xva: torch.Tensor
+    yva: torch.Tensor
+    chance: float
+    majority: float
+
+
+def _load_data(config: TrainConfig, log: Callable[[str], None]) -> _Data:
     ds = BrodenDataset(config.dataset)
     size = tuple(config.input_size or ds.image_size())
     prep = Preprocessing(size, tuple(config.mean), tuple(config.std))
@@ -145,45 +157,90 @@ def _train(config: TrainConfig, log: Callable[[str], None], meta: dict | None
     xva, yva = pixels[val_mask], y[val_mask]
     chance = 1.0 / len(classes)
     majority = float(torch.bincount(yva, minlength=len(classes)).max()) / max(1, len(yva))
+    names = [ds.label_names[c] for c in classes]
+    return _Data(prep, classes, names, xtr, ytr, xva, yva, chance, majority)
 
+
+class _Recorder:
+    """The evaluations (into ``result.history``, logged) and checkpoints (into
+    ``result.checkpoints``) of one training run."""
+
+    def __init__(self, model: DemoCNN, data: _Data, result: TrainResult, base_meta: dict,
+                 t_start: float, log: Callable[[str], None]):
+        self.model, self.data, self.result = model, data, result
+        self.base_meta, self.t_start, self.log = base_meta, t_start, log
+
+    def evaluate(self, it: int, loss: float | None) -> dict:
+        """Accuracy on (a subsample of at most ~500) train and all val images; leaves the
+        model in train mode."""
+        d, model = self.data, self.model
+        tr_sub = torch.arange(len(d.xtr))[:: max(1, len(d.xtr) // 500)]   # <= ~500 images
+        rec = {"iteration": it, "loss": loss,
+               "train_accuracy": accuracy(model, d.xtr[tr_sub], d.ytr[tr_sub], d.prep),
+               "val_accuracy": accuracy(model, d.xva, d.yva, d.prep),
+               "seconds": round(time.perf_counter() - self.t_start, 1)}
+        self.result.history.append(rec)
+        self.log(f"iter {it:6d}  loss {loss if loss is not None else float('nan'):.3f}  "
+                 f"train acc {rec['train_accuracy']:.3f}  val acc {rec['val_accuracy']:.3f}  "
+                 f"(chance {d.chance:.3f}, majority {d.majority:.3f})  {rec['seconds']:.0f} s")
+        model.train()
+        return rec
+
+    def save(self, it: int, path: Path, rec: dict | None) -> None:
+        save_demo_checkpoint(path, self.model, {**self.base_meta, "iteration": it,
+                                                "evaluation": rec})
+        self.result.checkpoints.append(str(path))
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], meta: dict | None
+           ) -> TrainResult:
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    data = _load_data(config, log)
+    classes = data.classes
     cfg = DemoConfig(num_classes=len(classes), widths=tuple(config.widths),
                      conv5_width=config.conv5_width, batchnorm=config.batchnorm,
                      dropout=config.dropout, classes=tuple(classes))
     model = DemoCNN(cfg)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_meta = {"classes": classes, "class_names": data.names,
+                 "input_size": list(data.prep.input_size),
+                 "mean": list(config.mean), "std": list(config.std),
+                 "train_config": _jsonable(asdict(config)), **(meta or {})}
+    result = TrainResult(model, classes, data.names, len(data.xtr), len(data.xva), 0.0, 0.0,
+                         data.chance, data.majority, 0.0)
+    rec = _Recorder(model, data, result, base_meta, t_start, log)
+    save_at = set(int(s) for s in config.save_at)
+    if 0 in save_at:
+        rec.save(0, out / "demo_cnn_iter000000.pt", rec.evaluate(0, None))
+    _fit(config, model, data, rec, gen, save_at, out)
+    model.eval()
+    final = result.history[-1]
+    result.train_accuracy = final["train_accuracy"]
+    result.val_accuracy = final["val_accuracy"]
+    result.seconds = time.perf_counter() - t_start
+    summary = {**base_meta, "iterations": config.iterations,
+               "train_images": result.train_images, "val_images": result.val_images,
+               "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
+               "chance": data.chance, "majority_chance": data.majority,
+               "seconds": round(result.seconds, 1), "torch": torch.__version__,
+               "history": result.history}
+    rec.save(config.iterations, out / "demo_cnn.pt", final)
+    (out / "demo_cnn.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return result
+
+
+def _fit(config: TrainConfig, model: DemoCNN, data: _Data, rec: _Recorder,
+         gen: torch.Generator, save_at: set[int], out: Path) -> None:
+    """The iterations: AdamW with a cosine learning-rate decay over shuffled batches,
+    evaluated (and saved at ``save_at``) as configured."""
+    xtr, ytr, prep = data.xtr, data.ytr, data.prep
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda it: 0.5 * (1 + np.cos(np.pi * min(it, config.iterations) /
                                           max(1, config.iterations))))
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [ds.label_names[c] for c in classes]
-    base_meta = {"classes": classes, "class_names": names, "input_size": list(size),
-                 "mean": list(config.mean), "std": list(config.std),
-                 "train_config": _jsonable(asdict(config)), **(meta or {})}
-    result = TrainResult(model, classes, names, len(xtr), len(xva), 0.0, 0.0, chance,
-                         majority, 0.0)
-    save_at = set(int(s) for s in config.save_at)
-
-    def evaluate(it: int, loss: float | None) -> dict:
-        tr_sub = torch.arange(len(xtr))[:: max(1, len(xtr) // 500)]   # <= ~500 images
-        rec = {"iteration": it, "loss": loss,
-               "train_accuracy": accuracy(model, xtr[tr_sub], ytr[tr_sub], prep),
-               "val_accuracy": accuracy(model, xva, yva, prep),
-               "seconds": round(time.perf_counter() - t_start, 1)}
-        result.history.append(rec)
-        log(f"iter {it:6d}  loss {loss if loss is not None else float('nan'):.3f}  "
-            f"train acc {rec['train_accuracy']:.3f}  val acc {rec['val_accuracy']:.3f}  "
-            f"(chance {chance:.3f}, majority {majority:.3f})  {rec['seconds']:.0f} s")
-        model.train()
-        return rec
-
-    def save(it: int, path: Path, rec: dict | None) -> None:
-        save_demo_checkpoint(path, model, {**base_meta, "iteration": it,
-                                           "evaluation": rec})
-        result.checkpoints.append(str(path))
-
-    if 0 in save_at:
-        save(0, out / "demo_cnn_iter000000.pt", evaluate(0, None))
     model.train()
     perm = torch.randperm(len(xtr), generator=gen)
     pos, running = 0, []
@@ -201,23 +258,9 @@ def _train(config: TrainConfig, log: Callable[[str], None], meta: dict | None
         running.append(loss.item())
         last = it == config.iterations
         if it in save_at or last or (config.eval_every and it % config.eval_every == 0):
-            rec = evaluate(it, float(np.mean(running[-50:])))
+            r = rec.evaluate(it, float(np.mean(running[-50:])))
             if it in save_at:
-                save(it, out / f"demo_cnn_iter{it:06d}.pt", rec)
-    model.eval()
-    final = result.history[-1]
-    result.train_accuracy = final["train_accuracy"]
-    result.val_accuracy = final["val_accuracy"]
-    result.seconds = time.perf_counter() - t_start
-    summary = {**base_meta, "iterations": config.iterations,
-               "train_images": result.train_images, "val_images": result.val_images,
-               "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
-               "chance": chance, "majority_chance": majority,
-               "seconds": round(result.seconds, 1), "torch": torch.__version__,
-               "history": result.history}
-    save(config.iterations, out / "demo_cnn.pt", final)
-    (out / "demo_cnn.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return result
+                rec.save(it, out / f"demo_cnn_iter{it:06d}.pt", r)
 
 
 def _jsonable(d):

@@ -1,0 +1,164 @@
+"""The arguments of one extraction (:class:`ExtractConfig`), their checks, and what they
+resolve to (:class:`ExtractSetup`): the dataset, the preprocessing, the model on its
+device, the layer shapes and the run's identity attributes; plus the default numbers of
+decoding workers and torch threads.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import zarr
+
+from cache import activations as cache_acts
+from cache.zarr_io import COMPRESSIONS
+from pipeline.broden import BrodenDataset
+from pipeline.devices import resolve_device
+from pipeline.models.checkpoints import model_fingerprint
+from pipeline.models.hooks import resolve_layers
+from pipeline.models.sources import load_model
+from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+DTYPES = ("float16", "float32")
+
+
+class ExtractError(RuntimeError):
+    """Extraction cannot proceed (message names the argument/file and the fix)."""
+
+
+@dataclass
+class ExtractConfig:
+    """Arguments of one extraction (see scripts/extract.py --help)."""
+    dataset: str | Path
+    model: str
+    layers: Sequence[str]
+    out: str | Path
+    weights: str | Path | None = None
+    batch_size: int = 32
+    workers: int | None = None           # None: default_workers()
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    dtype: str = "float16"               # float16 | float32
+    input_size: tuple[int, int] | None = None   # None: the dataset's image size
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    bgr: bool = False
+    limit: int | None = None             # only the first N images
+    overwrite: bool = False
+    compression: str = "lz4"             # lz4 | zstd | none; not part of the identity
+    threads: int | None = None           # torch CPU threads; None: default_threads()
+    progress: bool = True                # tqdm bar on stderr
+    repair: bool = False                 # re-extract the blocks holding damaged chunks
+
+
+@dataclass
+class ExtractSetup:
+    """An ExtractConfig resolved: num_images (after --limit), shapes: layer -> (K, h, w),
+    attrs: the run's identity attributes (compared on resume, see pipeline/extract_run.py)."""
+    dataset: BrodenDataset
+    num_images: int
+    prep: Preprocessing
+    model: torch.nn.Module
+    device: torch.device
+    shapes: dict[str, tuple[int, int, int]]
+    attrs: dict = field(default_factory=dict)
+
+
+def default_workers() -> int:
+    return min(4, max(1, (os.cpu_count() or 2) - 1))
+
+
+def default_threads(workers: int) -> int:
+    """torch threads for a CPU forward pass: the cores left after the decoding workers
+    and the writer thread (at least 1). Oversubscribed OpenMP threads wait on each other:
+    on a 2-core machine 2 threads ran extraction ~1.5x (and training ~10x, with other jobs
+    on the machine) slower than 1."""
+    return max(1, (os.cpu_count() or 2) - workers - 1)
+
+
+def config_workers(config: ExtractConfig) -> int:
+    """The number of decoding worker processes: ``config.workers`` or the default."""
+    return default_workers() if config.workers is None else config.workers
+
+
+class torch_threads:
+    """Set torch's intra-op threads for a CPU run, restoring them afterwards."""
+
+    def __init__(self, config: ExtractConfig, device: torch.device, workers: int):
+        auto = default_threads(workers) if device.type == "cpu" else None
+        self.n = config.threads or auto
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+
+
+def _check_config(c: ExtractConfig) -> None:
+    if c.compression not in COMPRESSIONS:
+        raise ExtractError(f"--compression {c.compression!r}: expected one of "
+                           f"{COMPRESSIONS}")
+    if c.dtype not in DTYPES:
+        raise ExtractError(f"--dtype {c.dtype!r}: expected one of {DTYPES}")
+    if c.batch_size < 1:
+        raise ExtractError(f"--batch-size {c.batch_size}: must be >= 1")
+    if c.limit is not None and c.limit < 1:
+        raise ExtractError(f"--limit {c.limit}: must be >= 1")
+    if c.workers is not None and c.workers < 0:
+        raise ExtractError(f"--workers {c.workers}: must be >= 0")
+    if c.threads is not None and c.threads < 1:
+        raise ExtractError(f"--threads {c.threads}: must be >= 1")
+    for name, v in (("--mean", c.mean), ("--std", c.std)):
+        if len(v) != 3:
+            raise ExtractError(f"{name}: expected three numbers, got {list(v)}")
+    if any(float(s) == 0 for s in c.std):
+        raise ExtractError(f"--std {list(c.std)}: must not contain 0")
+    if c.input_size is not None and (len(c.input_size) != 2 or min(c.input_size) < 1):
+        raise ExtractError(f"--input-size {c.input_size}: expected H,W >= 1")
+
+
+def _versions() -> dict:
+    try:
+        from importlib.metadata import version
+        tool = version("netdissect-zarr")
+    except Exception:
+        tool = "0.1.0"
+    return {"torch": torch.__version__, "numpy": np.__version__, "zarr": zarr.__version__,
+            "python": platform.python_version(), "tool": tool}
+
+
+def setup_extraction(c: ExtractConfig) -> ExtractSetup:
+    """Check ``c`` (a comma-separated ``c.layers`` string is split in place), open the
+    dataset, load the model onto its device and check its layers."""
+    if isinstance(c.layers, str):
+        c.layers = [t.strip() for t in c.layers.split(",") if t.strip()]
+    _check_config(c)
+    ds = BrodenDataset(c.dataset)
+    n = len(ds) if c.limit is None else min(c.limit, len(ds))
+    if n == 0:
+        raise ExtractError(f"--dataset {c.dataset}: index.csv has no image")
+    image_size = ds.image_size()
+    seg_size = ds.segmentation_size()
+    prep = Preprocessing(tuple(int(v) for v in (c.input_size or image_size)),
+                         tuple(float(v) for v in c.mean), tuple(float(v) for v in c.std),
+                         bool(c.bgr))
+    device = resolve_device(c.device)
+    model = load_model(c.model, c.weights).to(device)
+    shapes = resolve_layers(model, list(c.layers), prep.input_size, device)
+    attrs = cache_acts.run_attrs(
+        dataset={"path": str(Path(c.dataset).resolve()), "fingerprint": ds.fingerprint(),
+                 "num_images": n, "image_size": list(image_size),
+                 "seg_size": list(seg_size)},
+        model={"spec": str(c.model),
+               "weights": str(Path(c.weights).resolve()) if c.weights else None,
+               "fingerprint": model_fingerprint(model)},
+        layer_shapes={name: shapes[name] for name in c.layers}, dtype=c.dtype,
+        preprocessing=prep.to_attrs(), versions=_versions())
+    return ExtractSetup(ds, n, prep, model, device, shapes, attrs)

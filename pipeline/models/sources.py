@@ -1,0 +1,185 @@
+"""Model sources: a model SPEC (``scripts/extract.py --model``) -> an ``nn.Module``.
+
+A SPEC is one of:
+
+- ``demo``: :class:`pipeline.models.demo.DemoCNN`; weights default to the committed
+  checkpoint ``pipeline/demo_weights/demo_cnn.pt`` (its architecture options come from
+  the checkpoint's ``config``, also when another demo checkpoint is given as weights).
+- ``path/to/file.py:function`` or ``package.module:function``: a factory called with
+  no arguments that returns an ``nn.Module``.
+- ``torchvision:NAME`` / ``timm:NAME`` (optionally ``:key=value,...`` keyword
+  arguments, e.g. ``torchvision:resnet18:num_classes=365``): an architecture with
+  random weights (pass ``--weights``), only when that package imports.
+- a TorchScript file (``.pt``/``.pth``/``.ts``/... loadable by ``torch.jit.load``);
+  its layers are what its ``forward`` returns (see :mod:`pipeline.models.hooks`).
+
+:data:`SOURCES` is the registry: the first source whose ``matches(spec)`` is true
+builds the model. A new source (e.g. Hugging Face) is one function ``spec -> nn.Module``
+plus one :class:`ModelSource` entry.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from pipeline.models.checkpoints import load_weights
+from pipeline.models.demo import load_demo
+from pipeline.models.errors import ModelError
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".ptc", ".torchscript")
+
+Weights = str | Path | None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One form of SPEC: ``matches(spec)`` says whether ``spec`` has this form;
+    ``load(spec, weights)`` returns the model with ``weights`` loaded (if given)."""
+    name: str
+    matches: Callable[[str], bool]
+    load: Callable[[str, Weights], nn.Module]
+
+
+def _then_weights(build: Callable[[str], nn.Module]) -> Callable[[str, Weights], nn.Module]:
+    """The loader of an architecture ``build(spec)``: the weights file, if given, is then
+    loaded strictly (:func:`pipeline.models.checkpoints.load_weights`)."""
+    def load(spec: str, weights: Weights) -> nn.Module:
+        model = build(spec)
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+    return load
+
+
+def _looks_like_file(spec: str) -> bool:
+    p = Path(spec)
+    return p.suffix.lower() in TORCHSCRIPT_SUFFIXES or (p.is_file() and ":" not in spec)
+
+
+def _parse_kwargs(text: str, spec: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key, eq, val = part.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ModelError(f"--model {spec!r}: expected key=value arguments after the "
+                             f"name, got {part!r}")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = val.strip()
+    return kwargs
+
+
+def _zoo_model(spec: str) -> nn.Module:
+    """``torchvision:NAME[:k=v,...]`` or ``timm:NAME[:k=v,...]`` with random weights."""
+    package, _, rest = spec.partition(":")
+    name, _, args = rest.partition(":")
+    kwargs = _parse_kwargs(args, spec)
+    try:
+        mod = importlib.import_module(package)
+    except Exception as e:  # torchvision's CUDA wheels fail on CPU torch with RuntimeError
+        raise ModelError(f"--model {spec!r} needs the {package} package, which is not "
+                         f"installed or does not import here ({type(e).__name__}: {e}); "
+                         f"use a factory spec (file.py:function) or a TorchScript file "
+                         f"instead") from None
+    try:
+        if package == "torchvision":
+            return mod.models.get_model(name, weights=None, **kwargs)
+        return mod.create_model(name, pretrained=False, **kwargs)
+    except Exception as e:
+        raise ModelError(f"--model {spec!r}: {package} cannot build {name!r} "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _factory_model(spec: str) -> nn.Module:
+    """``path/to/file.py:function`` or ``package.module:function``, called with no arguments."""
+    target, _, func_name = spec.rpartition(":")
+    if not func_name.isidentifier():
+        raise ModelError(f"--model {spec!r}: {func_name!r} is not a function name; "
+                         f"expected path/to/file.py:function or package.module:function")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelError(f"--model {spec!r}: {path} is not a file")
+        mod_name = "_netdissect_factory_" + hashlib.sha1(
+            str(path.resolve()).encode()).hexdigest()[:12]
+        try:
+            s = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(s)
+            sys.modules[mod_name] = module      # lets pickling/dataclasses find it
+            s.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(mod_name, None)
+            raise ModelError(f"--model {spec!r}: importing {path} failed "
+                             f"({type(e).__name__}: {e})") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise ModelError(f"--model {spec!r}: cannot import module {target!r} "
+                             f"({type(e).__name__}: {e}); is it on PYTHONPATH?") from e
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise ModelError(f"--model {spec!r}: {target} has no function {func_name!r}")
+    try:
+        model = factory()
+    except Exception as e:
+        raise ModelError(f"--model {spec!r}: calling {func_name}() failed "
+                         f"({type(e).__name__}: {e})") from e
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--model {spec!r}: {func_name}() returned "
+                         f"{type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _torchscript_model(spec: str) -> nn.Module:
+    """A TorchScript file, loaded on the CPU."""
+    path = Path(spec)
+    if not path.is_file():
+        raise ModelError(f"--model {spec!r}: file not found")
+    try:
+        with warnings.catch_warnings():     # torch 2.9+: "torch.jit.load is deprecated"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise ModelError(f"--model {spec!r}: not a TorchScript file (torch.jit.load: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); for a "
+                         f"checkpoint of weights pass --model ARCH --weights {spec}") from None
+
+
+# Checked in order: a zoo spec also contains ":" and must match before a factory spec.
+SOURCES: tuple[ModelSource, ...] = (
+    ModelSource("demo", lambda spec: spec == "demo", lambda _spec, weights: load_demo(weights)),
+    ModelSource("torchvision", lambda spec: spec.startswith("torchvision:"),
+                _then_weights(_zoo_model)),
+    ModelSource("timm", lambda spec: spec.startswith("timm:"), _then_weights(_zoo_model)),
+    ModelSource("factory", lambda spec: ":" in spec and not _looks_like_file(spec),
+                _then_weights(_factory_model)),
+    ModelSource("torchscript", _looks_like_file, _then_weights(_torchscript_model)),
+)
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
+    """Build the model named by ``spec`` (module docstring), load ``weights`` if given,
+    and return it on the CPU in eval mode."""
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelError("--model is empty; pass e.g. demo, path/to/file.py:function, "
+                         "package.module:function, torchvision:resnet18 or a TorchScript file")
+    for source in SOURCES:
+        if source.matches(spec):
+            return source.load(spec, weights).eval()
+    raise ModelError(
+        f"--model {spec!r}: not a known form; pass demo, path/to/file.py:function, "
+        f"package.module:function, torchvision:NAME, timm:NAME or a TorchScript file "
+        f"({', '.join(TORCHSCRIPT_SUFFIXES)})")
