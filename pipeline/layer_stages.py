@@ -35,7 +35,7 @@ from pipeline import sweep as sweep_mod
 from pipeline.null_model import NullConfig, null_p_values
 from pipeline.reports import document as results_doc
 from pipeline.reports.charts import sweep_chart
-from pipeline.reports.files import write_csv, write_json, write_text
+from pipeline.files import write_csv, write_json, write_text
 from pipeline.reports.netdissect_csv import csv_rows
 from pipeline.reports.tables import sweep_rows
 from pipeline.scoring import Dissection, dissect

@@ -22,7 +22,7 @@ from cache.store import RunError
 from pipeline.reports.charts import comparison_chart
 from pipeline.reports.compare import compare, load_sources
 from pipeline.reports.document import ResultsError
-from pipeline.reports.files import write_csv
+from pipeline.files import write_csv
 from pipeline.reports.netdissect_csv import ResultCSVError
 from pipeline.reports.tables import comparison_rows, comparison_table
 

@@ -15,7 +15,7 @@ from cache.labels import LabelCache
 from pipeline.layer_stages import ScoreConfig, layer_cube
 from pipeline.reports.document import (SCHEMA, SCHEMA_VERSION, ResultsError, check_document,
                                        read_document, to_table)
-from pipeline.reports.files import write_csv
+from pipeline.files import write_csv
 from pipeline.reports.netdissect_csv import read_result_csv
 from pipeline.scoring import count_detectors, dissect
 from clirun import cli

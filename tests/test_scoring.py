@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.reports.files import write_csv
+from pipeline.files import write_csv
 from pipeline.scoring import dissect, iou_matrix
 from result_csv_reference import result_rows
 

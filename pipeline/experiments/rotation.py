@@ -26,7 +26,7 @@ from pipeline.experiments.derived_runs import (derived_fingerprint, derived_is_c
                                                transform_record, write_transformed_run)
 from pipeline.layer_stages import ScoreConfig, cube_summary, layer_cube, layer_results
 from pipeline.reports.charts import rotation_chart
-from pipeline.reports.files import write_csv
+from pipeline.files import write_csv
 from pipeline.reports.tables import rotation_rows, rotation_table
 from pipeline.stages import check_categories, run_label_cache, scoring_lock
 

@@ -5,7 +5,7 @@ Every table shows :func:`pipeline.scoring.count_detectors` summaries under the c
 CONVENTIONS: ``detectors`` (detector units), ``unique_top_labels`` (distinct top labels
 among them) and ``per_category_sum`` (per category, distinct best-in-category labels above
 the threshold, summed: the published convention), each as a total and per category. The
-CSV rows (``*_rows``: (header, rows), written with :func:`pipeline.reports.files.write_csv`)
+CSV rows (``*_rows``: (header, rows), written with :func:`pipeline.files.write_csv`)
 hold the totals, then ``<cat>-detectors``, ``<cat>-unique_top_labels``,
 ``<cat>-per_category_sum`` per category; the comparison CSV is tidy (a row per source and
 category) because its sources may score different categories.

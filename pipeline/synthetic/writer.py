@@ -7,10 +7,8 @@ consecutive indices); the tables are written from the pixel counts the workers r
 """
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from pipeline.files import write_csv
 from pipeline.synthetic.catalogue import CATEGORIES, CONCEPTS, SOURCES, SyntheticConcept
 from pipeline.synthetic.render import render_image, size_hw
 
@@ -82,18 +81,8 @@ def _write_chunk(args) -> list[_Record]:
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """Write a CSV atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A Broden CSV table: ``\\n`` line ends, written atomically (pipeline/files.py)."""
+    write_csv(path, header, rows, lineterminator="\n")
 
 
 def _fmt(x: float) -> str:
