@@ -21,10 +21,11 @@ images (all images when n >= N). Two nulls, each with R replicates shared by all
 
 The statistic is the unit's score, the best IoU over the scored concepts, computed the same
 way on the observed and on every permuted mask (IoU(c) = I / (A(g(c)) + |L_c| - I) over the
-n images): p = (1 + #{r: best_r >= best_obs}) / (1 + R). Taking the best concept again in
-every replicate accounts for having picked the best of many concepts (a noise unit's best
-IoU is the largest of many chance overlaps). ``p_concept`` is the same test for the unit's
-label alone (its IoU with the concept it was labelled with on all images), which is not
+n images, by :func:`pipeline.scoring.iou_matrix`):
+p = (1 + #{r: best_r >= best_obs}) / (1 + R). Taking the best concept again in every
+replicate accounts for having picked the best of many concepts (a noise unit's best IoU is
+the largest of many chance overlaps). ``p_concept`` is the same test for the unit's label
+alone (its IoU with the concept it was labelled with on all images), which is not
 corrected for that choice and is small for noise units on small datasets. Ties count
 against the unit; a unit with an empty mask gets p = 1. Nothing is corrected for testing
 many units.
