@@ -8,9 +8,10 @@ Inside the block, Dask computations (the exact quantiles of ``pipeline/quantiles
 run on the client's cluster, and :func:`replay_cube_dask` counts the IoU cube as a graph
 of tile tasks: each task opens the activation and label caches at their location (a
 path on a filesystem the workers share, or an fsspec URL), reads its image range
-[start, stop) from the Zarr chunks and returns its exact int64 counts, which a tree of
-sums adds up on the workers; only the final (V, K, L) and (V, K, G) arrays reach the
-client. Integer sums do not depend on the order, so the cube equals the threaded
+[start, stop) from the Zarr chunks and returns its :class:`pipeline.tally.Tally` (exact
+int64 counts), which a tree of merges adds up on the workers; only the final Tally
+reaches the client. This is the threaded replay's reduction (chunk, merge, result) as a
+graph; integer sums do not depend on the order, so the cube equals the threaded
 :func:`pipeline.replay.replay_cube` bit for bit.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cache import store
 from cache.cube import Cube
 from cache.labels import LabelCache
 
-TREE_FANIN = 4          # partial cubes summed per reduction task
+TREE_FANIN = 4          # partial Tallies merged per reduction task
 
 
 class SchedulerError(ValueError):
@@ -112,11 +113,11 @@ def shared_location(where: Path | str, what: str) -> str:
 
 # ------------------------------------------------------------------ tile tasks
 def tally_range(run: str, layer: str, labels: str, start: int, stop: int,
-                thresholds: np.ndarray, device: str = "auto"
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of images [start, stop) of ``layer``: (intersect (V, K, L) int64,
-    activation (V, K, G) int64). Runs on a worker: opens the caches at ``run`` and
-    ``labels`` (paths or URLs) itself, so no array travels through the scheduler."""
+                thresholds: np.ndarray, device: str = "auto"):
+    """The :class:`pipeline.tally.Tally` of images [start, stop) of ``layer`` (its
+    result(): intersect (V, K, L) int64, activation (V, K, G) int64). Runs on a worker:
+    opens the caches at ``run`` and ``labels`` (paths or URLs) itself, so no array
+    travels through the scheduler; the Tally travels as its state (the counts)."""
     import torch
     from pipeline.devices import resolve_device
     from pipeline.replay import count_tile
@@ -133,27 +134,21 @@ def tally_range(run: str, layer: str, labels: str, start: int, stop: int,
         torch.set_num_threads(threads)
 
 
-def sum_counts(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise sum of (intersect, activation) pairs (int64, exact)."""
-    inter, act = (np.array(a, dtype=np.int64, copy=True) for a in parts[0])
-    for i, a in parts[1:]:
-        inter += i
-        act += a
-    return inter, act
-
-
 def tree_sum(parts: list, fanin: int = TREE_FANIN):
-    """One delayed (intersect, activation) summing delayed ``parts`` in a tree."""
+    """One delayed Tally merging the delayed Tallies ``parts`` in a tree
+    (:func:`pipeline.tally.merged`, ``fanin`` at a time)."""
     import dask
+    from pipeline.tally import merged
     while len(parts) > 1:
-        parts = [dask.delayed(sum_counts, pure=True)(*parts[i:i + fanin])
+        parts = [dask.delayed(merged, pure=True)(*parts[i:i + fanin])
                  for i in range(0, len(parts), fanin)]
     return parts[0]
 
 
 def tally_graph(run: str, layer: str, labels: str, thresholds: np.ndarray,
                 ranges: Sequence[tuple[int, int]], device: str = "auto"):
-    """Delayed (intersect (V, K, L), activation (V, K, G)) int64 over ``ranges``."""
+    """Delayed Tally of the images of ``ranges``: one tile task per range, summed by
+    :func:`tree_sum`."""
     import dask
     thr = dask.delayed(np.asarray(thresholds, dtype=np.float64), pure=True)
     parts = [dask.delayed(tally_range, pure=True)(run, layer, labels, s, e, thr, device)
@@ -168,20 +163,13 @@ def replay_cube_dask(run, layer: str, labels: LabelCache, levels, thresholds: np
     docstring); computed with ``dask.compute(..., **compute_kwargs)`` (the scheduler
     set by :func:`dask_scheduler` by default). Same Cube, bit for bit."""
     import dask
-    from pipeline.replay import tile_size
-    acts = store.activations(run, layer)
-    N = acts.shape[0]
-    if N > labels.num_images:
-        raise ValueError(f"activation cache has {N} images but the label cache only "
-                         f"{labels.num_images}: they come from different datasets")
-    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images)
-    ranges = [(s, min(s + step, N)) for s in range(0, N, step)]
+    from pipeline.replay import tally_cube, tile_ranges
+    ranges = tile_ranges(store.activations(run, layer), labels, tile_images)
     graph = tally_graph(shared_location(store.run_path(run), "run"), layer,
                         shared_location(store.location(labels.path), "label cache"),
                         thresholds, ranges, device)
-    (inter, act), = dask.compute(graph, **(compute_kwargs or {}))
-    return Cube(np.asarray(levels, dtype=np.float64), np.asarray(thresholds, np.float64),
-                inter, act, labels.label_pixels_upto(N), labels.categories)
+    total, = dask.compute(graph, **(compute_kwargs or {}))
+    return tally_cube(total, levels, labels)
 
 
 def check_shared(run, labels: LabelCache | None = None) -> None:

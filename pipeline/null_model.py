@@ -21,10 +21,11 @@ images (all images when n >= N). Two nulls, each with R replicates shared by all
 
 The statistic is the unit's score, the best IoU over the scored concepts, computed the same
 way on the observed and on every permuted mask (IoU(c) = I / (A(g(c)) + |L_c| - I) over the
-n images): p = (1 + #{r: best_r >= best_obs}) / (1 + R). Taking the best concept again in
-every replicate accounts for having picked the best of many concepts (a noise unit's best
-IoU is the largest of many chance overlaps). ``p_concept`` is the same test for the unit's
-label alone (its IoU with the concept it was labelled with on all images), which is not
+n images, by :func:`pipeline.scoring.iou_matrix`):
+p = (1 + #{r: best_r >= best_obs}) / (1 + R). Taking the best concept again in every
+replicate accounts for having picked the best of many concepts (a noise unit's best IoU is
+the largest of many chance overlaps). ``p_concept`` is the same test for the unit's label
+alone (its IoU with the concept it was labelled with on all images), which is not
 corrected for that choice and is small for noise units on small datasets. Ties count
 against the unit; a unit with an empty mask gets p = 1. Nothing is corrected for testing
 many units.
@@ -37,22 +38,43 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from pipeline.scoring import iou_matrix
 from pipeline.upsample import upsample
 
 KINDS = ("image", "spatial")
-_LAST_LABELS: list = [None, None]            # (key, _Labels) of the last subsample
+
+
+class NullLabels:
+    """The labels of a null model's image subsample, kept for the next layer: the layers
+    of a run draw the same subsample (same seed and number of images), so their null
+    models build its labels once. A :class:`NullConfig` holds one (``sample``), and a run
+    makes one NullConfig for all its layers (scripts/score.py)."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._labels: _Labels | None = None
+
+    def get(self, labels, idx: np.ndarray, full: bool) -> "_Labels":
+        """The :class:`_Labels` of images ``idx`` (all of them when ``full``) of the label
+        cache ``labels``, built unless they are the ones kept."""
+        key = (str(labels.path), labels.fingerprint, idx.tobytes())
+        if self._key != key:
+            self._labels, self._key = _Labels(labels, idx, full), key
+        return self._labels
 
 
 @dataclass
 class NullConfig:
     """kinds: subset of KINDS; permutations: R; images: subsample size n (None: all);
-    seed: of the subsample, the permutations and the motions; the rest are memory knobs
-    (elements per vectorised step) and the torch threads used for the upsampling."""
+    seed: of the subsample, the permutations and the motions; group_bytes and
+    chunk_elements are memory knobs (elements per vectorised step), torch_threads the
+    threads used for the upsampling; sample: the subsample's labels kept across the
+    layers scored with this config (:class:`NullLabels`; not compared or printed)."""
     kinds: Sequence[str] = KINDS
     permutations: int = 100
     images: int | None = 500
@@ -60,6 +82,7 @@ class NullConfig:
     group_bytes: int = 64 << 20
     chunk_elements: int = 1 << 22
     torch_threads: int | None = 1
+    sample: NullLabels = field(default_factory=NullLabels, repr=False, compare=False)
 
     def check(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
@@ -157,18 +180,17 @@ def _set_ids(rows: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Scorer:
-    """IoU of counts over the subsample: I (R, L), A (R, G) -> (best over kept (R,),
-    IoU with one concept (R,))."""
+    """IoU of counts over the subsample (:func:`pipeline.scoring.iou_matrix`): I (R, L),
+    A (R, G) -> (best over kept (R,), IoU with one concept (R,))."""
 
     def __init__(self, lab: _Labels, primary: np.ndarray, keep: np.ndarray):
-        self.cat = np.maximum(primary, 0)
+        self.primary = primary
         self.keep = keep & (primary >= 0)
         self.keep[0] = False
-        self.lp = lab.label_pixels.astype(np.float64)
+        self.lp = lab.label_pixels
 
     def __call__(self, I: np.ndarray, A: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
-        U = A[:, self.cat] + self.lp[None, :] - I
-        iou = np.divide(I, U, out=np.zeros(I.shape), where=U > 0)
+        iou = iou_matrix(I, A, self.lp, self.primary)
         best = np.where(self.keep[None, :], iou, 0.0).max(axis=1)
         return best, (iou[:, c] if c > 0 else np.zeros(I.shape[0]))
 
@@ -214,74 +236,107 @@ def _active_pixels(maps: np.ndarray, T: float, seg: tuple[int, int], chunk: int
     return np.concatenate(js).astype(np.int64), np.concatenate(ps).astype(np.int64)
 
 
+class _Mask(NamedTuple):
+    """A unit's mask over the subsample: its active pixels (image j (m,), flat pixel
+    p (m,)) sorted by j, the images J (nJ,) holding one and their active pixels cnt (nJ,)
+    int64 and cntf (nJ,) float64."""
+    j: np.ndarray
+    p: np.ndarray
+    J: np.ndarray
+    cnt: np.ndarray
+    cntf: np.ndarray
+
+
 def _unit_null(j, p, lab: _Labels, score: _Scorer, c: int, kinds, sigma, motions, seg,
                chunk: int) -> tuple[float, float, dict]:
     """Observed (best IoU, IoU with c) and per kind the (R,) null best and null IoU(c)."""
     S, L = lab.S, lab.L
     J, cnt = np.unique(j, return_counts=True)
-    cntf = cnt.astype(np.float64)
-    I_sc = _scalar_count(lab.scalars, J[None, :], cntf, L)         # (1, L)
-    A_obs = (lab.present[J] * cntf[:, None]).sum(axis=0)[None, :]  # (1, G)
+    m = _Mask(j, p, J, cnt, cnt.astype(np.float64))
+    I_sc = _scalar_count(lab.scalars, J[None, :], m.cntf, L)       # (1, L)
+    A_obs = (lab.present[J] * m.cntf[:, None]).sum(axis=0)[None, :]  # (1, G)
     I_obs = _count(lab, (j * S + p)[None, :]) + I_sc
     best_obs, conc_obs = score(I_obs, A_obs, c)
     out = {}
     per = max(1, chunk // max(1, j.size))
     if "image" in kinds:
-        R = sigma.shape[0]
-        nb, nc = np.empty(R), np.empty(R)
-        for r0 in range(0, R, per):
-            img = sigma[r0:r0 + per][:, J]                          # (Rc, nJ) label image
-            flat = np.repeat(img * S, cnt, axis=1)
-            flat += p
-            I = _count(lab, flat) + _scalar_count(lab.scalars, img, cntf, L)
-            A = np.einsum("rjg,j->rg", lab.present[img], cntf)
-            nb[r0:r0 + per], nc[r0:r0 + per] = score(I, A, c)
-        out["image"] = (nb, nc)
+        out["image"] = _image_null(m, lab, score, c, sigma, per)
     if "spatial" in kinds:
-        sh, sw = seg
-        R = motions.shape[1]
-        y0, x0 = p // sw, p % sw
-        # the 8 (transpose, flip y, flip x) variants of every pixel, in the 2sh x 2sw
-        # unrolled torus (a shift then needs no modulo): tor maps back to (sh, sw)
-        base = np.empty((8, j.size), dtype=np.int64)
-        for d in range(8):
-            t, fy, fx = d >> 2, (d >> 1) & 1, d & 1
-            y, x = (x0, y0) if t else (y0, x0)
-            base[d] = (sh - 1 - y if fy else y) * (2 * sw) + (sw - 1 - x if fx else x)
-        base = base.reshape(-1)
-        yy, xx = np.divmod(np.arange(4 * S), 2 * sw)
-        tor = (yy % sh) * sw + (xx % sw)
-        tr, fy, fx, dy, dx = motions[:, :, J]                       # (R, nJ) each
-        dsel = (tr * 4 + fy * 2 + fx) * j.size
-        off = dy * (2 * sw) + dx
-        ar = np.arange(j.size, dtype=np.int64)
-        jS = j * S
-        nb, nc = np.empty(R), np.empty(R)
-        for r0 in range(0, R, per):
-            r1 = min(R, r0 + per)
-            q = np.repeat(dsel[r0:r1], cnt, axis=1)
-            q += ar
-            q = base[q]
-            q += np.repeat(off[r0:r1], cnt, axis=1)
-            flat = tor[q]
-            flat += jS
-            I = _count(lab, flat) + I_sc
-            nb[r0:r1], nc[r0:r1] = score(I, np.broadcast_to(A_obs, (r1 - r0, A_obs.shape[1])),
-                                         c)
-        out["spatial"] = (nb, nc)
+        out["spatial"] = _spatial_null(m, lab, score, c, motions, seg, per, I_sc, A_obs)
     return float(best_obs[0]), float(conc_obs[0]), out
+
+
+def _image_null(m: _Mask, lab: _Labels, score: _Scorer, c: int, sigma: np.ndarray,
+                per: int) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) null best and IoU(c) of the image shuffle: replicate r compares the mask of
+    image j with the labels of image sigma[r, j]; ``per`` replicates at a time."""
+    S, L = lab.S, lab.L
+    R = sigma.shape[0]
+    nb, nc = np.empty(R), np.empty(R)
+    for r0 in range(0, R, per):
+        img = sigma[r0:r0 + per][:, m.J]                            # (Rc, nJ) label image
+        flat = np.repeat(img * S, m.cnt, axis=1)
+        flat += m.p
+        I = _count(lab, flat) + _scalar_count(lab.scalars, img, m.cntf, L)
+        A = np.einsum("rjg,j->rg", lab.present[img], m.cntf)
+        nb[r0:r0 + per], nc[r0:r0 + per] = score(I, A, c)
+    return nb, nc
+
+
+def _spatial_null(m: _Mask, lab: _Labels, score: _Scorer, c: int, motions: np.ndarray,
+                  seg, per: int, I_sc: np.ndarray, A_obs: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) null best and IoU(c) of the rigid motions: replicate r moves the mask of image
+    j by motions[:, r, j]; the scalar-label counts I_sc (1, L) and A_obs (1, G) do not
+    change. ``per`` replicates at a time."""
+    S = lab.S
+    j, p, J, cnt = m.j, m.p, m.J, m.cnt
+    sh, sw = seg
+    R = motions.shape[1]
+    y0, x0 = p // sw, p % sw
+    # the 8 (transpose, flip y, flip x) variants of every pixel, in the 2sh x 2sw
+    # unrolled torus (a shift then needs no modulo): tor maps back to (sh, sw)
+    base = np.empty((8, j.size), dtype=np.int64)
+    for d in range(8):
+        t, fy, fx = d >> 2, (d >> 1) & 1, d & 1
+        y, x = (x0, y0) if t else (y0, x0)
+        base[d] = (sh - 1 - y if fy else y) * (2 * sw) + (sw - 1 - x if fx else x)
+    base = base.reshape(-1)
+    yy, xx = np.divmod(np.arange(4 * S), 2 * sw)
+    tor = (yy % sh) * sw + (xx % sw)
+    tr, fy, fx, dy, dx = motions[:, :, J]                           # (R, nJ) each
+    dsel = (tr * 4 + fy * 2 + fx) * j.size
+    off = dy * (2 * sw) + dx
+    ar = np.arange(j.size, dtype=np.int64)
+    jS = j * S
+    nb, nc = np.empty(R), np.empty(R)
+    for r0 in range(0, R, per):
+        r1 = min(R, r0 + per)
+        q = np.repeat(dsel[r0:r1], cnt, axis=1)
+        q += ar
+        q = base[q]
+        q += np.repeat(off[r0:r1], cnt, axis=1)
+        flat = tor[q]
+        flat += jS
+        I = _count(lab, flat) + I_sc
+        nb[r0:r1], nc[r0:r1] = score(I, np.broadcast_to(A_obs, (r1 - r0, A_obs.shape[1])),
+                                     c)
+    return nb, nc
 
 
 def null_p_values(acts, labels, thresholds: np.ndarray, concepts: Sequence[int],
                   primary: np.ndarray, keep: np.ndarray | None = None,
-                  config: NullConfig = NullConfig(), *, progress=None) -> NullResult:
+                  config: NullConfig | None = None, *, progress=None) -> NullResult:
     """Permutation p-values of every unit's best IoU (module docstring).
 
     acts: (N, K, h, w) zarr array (or ndarray); labels: the dataset's LabelCache;
     thresholds: (K,) float64 T_k; concepts: (K,) each unit's label number (0 = none), for
     ``p_concept``; primary: (L,) primary category per label (-1 = none); keep: (L,) bool,
-    the scored concepts (default all). ``progress(units_done)`` is called per unit group.
+    the scored concepts (default all); config: default NullConfig(). The labels of the
+    subsample are kept in ``config.sample`` for the next call with the same subsample.
+    ``progress(units_done)`` is called per unit group.
     """
+    config = NullConfig() if config is None else config
     config.check()
     threads = torch.get_num_threads()
     if config.torch_threads:              # small per-unit tensors: on a busy 2-core CPU
@@ -302,12 +357,7 @@ def _null_p_values(acts, labels, thresholds, concepts, primary, keep, config, pr
     n = N if config.images is None else min(int(config.images), N)
     full = n == N
     idx = np.arange(N) if full else np.sort(rng.choice(N, size=n, replace=False))
-    key = (str(labels.path), labels.fingerprint, idx.tobytes())
-    if _LAST_LABELS[0] == key:               # the layers of a run share their subsample
-        lab = _LAST_LABELS[1]
-    else:
-        lab = _Labels(labels, idx, full)
-        _LAST_LABELS[:] = [key, lab]
+    lab = config.sample.get(labels, idx, full)     # the layers of a run share it
     primary = np.asarray(primary, dtype=np.int64)
     keep = np.ones(len(primary), bool) if keep is None else np.asarray(keep, bool).copy()
     score = _Scorer(lab, primary, keep)

@@ -6,8 +6,11 @@ bounded whatever N is. On CPU, ``workers`` tiles are counted at once, each with 
 torch thread: in worker processes (the default for large caches on disk: the kernel's
 Python glue holds the GIL, so threads scale less well) or in threads (one worker, small
 caches, in-process ``memory://`` stores, or ``processes=False``). At most
-workers + 1 tiles are in flight; only each tile's (V, K, L) and (V, K, G) counts come
-back from a worker process. Integer sums do not depend on the order tiles finish in.
+workers + 1 tiles are in flight. The replay is a reduction over tiles
+(:mod:`pipeline.tally`): each tile's :class:`~pipeline.tally.Tally` (from a worker
+process only its state, the int64 counts) is merged into one, whose result is the cube;
+integer sums do not depend on the order tiles finish in. :mod:`pipeline.distributed`
+runs the same reduction as a Dask graph.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from cache.cube import Cube
 from cache.labels import LabelCache
 from cache.store import store_location
 from pipeline.devices import resolve_device
-from pipeline.tally import tally_tile
+from pipeline.tally import Tally, tally_tile
 
 
 # Worker processes take about 3 s to start (importing torch); below this many activation
@@ -61,18 +64,36 @@ def shareable(*arrays) -> bool:
     return True
 
 
+def tile_ranges(acts, labels: LabelCache, tile_images: int | None = None
+                ) -> list[tuple[int, int]]:
+    """Image ranges [start, stop) of the replay's tiles (default :func:`tile_size`) over
+    the N images of ``acts``; ValueError when the label cache has fewer."""
+    N = acts.shape[0]
+    if N > labels.num_images:
+        raise ValueError(f"activation cache has {N} images but the label cache only "
+                         f"{labels.num_images}: they come from different datasets")
+    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images)
+    return [(s, min(s + step, N)) for s in range(0, N, step)]
+
+
 def count_tile(acts, maxima, labels: LabelCache, thr: torch.Tensor, start: int, stop: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(intersect (V, K, L), activation (V, K, G)) int64 of images [start, stop),
-    counted on ``thr.device``."""
+               ) -> Tally:
+    """The Tally of images [start, stop), counted on ``thr.device``: the chunk step of the
+    replay's reduction (threads, worker processes and Dask tasks all merge these)."""
     dev = thr.device
     t = labels.read(start, stop)
-    inter, act = tally_tile(
+    return tally_tile(
         torch.from_numpy(acts[start:stop]).to(dev), torch.from_numpy(maxima[start:stop]).to(dev),
         thr, torch.from_numpy(t.planes.astype(np.int32)).to(dev),
         torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev),
         labels.num_labels)
-    return inter.cpu().numpy(), act.cpu().numpy()
+
+
+def tally_cube(total: Tally, levels, labels: LabelCache) -> Cube:
+    """The aggregate step: the Cube of a Tally that counted images [0, total.images)."""
+    inter, act = (x.cpu().numpy() for x in total.result())
+    return Cube(np.asarray(levels, dtype=np.float64), total.T.cpu().numpy(), inter, act,
+                labels.label_pixels_upto(total.images), labels.categories)
 
 
 class WorkerDied(ValueError):
@@ -89,9 +110,9 @@ def _worker_init(acts, maxima, labels: LabelCache, thresholds: np.ndarray) -> No
                    thr=torch.as_tensor(thresholds, dtype=torch.float64))
 
 
-def _worker_count(start: int, stop: int) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+def _worker_count(start: int, stop: int) -> Tally:
     w = _WORKER
-    return stop - start, count_tile(w["acts"], w["maxima"], w["labels"], w["thr"], start, stop)
+    return count_tile(w["acts"], w["maxima"], w["labels"], w["thr"], start, stop)
 
 
 def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray, *,
@@ -108,17 +129,8 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
     least PROCESS_MIN_VALUES values with two tiles per worker.
     """
     dev = resolve_device(device) if isinstance(device, str) else device
-    N, K = acts.shape[:2]
-    if N > labels.num_images:
-        raise ValueError(f"activation cache has {N} images but the label cache only "
-                         f"{labels.num_images}: they come from different datasets")
-    L, G = labels.num_labels, len(labels.categories)
-    V = len(levels)
+    ranges = tile_ranges(acts, labels, tile_images)
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    inter = np.zeros((V, K, L), dtype=np.int64)
-    act = np.zeros((V, K, G), dtype=np.int64)
-    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images)
-    ranges = [(s, min(s + step, N)) for s in range(0, N, step)]
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     asked = workers is not None                     # --workers N: processes whatever the size
@@ -130,28 +142,20 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
                      and shareable(acts, maxima, labels.planes))
     if processes and dev.type != "cpu":
         raise ValueError("worker processes count on CPU only; use one process per GPU")
-
+    total = Tally(thresholds, labels.num_labels, len(labels.categories),
+                  tuple(acts.shape[2:]), tuple(labels.seg_size), device=dev)
     threads = torch.get_num_threads()
-    if processes:
-        pool: Executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(acts, maxima, labels, thresholds))
-        fn = _worker_count
-    else:
-        thr = torch.as_tensor(thresholds, device=dev)
-        pool = ThreadPoolExecutor(workers)
-        fn = lambda s, e: (e - s, count_tile(acts, maxima, labels, thr, s, e))  # noqa: E731
-        if workers > 1:
-            torch.set_num_threads(1)
+    pool, fn = _pool(acts, maxima, labels, thresholds, dev, workers, processes)
+    if not processes and workers > 1:
+        torch.set_num_threads(1)        # one torch thread per tile counted at once
     try:
         if processes:
             _start_workers(pool, workers)
-        with tqdm(total=N, unit="img", desc=desc, disable=not progress,
+        with tqdm(total=acts.shape[0], unit="img", desc=desc, disable=not progress,
                   dynamic_ncols=True) as bar:
-            for n, (i, c) in _bounded(pool, fn, ranges, depth=workers + 1):
-                inter += i
-                act += c
-                bar.update(n)
+            for part in _bounded(pool, fn, ranges, depth=workers + 1):
+                total.merge(part)
+                bar.update(part.images)
     except BaseException as e:          # Ctrl-C or an error: stop the workers at once
         _terminate(pool)
         if isinstance(e, BrokenProcessPool):
@@ -164,8 +168,20 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
-    return Cube(np.asarray(levels, dtype=np.float64), thresholds, inter, act,
-                labels.label_pixels_upto(N), labels.categories)
+    return tally_cube(total, levels, labels)
+
+
+def _pool(acts, maxima, labels: LabelCache, thresholds: np.ndarray, dev: torch.device,
+          workers: int, processes: bool) -> tuple[Executor, Callable[[int, int], Tally]]:
+    """The pool that counts tiles and its task fn(start, stop) -> Tally: ``workers``
+    worker processes (spawned; started by :func:`_start_workers`) or threads."""
+    if processes:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init, initargs=(acts, maxima, labels, thresholds))
+        return pool, _worker_count
+    thr = torch.as_tensor(thresholds, device=dev)
+    return ThreadPoolExecutor(workers), lambda s, e: count_tile(acts, maxima, labels, thr, s, e)
 
 
 def _terminate(pool: Executor) -> None:

@@ -20,15 +20,20 @@ import numpy as np
 
 def iou_matrix(intersect: np.ndarray, activation: np.ndarray, label_pixels: np.ndarray,
                primary: np.ndarray) -> np.ndarray:
-    """(K, L) float64 IoU; columns of labels without a category (primary < 0) are 0.
+    """(..., L) float64 IoU = I / (A(g(c)) + |L_c| - I), 0 when the union is 0; columns
+    of labels without a category (primary < 0) are 0. The one place IoU is computed.
 
-    intersect (K, L) int, activation (K, G) int, label_pixels (L,) int, primary (L,) int.
+    intersect (..., L) and activation (..., G) integer counts (or integer-valued floats,
+    cast exactly to int64), e.g. (K, L) and (K, G) for the units of one level, or
+    (R, L) and (R, G) for the replicates of a null model; label_pixels (L,) int;
+    primary (L,) int.
     """
     I = np.asarray(intersect, dtype=np.int64)
+    primary = np.asarray(primary)
     has_cat = primary >= 0
     act = np.zeros_like(I)
-    act[:, has_cat] = np.asarray(activation, dtype=np.int64)[:, primary[has_cat]]
-    U = act + np.asarray(label_pixels, dtype=np.int64)[None, :] - I
+    act[..., has_cat] = np.asarray(activation, dtype=np.int64)[..., primary[has_cat]]
+    U = act + np.asarray(label_pixels, dtype=np.int64) - I
     iou = np.zeros(I.shape, dtype=np.float64)
     ok = (U > 0) & has_cat[None, :]
     iou[ok] = I[ok] / U[ok]

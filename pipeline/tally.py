@@ -1,5 +1,14 @@
 """Exact IoU tally kernels (DESIGN.md, "Scoring kernels"): torch code, CPU or CUDA (on CPU
-the per-pixel stage runs on numpy views of the same tensors).
+the per-pixel stage runs on numpy views of the same tensors), and the :class:`Tally` that
+accumulates their counts.
+
+A :class:`Tally` is a mergeable accumulator: ``add`` counts one tile, ``merge`` adds
+another Tally's counts, ``state_dict`` / ``from_state`` carry the counts between processes
+(a Tally pickles as its state) and ``result`` gives the per-level counts. Every replay
+(threads, worker processes, Dask tasks) is one reduction over tiles in the sense of dask's
+array reductions: chunk = :func:`tally_tile`, combine = :meth:`Tally.merge` /
+:func:`merged`, aggregate = :meth:`Tally.result`. The counts are int64 sums, so neither
+the order nor the grouping of tiles changes them.
 
 For a tile of B images and V quantile levels the kernel counts, in int64,
 
@@ -36,14 +45,13 @@ none repeated as a scalar label of the image, so no de-duplication is needed her
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from .upsample import axis_pieces
 
-__all__ = ["Tally", "tally_tile", "label_pixel_counts", "tally_dataset", "piece_length"]
+__all__ = ["Tally", "merged", "tally_tile", "piece_length"]
 
 # Relative bound on how far the float64 lerp form may round above the largest |corner|
 # of its cell (a few ulps; 2^-40 leaves a wide margin). Skips use it, so they are exact.
@@ -189,45 +197,22 @@ def _label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int) ->
     return _LabelSets(inv.reshape(B, n), set_img, labels, offsets)
 
 
-class Tally:
-    """Accumulates exact counts over tiles of images for fixed thresholds.
+class _Kernel:
+    """The counting machinery of a :class:`Tally` (module docstring, steps 1-5): the
+    thresholds sorted per unit, the pieces of the upsampling, scratch buffers and the
+    memory knobs (see :class:`Tally`). A Tally builds it on its first :meth:`Tally.add`,
+    so a Tally that only merges counts never does."""
 
-    ``numpy_on_cpu`` (class attribute): run the pixel stage on numpy views on CPU; the
-    tests switch it off to check on CPU the torch code that CUDA runs.
-
-    thresholds:     (V, K) float64 T[v, k]
-    num_labels:     L (labels 0..L-1; label 0 is never counted)
-    num_categories: G
-    map_size:       (h, w) of activation maps; seg_size: (sh, sw) of label planes
-    device:         where counting happens (CPU or CUDA); tiles are moved there
-    chunk_values:   upsampled float64 values per block (default 2^18 on CPU, 2^22 on GPU)
-    max_maps:       bound on candidate (image, unit) maps converted to float64 at once
-                    (also kept below chunk_values / (h * w))
-    hist_entries:   bound on the (c, unit, label set) histogram of one image group
-                    (default 2^17 on CPU: scatters into it stay in cache; 2^23 on GPU)
-    """
-
-    numpy_on_cpu = True
-
-    def __init__(self, thresholds, num_labels: int, num_categories: int,
-                 map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
-                 chunk_values: int | None = None, max_maps: int = 1 << 14,
-                 hist_entries: int | None = None):
-        T = _as_tensor(thresholds, device=device, dtype=torch.float64)
-        if T.ndim != 2 or T.shape[0] < 1:
-            raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
-        if bool(torch.isnan(T).any()):
-            raise ValueError("thresholds contain NaN")
+    def __init__(self, T: torch.Tensor, num_labels: int, num_categories: int,
+                 map_size: tuple[int, int], seg_size: tuple[int, int],
+                 chunk_values: int | None, max_maps: int, hist_entries: int | None,
+                 numpy_on_cpu: bool):
         self.device = T.device
         self.V, self.K = T.shape
-        self.L, self.G = int(num_labels), int(num_categories)
+        self.L, self.G = num_labels, num_categories
         self.h, self.w = map_size
-        self.sh, self.sw = seg_size
-        self.T = T
         self.Tmin = T.min(dim=0).values                               # (K,)
-        # rank[v, k]: position of T[v, k] in ascending order of T[:, k] (stable)
         order = torch.argsort(T, dim=0, stable=True)
-        self.rank = torch.argsort(order, dim=0, stable=True)          # (V, K)
         self._Tsorted = torch.gather(T, 0, order)                     # (V, K) ascending
         self._ones = torch.ones(1, dtype=torch.int64, device=self.device)
         if chunk_values is None:   # CPU: blocks that stay in cache (measured best); GPU: big
@@ -237,47 +222,15 @@ class Tally:
         if hist_entries is None:
             hist_entries = 1 << 17 if self.device.type == "cpu" else 1 << 23
         self.hist_entries = int(hist_entries)
-        self.geo = _geometry(self.h, self.w, self.sh, self.sw, self.device)
-        C = self.V + 1
-        self._hist = torch.zeros(C * self.K * self.L, dtype=torch.int64, device=self.device)
-        self._cat = torch.zeros(C * self.K * self.G, dtype=torch.int64, device=self.device)
-        self.images = 0
+        self.numpy_on_cpu = bool(numpy_on_cpu)
+        self.geo = _geometry(self.h, self.w, *seg_size, self.device)
 
-    # ------------------------------------------------------------------ tiles
-    def add(self, acts, planes, scalars, present, maxima=None) -> None:
-        """Count one tile.
-
-        acts:    (B, K, h, w) float16/float32 activations
-        planes:  (B, P, sh, sw) integer canonical label slots (P may be 0)
-        scalars: (B, S) integer distinct non-zero scalar labels, zero padded (S may be 0)
-        present: (B, G) bool, category membership X_g of each image
-        maxima:  (B, K) exact per-map maxima of acts; computed from acts when None
-        """
-        dev, K, L = self.device, self.K, self.L
+    def count(self, acts, planes, scalars, present, maxima, hist, cat) -> None:
+        """Add the counts of one tile, checked by :meth:`Tally.add`, to ``hist`` (flat
+        (c, k, label)) and ``cat`` (flat (c, k, g)), int64."""
+        K, L = self.K, self.L
         C = self.V + 1
-        acts = _as_tensor(acts, device=dev)
         B = acts.shape[0]
-        if tuple(acts.shape[1:]) != (K, self.h, self.w):
-            raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
-                             f"{self.h}, {self.w})")
-        planes = _as_tensor(planes, device=dev, dtype=torch.int64)
-        if planes.ndim != 4 or planes.shape[0] != B or tuple(planes.shape[2:]) != (self.sh, self.sw):
-            raise ValueError(f"planes has shape {tuple(planes.shape)}, expected "
-                             f"({B}, P, {self.sh}, {self.sw})")
-        scalars = _as_tensor(scalars, device=dev, dtype=torch.int64).reshape(B, -1)
-        present = _as_tensor(present, device=dev).reshape(B, -1).to(torch.bool)
-        if present.shape[1] != self.G:
-            raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
-        for name, lab in (("planes", planes), ("scalars", scalars)):
-            if lab.numel():
-                lo, hi = int(lab.min()), int(lab.max())
-                if lo < 0 or hi >= L:
-                    raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
-                                     f"raise num_labels")
-        if maxima is None:
-            maxima = acts.amax(dim=(2, 3))
-        maxima = _as_tensor(maxima, device=dev)
-
         # canonical slots hold zeros last: only slots used somewhere in the tile matter
         planes = planes.reshape(B, planes.shape[1], -1)
         if planes.shape[1]:
@@ -307,9 +260,8 @@ class Tally:
             for s in range(lo, hi, self.max_maps):
                 e = min(hi, s + self.max_maps)
                 self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid, s0, ns, H)
-            self._expand(H, sets, s0, s1, present)
+            self._expand(H, sets, s0, s1, present, hist, cat)
             b0 = b1
-        self.images += B
 
     def _buffer(self, n: int) -> torch.Tensor:
         """A zeroed int64 histogram of n entries (reuses one allocation)."""
@@ -443,8 +395,9 @@ class Tally:
                                                          self._Tsorted))
         return self._host_views
 
-    def _expand(self, H, sets: _LabelSets, s0: int, s1: int, present) -> None:
-        """Add the (c, k, set) histogram H to the label and category accumulators."""
+    def _expand(self, H, sets: _LabelSets, s0: int, s1: int, present, hist, cat) -> None:
+        """Add the (c, k, set) histogram H to the label and category accumulators (flat
+        (V + 1) * K * L and (V + 1) * K * G int64)."""
         ns = s1 - s0
         nz_all = _flatnonzero(H != 0)
         gi = torch.arange(self.G, device=H.device)
@@ -457,11 +410,160 @@ class Tally:
             labels = sets.labels[s]                             # (nnz, P + S)
             if labels.shape[1]:
                 idx = (ck * self.L)[:, None] + labels
-                self._hist.scatter_add_(0, idx.view(-1),
+                hist.scatter_add_(0, idx.view(-1),
                                         cnt[:, None].expand_as(labels).reshape(-1))
             cats = present[sets.image[s]]                       # (nnz, G)
             idx = (ck * self.G)[:, None] + gi[None, :]
-            self._cat.scatter_add_(0, idx.view(-1), (cnt[:, None] * cats).view(-1))
+            cat.scatter_add_(0, idx.view(-1), (cnt[:, None] * cats).view(-1))
+
+
+class Tally:
+    """Exact counts over tiles of images for fixed thresholds: a mergeable accumulator.
+
+    :meth:`add` counts one tile; :meth:`merge` adds another Tally's counts;
+    :meth:`state_dict` / :meth:`from_state` carry the counts as numpy arrays (a Tally
+    pickles as its state, so worker processes and Dask tasks return Tallies, not the
+    kernel's scratch); :meth:`result` gives the per-level counts. Counts are int64 sums,
+    so any order or grouping of tiles gives the same result: a reduction over tiles is
+    chunk = :func:`tally_tile`, combine = :meth:`merge` (:func:`merged`), aggregate =
+    :meth:`result`. Counts are kept by c = levels passed, (V + 1, K, L) and (V + 1, K, G).
+
+    thresholds:     (V, K) float64 T[v, k]
+    num_labels:     L (labels 0..L-1; label 0 is never counted)
+    num_categories: G
+    map_size:       (h, w) of activation maps; seg_size: (sh, sw) of label planes
+    device:         where counts are kept and counting happens (CPU or CUDA); tiles are
+                    moved there
+    The kernel's knobs (not part of the state; they never change the counts):
+    numpy_on_cpu:   run the pixel stage on numpy views on CPU (False: the torch code CUDA
+                    runs, which the tests check on CPU)
+    chunk_values:   upsampled float64 values per block (default 2^18 on CPU, 2^22 on GPU)
+    max_maps:       bound on candidate (image, unit) maps converted to float64 at once
+                    (also kept below chunk_values / (h * w))
+    hist_entries:   bound on the (c, unit, label set) histogram of one image group
+                    (default 2^17 on CPU: scatters into it stay in cache; 2^23 on GPU)
+    """
+
+    def __init__(self, thresholds, num_labels: int, num_categories: int,
+                 map_size: tuple[int, int], seg_size: tuple[int, int], device=None, *,
+                 numpy_on_cpu: bool = True, chunk_values: int | None = None,
+                 max_maps: int = 1 << 14, hist_entries: int | None = None):
+        T = _as_tensor(thresholds, device=device, dtype=torch.float64)
+        if T.ndim != 2 or T.shape[0] < 1:
+            raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
+        if bool(torch.isnan(T).any()):
+            raise ValueError("thresholds contain NaN")
+        self.device = T.device
+        self.V, self.K = T.shape
+        self.L, self.G = int(num_labels), int(num_categories)
+        self.h, self.w = map_size
+        self.sh, self.sw = seg_size
+        self.T = T
+        # rank[v, k]: position of T[v, k] in ascending order of T[:, k] (stable)
+        order = torch.argsort(T, dim=0, stable=True)
+        self.rank = torch.argsort(order, dim=0, stable=True)          # (V, K)
+        C = self.V + 1
+        self._hist = torch.zeros(C * self.K * self.L, dtype=torch.int64, device=self.device)
+        self._cat = torch.zeros(C * self.K * self.G, dtype=torch.int64, device=self.device)
+        self.images = 0
+        self._knobs = dict(numpy_on_cpu=numpy_on_cpu, chunk_values=chunk_values,
+                           max_maps=max_maps, hist_entries=hist_entries)
+        self._kernel: _Kernel | None = None
+
+    # ------------------------------------------------------------------ tiles
+    def add(self, acts, planes, scalars, present, maxima=None) -> None:
+        """Count one tile.
+
+        acts:    (B, K, h, w) float16/float32 activations
+        planes:  (B, P, sh, sw) integer canonical label slots (P may be 0)
+        scalars: (B, S) integer distinct non-zero scalar labels, zero padded (S may be 0)
+        present: (B, G) bool, category membership X_g of each image
+        maxima:  (B, K) exact per-map maxima of acts; computed from acts when None
+        """
+        tile = self._checked(acts, planes, scalars, present, maxima)
+        if self._kernel is None:
+            self._kernel = _Kernel(self.T, self.L, self.G, (self.h, self.w),
+                                   (self.sh, self.sw), **self._knobs)
+        self._kernel.count(*tile, self._hist, self._cat)
+        self.images += tile[0].shape[0]
+
+    def _checked(self, acts, planes, scalars, present, maxima) -> tuple:
+        """(acts, planes int64, scalars (B, S) int64, present (B, G) bool, maxima) on
+        self.device; ValueError naming the input whose shape or labels do not fit."""
+        dev, K, L = self.device, self.K, self.L
+        acts = _as_tensor(acts, device=dev)
+        B = acts.shape[0]
+        if tuple(acts.shape[1:]) != (K, self.h, self.w):
+            raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
+                             f"{self.h}, {self.w})")
+        planes = _as_tensor(planes, device=dev, dtype=torch.int64)
+        if planes.ndim != 4 or planes.shape[0] != B or tuple(planes.shape[2:]) != (self.sh, self.sw):
+            raise ValueError(f"planes has shape {tuple(planes.shape)}, expected "
+                             f"({B}, P, {self.sh}, {self.sw})")
+        scalars = _as_tensor(scalars, device=dev, dtype=torch.int64).reshape(B, -1)
+        present = _as_tensor(present, device=dev).reshape(B, -1).to(torch.bool)
+        if present.shape[1] != self.G:
+            raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
+        for name, lab in (("planes", planes), ("scalars", scalars)):
+            if lab.numel():
+                lo, hi = int(lab.min()), int(lab.max())
+                if lo < 0 or hi >= L:
+                    raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
+                                     f"raise num_labels")
+        if maxima is None:
+            maxima = acts.amax(dim=(2, 3))
+        maxima = _as_tensor(maxima, device=dev)
+        return acts, planes, scalars, present, maxima
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: "Tally") -> "Tally":
+        """Add ``other``'s counts (made at the same thresholds, for the same labels,
+        categories and sizes; on any device) to this Tally's; returns self."""
+        if other._sizes() != self._sizes() or not torch.equal(other.T.to(self.device), self.T):
+            raise ValueError(f"cannot merge a Tally of thresholds {tuple(other.T.shape)} and "
+                             f"(L, G, map, seg) {other._sizes()[2:]} into one of "
+                             f"{tuple(self.T.shape)} and {self._sizes()[2:]}, or of other "
+                             f"threshold values")
+        self._hist += other._hist.to(self.device)
+        self._cat += other._cat.to(self.device)
+        self.images += other.images
+        return self
+
+    def _sizes(self) -> tuple:
+        return (self.V, self.K, self.L, self.G, (self.h, self.w), (self.sh, self.sw))
+
+    def state_dict(self) -> dict:
+        """The counts and what they count, as numpy copies: thresholds (V, K) float64,
+        num_labels, num_categories, map_size, seg_size, images, and int64 counts by
+        c = levels passed, intersect_by_c (V + 1, K, L) and activation_by_c (V + 1, K, G)
+        (intersect_by_c[:, :, 0] is not zeroed; :meth:`result` zeroes label 0)."""
+        C = self.V + 1
+        return {"thresholds": _numpy(self.T), "num_labels": self.L,
+                "num_categories": self.G, "map_size": (self.h, self.w),
+                "seg_size": (self.sh, self.sw), "images": self.images,
+                "intersect_by_c": _numpy(self._hist).reshape(C, self.K, self.L),
+                "activation_by_c": _numpy(self._cat).reshape(C, self.K, self.G)}
+
+    @classmethod
+    def from_state(cls, state: dict, device=None, **knobs) -> "Tally":
+        """A Tally holding the counts of ``state`` (:meth:`state_dict`) on ``device``
+        (default CPU), with the kernel knobs ``knobs`` for further :meth:`add` calls."""
+        t = cls(state["thresholds"], state["num_labels"], state["num_categories"],
+                tuple(state["map_size"]), tuple(state["seg_size"]), device=device, **knobs)
+        for acc, name in ((t._hist, "intersect_by_c"), (t._cat, "activation_by_c")):
+            counts = torch.as_tensor(np.asarray(state[name], dtype=np.int64))
+            if counts.numel() != acc.numel():
+                raise ValueError(f"state {name} has shape {tuple(counts.shape)}, expected "
+                                 f"{acc.numel()} counts")
+            acc.copy_(counts.reshape(-1))
+        t.images = int(state["images"])
+        return t
+
+    def __reduce__(self):
+        return (_from_state, (self.state_dict(),))
+
+    def __sizeof__(self) -> int:         # what Dask's memory accounting sees of a Tally
+        return object.__sizeof__(self) + self._hist.nbytes + self._cat.nbytes
 
     # ------------------------------------------------------------------ results
     def _by_level(self, raw: torch.Tensor) -> torch.Tensor:
@@ -480,9 +582,29 @@ class Tally:
         return I, self._by_level(self._cat.view(C, self.K, self.G))
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy copy of a tensor (never a view of it)."""
+    return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+
+
+def _from_state(state: dict) -> Tally:
+    """Unpickling: :meth:`Tally.from_state` on CPU."""
+    return Tally.from_state(state)
+
+
+def merged(*parts: Tally) -> Tally:
+    """A new Tally holding the counts of all ``parts``, on the first one's device (the
+    parts are left unchanged): the combine step of a tree reduction over tiles."""
+    total = Tally.from_state(parts[0].state_dict(), device=parts[0].device)
+    for p in parts[1:]:
+        total.merge(p)
+    return total
+
+
 def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: int,
-               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact counts for one tile of images (module docstring); device = acts.device.
+               **kwargs) -> Tally:
+    """A Tally that has counted one tile of images (module docstring), its sizes taken
+    from the tile's shapes: the chunk step of a reduction over tiles; device = acts.device.
 
     acts:       (B, K, h, w) float16/float32 tensor
     maxima:     (B, K) exact per-map maxima of acts, or None to compute them
@@ -490,8 +612,8 @@ def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: i
     planes:     (B, P, sh, sw) integer canonical label slots
     scalars:    (B, S) integer distinct non-zero scalar labels, zero padded
     present:    (B, G) bool
-    kwargs:     memory knobs of :class:`Tally`
-    returns intersect (V, K, L) int64, activation (V, K, G) int64
+    kwargs:     kernel knobs of :class:`Tally`
+    Its :meth:`Tally.result`: intersect (V, K, L) int64, activation (V, K, G) int64.
     """
     acts = _as_tensor(acts)
     present = _as_tensor(present).reshape(acts.shape[0], -1)
@@ -499,36 +621,4 @@ def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: i
     t = Tally(thresholds, num_labels, present.shape[1], tuple(acts.shape[2:]),
               tuple(planes.shape[2:]), device=acts.device, **kwargs)
     t.add(acts, planes, scalars, present, maxima)
-    return t.result()
-
-
-def label_pixel_counts(planes, scalars, num_labels: int) -> torch.Tensor:
-    """sum over images of |L_c(x)|: (L,) int64 from canonical planes (B, P, sh, sw) and
-    scalars (B, S) (a scalar label covers all sh*sw pixels). Entry 0 is zero."""
-    planes = _as_tensor(planes, dtype=torch.int64)
-    scalars = _as_tensor(scalars, device=planes.device, dtype=torch.int64).reshape(planes.shape[0], -1)
-    for name, lab in (("planes", planes), ("scalars", scalars)):
-        if lab.numel() and int(lab.max()) >= num_labels:
-            raise ValueError(f"{name} hold label {int(lab.max())} but num_labels={num_labels}")
-    npix = planes.shape[2] * planes.shape[3]
-    out = torch.bincount(planes.reshape(-1), minlength=num_labels)
-    out = out + torch.bincount(scalars.reshape(-1), minlength=num_labels) * npix
-    out[0] = 0
-    return out
-
-
-def tally_dataset(tiles: Iterable[tuple], thresholds, num_labels: int, num_categories: int,
-                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None,
-                  progress: Callable[[int], None] | None = None, **kwargs
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Loop :meth:`Tally.add` over tiles (acts, planes, scalars, present[, maxima]) and
-    return (intersect (V, K, L), activation (V, K, G)) int64 numpy arrays.
-    ``progress`` is called with the number of images of each finished tile."""
-    t = Tally(thresholds, num_labels, num_categories, map_size, seg_size, device=device, **kwargs)
-    for tile in tiles:
-        acts, planes, scalars, present, *rest = tile
-        t.add(acts, planes, scalars, present, rest[0] if rest else None)
-        if progress is not None:
-            progress(int(np.shape(acts)[0]))
-    I, A = t.result()
-    return I.cpu().numpy(), A.cpu().numpy()
+    return t

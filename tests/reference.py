@@ -111,6 +111,19 @@ def counts_ref(acts, thresholds, planes_list, scalars_list, label_category,
     return I, act, lab
 
 
+def label_pixels_canonical(planes, scalars, num_labels: int) -> np.ndarray:
+    """sum over images of |L_c|: (L,) int64 from CANONICAL planes (B, P, sh, sw), each
+    pixel's distinct labels, and scalars (B, S) (a scalar label covers all sh * sw
+    pixels), as the label cache stores them. Entry 0 is zero."""
+    planes = np.asarray(planes, dtype=np.int64)
+    scalars = np.asarray(scalars, dtype=np.int64).reshape(planes.shape[0], -1)
+    npix = planes.shape[2] * planes.shape[3]
+    out = np.bincount(planes.reshape(-1), minlength=num_labels)
+    out = out + np.bincount(scalars.reshape(-1), minlength=num_labels) * npix
+    out[0] = 0
+    return out
+
+
 def iou_ref(I, act, lab, label_category) -> np.ndarray:
     """(K, L) IoU: I / (act[:, g(c)] + lab[c] - I), 0 where the union is 0."""
     I = np.asarray(I, dtype=np.int64)

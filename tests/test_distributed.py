@@ -65,8 +65,9 @@ def test_tally_graph_splits_into_tasks_and_sums_exactly(setup, client):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert want.intersect.sum() > 0
     # one task alone is a plain function of paths and a range
-    i, a = tally_range(str(setup["run"]), "features.3", str(labels.path), 0, 30, T, "cpu")
-    np.testing.assert_array_equal(i, want.intersect)
+    i, a = tally_range(str(setup["run"]), "features.3", str(labels.path), 0, 30, T,
+                       "cpu").result()
+    np.testing.assert_array_equal(i.numpy(), want.intersect)
 
 
 def test_score_cli_on_an_existing_scheduler(setup, client, tmp_path):

@@ -1,6 +1,8 @@
 """Tally kernel: exact equality with the slow NumPy reference on raw labels."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -8,23 +10,22 @@ import torch
 import reference as R
 from cache.labelsets import canonical_planes, canonical_scalars
 from pipeline.quantiles import exact_thresholds_inmemory
-from pipeline.tally import Tally, label_pixel_counts, tally_dataset, tally_tile
+from pipeline.tally import Tally, merged, tally_tile
 
 # "cpu-torch": CPU with the pixel stage on torch tensors, the code CUDA runs (on CPU it
 # normally runs on numpy views)
 DEVICES = ["cpu", "cpu-torch"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def torch_pixel_stage(request, monkeypatch):
-    """Switch the kernel's pixel stage to torch for the "cpu-torch" device."""
-    spec = getattr(request.node, "callspec", None)
-    if spec is not None and spec.params.get("device") == "cpu-torch":
-        monkeypatch.setattr(Tally, "numpy_on_cpu", False)
-
-
 def real(device: str) -> str:
     return "cpu" if device == "cpu-torch" else device
+
+
+def pixel_stage(device: str) -> dict:
+    """Tally knob: the torch pixel stage (the code CUDA runs) for the "cpu-torch" device."""
+    return {"numpy_on_cpu": device != "cpu-torch"}
+
+
 LEVELS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
 SMALL = dict(chunk_values=300, max_maps=3, hist_entries=50)   # exercise every chunking loop
 
@@ -72,18 +73,19 @@ def canonical(planes, scalars, seg_size, S=4, P=None):
 
 
 def run_and_compare(acts, cat, planes, scalars, T, seg_size, device="cpu", G=3, **kw):
+    kw.update(pixel_stage(device))
     device = real(device)
     L = len(cat)
     cp, cs = canonical(planes, scalars, seg_size)
     present = np.stack([R.image_categories(p, s, cat, G) for p, s in zip(planes, scalars)])
     I, A = tally_tile(torch.as_tensor(acts, device=device), None, T, torch.as_tensor(cp),
-                      torch.as_tensor(cs), torch.as_tensor(present), L, **kw)
+                      torch.as_tensor(cs), torch.as_tensor(present), L, **kw).result()
     assert I.dtype == torch.int64 and A.dtype == torch.int64
     assert I.device.type == torch.device(device).type
     Ir, Ar, lab = R.counts_ref(acts, T, planes, scalars, cat, G, seg_size)
     np.testing.assert_array_equal(I.cpu().numpy(), Ir)
     np.testing.assert_array_equal(A.cpu().numpy(), Ar)
-    np.testing.assert_array_equal(label_pixel_counts(cp, cs, L).numpy(), lab)
+    np.testing.assert_array_equal(R.label_pixels_canonical(cp, cs, L), lab)
     return I.cpu().numpy(), A.cpu().numpy(), lab
 
 
@@ -198,7 +200,7 @@ def test_many_labels_take_the_unpacked_path():
     assert cp.shape[1] * 16 + 2 > 62
     T = exact_thresholds_inmemory(acts, [0.01, 0.1])
     present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
-    I, A = tally_tile(torch.as_tensor(acts), None, T, cp, cs, present, big)
+    I, A = tally_tile(torch.as_tensor(acts), None, T, cp, cs, present, big).result()
     Ir, Ar, _ = R.counts_ref(acts, T, planes, scalars, cat, 3, (32, 32))
     np.testing.assert_array_equal(I.numpy()[:, :, remap], Ir)
     np.testing.assert_array_equal(A.numpy(), Ar)
@@ -207,6 +209,9 @@ def test_many_labels_take_the_unpacked_path():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_tiles_accumulate(device):
+    """One Tally adding three tiles, three tile Tallies merged, and merged through their
+    states and pickles, all equal the Tally of one tile of the five images."""
+    knobs = pixel_stage(device)
     device = real(device)
     acts, cat, planes, scalars = make_case(70, B=5, ties=False)
     L, G = len(cat), 3
@@ -215,15 +220,34 @@ def test_tiles_accumulate(device):
     present = np.stack([R.image_categories(p, s, cat, G) for p, s in zip(planes, scalars)])
     maxima = acts.reshape(5, acts.shape[1], -1).max(-1).astype(np.float32)
     whole = tally_tile(torch.as_tensor(acts, device=device), torch.as_tensor(maxima), T, cp, cs,
-                       present, L)
+                       present, L, **knobs).result()
     tiles = [(acts[s:e], cp[s:e], cs[s:e], present[s:e], maxima[s:e])
              for s, e in [(0, 2), (2, 3), (3, 5)]]
-    seen = []
-    I, A = tally_dataset(tiles, T, L, G, (7, 7), (32, 32), device=device,
-                         progress=seen.append, chunk_values=500)
-    assert seen == [2, 1, 2]
-    np.testing.assert_array_equal(I, whole[0].cpu().numpy())
-    np.testing.assert_array_equal(A, whole[1].cpu().numpy())
+    one = Tally(T, L, G, (7, 7), (32, 32), device=device, chunk_values=500, **knobs)
+    parts = []
+    for a, p, s, x, m in tiles:
+        one.add(a, p, s, x, m)
+        parts.append(tally_tile(torch.as_tensor(a, device=device), torch.as_tensor(m), T, p, s,
+                                x, L, chunk_values=500, **knobs))
+    assert [t.images for t in parts] == [2, 1, 2] and one.images == 5
+    first = [c.clone() for c in parts[0].result()]
+    together = merged(*parts)
+    via_state = Tally.from_state(parts[0].state_dict(), device=device)
+    for t in parts[1:]:
+        via_state.merge(pickle.loads(pickle.dumps(t)))
+    for t in (one, together, via_state):
+        I, A = t.result()
+        assert t.images == 5 and I.device.type == torch.device(device).type
+        np.testing.assert_array_equal(I.cpu().numpy(), whole[0].cpu().numpy())
+        np.testing.assert_array_equal(A.cpu().numpy(), whole[1].cpu().numpy())
+    for c, want in zip(parts[0].result(), first):         # merged left its parts alone
+        np.testing.assert_array_equal(c.cpu().numpy(), want.cpu().numpy())
+    with pytest.raises(ValueError, match="cannot merge"):
+        one.merge(Tally(T[:1], L, G, (7, 7), (32, 32)))
+    T2 = T.copy()
+    T2[0, 0] += 1
+    with pytest.raises(ValueError, match="cannot merge"):
+        one.merge(Tally(T2, L, G, (7, 7), (32, 32)))
 
 
 def test_iou_from_counts_matches_reference_matrix():
