@@ -18,10 +18,10 @@ import multiprocessing
 import os
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from cache.cube import Cube
 from cache.labels import LabelCache
 from cache.store import store_location
 from pipeline.devices import resolve_device
+from pipeline.parallel import bounded_map
 from pipeline.tally import Tally, tally_tile
 
 
@@ -153,7 +154,7 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
             _start_workers(pool, workers)
         with tqdm(total=acts.shape[0], unit="img", desc=desc, disable=not progress,
                   dynamic_ncols=True) as bar:
-            for part in _bounded(pool, fn, ranges, depth=workers + 1):
+            for part in bounded_map(pool, fn, ranges, depth=workers + 1):
                 total.merge(part)
                 bar.update(part.images)
     except BaseException as e:          # Ctrl-C or an error: stop the workers at once
@@ -203,24 +204,3 @@ def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
     finally:
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _bounded(pool: Executor, fn, ranges, depth: int) -> Iterator:
-    """fn(*r) for r in ranges, at most ``depth`` in flight, yielded as they finish."""
-    ranges = iter(ranges)
-    pending = set()
-    try:
-        for r in ranges:
-            pending.add(pool.submit(fn, *r))
-            if len(pending) >= depth:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                yield f.result()
-                nxt = next(ranges, None)
-                if nxt is not None:
-                    pending.add(pool.submit(fn, *nxt))
-    finally:
-        for f in pending:
-            f.cancel()
