@@ -154,3 +154,52 @@ def null_config(a: argparse.Namespace):
                      seed=a.null_seed)
     cfg.check()
     return cfg
+
+
+def _check_fractions(vals: list[float], arg: str, spec: str, noun: str) -> None:
+    """ValueError naming ``arg`` unless ``vals`` is a non-empty list of values in [0, 1]."""
+    if not vals:
+        raise ValueError(f"{arg} {spec!r}: no {noun}")
+    bad = [v for v in vals if not 0.0 <= v <= 1.0]
+    if bad:
+        raise ValueError(f"{arg} {spec!r}: {noun}s must be in [0, 1], got {bad[:3]}")
+
+
+def parse_thresholds(spec: str, arg: str = "--sweep") -> list[float]:
+    """``start:stop:step`` (stop included when on the grid) or ``a,b,c`` -> thresholds.
+
+    Values are rounded to 10 decimals (0.01:0.2:0.01 gives 0.07, not 0.07000000000000001)."""
+    spec = spec.strip()
+    try:
+        if ":" in spec:
+            parts = [float(p) for p in spec.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if step <= 0 or stop < start:
+                raise ValueError(f"{arg} {spec!r}: need step > 0 and stop >= start")
+            n = int(round((stop - start) / step + 1e-9)) + 1
+            vals = [round(start + i * step, 10) for i in range(n)]
+            vals = [v for v in vals if v <= stop + 1e-12]
+        else:
+            vals = [float(p) for p in spec.split(",") if p.strip()]
+    except ValueError as e:
+        if str(e).startswith(arg):
+            raise
+        raise ValueError(f"{arg} {spec!r}: expected start:stop:step (e.g. 0.01:0.2:0.01) "
+                         f"or a comma-separated list of thresholds") from None
+    _check_fractions(vals, arg, spec, "threshold")
+    if len(vals) > 10000:
+        raise ValueError(f"{arg} {spec!r}: {len(vals)} thresholds; at most 10000")
+    return vals
+
+
+def parse_alphas(spec: str) -> list[float]:
+    """``0,0.2,...`` -> sorted distinct alphas in [0, 1]; ValueError names --alphas."""
+    try:
+        vals = [float(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--alphas {spec!r}: expected comma-separated numbers "
+                         f"(e.g. 0,0.2,0.4,0.6,0.8,1)") from None
+    _check_fractions(vals, "--alphas", spec, "alpha")
+    return sorted(set(vals))

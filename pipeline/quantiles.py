@@ -182,6 +182,19 @@ def top_values(acts: Any, m: int, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
     return da.topk(flat, m, axis=1, split_every=se)
 
 
+def _tail_plan(shape: tuple, levels: Sequence[float]) -> tuple[list[float], int, int]:
+    """(checked levels, n = values per unit, m = tail values to keep) for an (N, K, h, w)
+    array; ValueError for another shape or no values."""
+    qs = check_levels(levels)
+    if len(shape) != 4:
+        raise ValueError(f"acts must be (N, K, h, w), got shape {tuple(shape)}")
+    N, K, h, w = shape
+    n = N * h * w
+    if n == 0:
+        raise ValueError("acts holds no values (N*h*w == 0)")
+    return qs, n, max(tail_count(n, q) for q in qs)     # largest q: the longest tail
+
+
 def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True,
                      compute_kwargs: dict | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -197,15 +210,8 @@ def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True
     """
     import dask
     import dask.array as da
-    qs = check_levels(levels)
     x = _as_dask(acts)
-    if x.ndim != 4:
-        raise ValueError(f"acts must be (N, K, h, w), got shape {x.shape}")
-    N, K, h, w = x.shape
-    n = N * h * w
-    if n == 0:
-        raise ValueError("acts holds no values (N*h*w == 0)")
-    m = max(tail_count(n, q) for q in qs)       # largest q needs the longest tail
+    qs, n, m = _tail_plan(x.shape, levels)
     top = top_values(x, m, memory_budget=memory_budget, split_every=split_every)
 
     def finish(block: np.ndarray, block_info=None) -> np.ndarray:
@@ -227,15 +233,9 @@ def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True
 def exact_thresholds_inmemory(acts: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """Same as :func:`exact_thresholds` for a small in-memory (N, K, h, w) numpy array,
     one unit at a time with np.partition. Returns (V, K) float64."""
-    qs = check_levels(levels)
     a = np.asarray(acts)
-    if a.ndim != 4:
-        raise ValueError(f"acts must be (N, K, h, w), got shape {a.shape}")
-    N, K, h, w = a.shape
-    n = N * h * w
-    if n == 0:
-        raise ValueError("acts holds no values (N*h*w == 0)")
-    m = max(tail_count(n, q) for q in qs)
+    qs, n, m = _tail_plan(a.shape, levels)
+    K = a.shape[1]
     top = np.empty((K, m), dtype=a.dtype)
     for k in range(K):
         v = a[:, k].ravel()

@@ -30,7 +30,6 @@ from cache.store import RunError
 from pipeline import cli
 from pipeline.broden import BrodenError
 from pipeline.experiments.rotation import RotationSpec, run_experiment
-from pipeline.experiments.rotation_matrices import parse_alphas
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
 
     def body() -> None:
-        spec = RotationSpec(layer=a.layers[0], alphas=parse_alphas(a.alphas),
+        spec = RotationSpec(layer=a.layers[0], alphas=cli.parse_alphas(a.alphas),
                             seed=a.seed, baseline=a.baseline, dtype=a.dtype, out=a.out,
                             reports=a.reports)
         config = cli.score_config(a, levels=(a.quantile,))

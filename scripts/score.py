@@ -30,7 +30,6 @@ from pipeline.broden import BrodenError
 from pipeline.layer_stages import DEFAULT_LEVELS
 from pipeline.reports.tables import summary_table, sweep_table
 from pipeline.stages import Exports, LayerScore, score_run
-from pipeline.sweep import parse_thresholds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         config = cli.score_config(a, cli.parse_levels(a.levels), top_images=a.top_images,
                                   null=cli.null_config(a))
         score_run(a.run, config, layers=a.layers, label_cache=a.label_cache,
-                  sweep=parse_thresholds(a.sweep) if a.sweep else None,
+                  sweep=cli.parse_thresholds(a.sweep) if a.sweep else None,
                   scheduler=a.scheduler, cluster=a.cluster, exports=exports,
                   on_layer=lambda s: print_layer(s, exports))
 

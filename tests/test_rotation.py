@@ -11,6 +11,7 @@ import pytest
 
 from cache import store
 from pipeline.experiments import derived_runs as dr
+from pipeline.cli import parse_alphas
 from pipeline.experiments import rotation_matrices as rot
 from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results
 from scoring_fixtures import (assert_cubes_equal, cli, make_dataset, make_labels, make_run,
@@ -98,10 +99,10 @@ def test_random_combination_rows_unit_norm():
 
 
 def test_parse_alphas():
-    assert rot.parse_alphas("1,0,0.5,0.5") == [0.0, 0.5, 1.0]
+    assert parse_alphas("1,0,0.5,0.5") == [0.0, 0.5, 1.0]
     for spec, msg in [("a", "comma-separated"), ("", "no alpha"), ("0,1.5", r"\[0, 1\]")]:
         with pytest.raises(ValueError, match=f"--alphas.*{msg}"):
-            rot.parse_alphas(spec)
+            parse_alphas(spec)
 
 
 # ----------------------------------------------------------------------- derived runs

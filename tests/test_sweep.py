@@ -14,7 +14,8 @@ import pytest
 from pipeline.broden import BrodenDataset
 from pipeline.reports.tables import sweep_rows, sweep_table
 from pipeline.scoring import UnitResult
-from pipeline.sweep import parse_thresholds, sweep
+from pipeline.cli import parse_thresholds
+from pipeline.sweep import sweep
 from clirun import cli
 import scoring_fixtures as sf
 

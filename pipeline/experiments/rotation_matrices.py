@@ -1,5 +1,5 @@
 """Random rotations and combinations of a layer's unit basis: the matrices of the rotation
-experiment (the paper's Section 3.2 / Figure 4), and alpha as the command line gives it.
+experiment (the paper's Section 3.2 / Figure 4), and alpha's directory-name form.
 
     random_rotation(K, seed)          Q (K, K) float64, uniform on SO(K)
     fractional_rotation(Q, alpha)     Q^alpha along the minimal geodesic from I to Q
@@ -122,18 +122,3 @@ def fractional_rotation(Q: np.ndarray, alpha: float) -> np.ndarray:
 def alpha_name(alpha: float) -> str:
     """Directory-name form of alpha: 0 -> "0", 0.2 -> "0.2", 1 -> "1"."""
     return f"{float(alpha):.6g}"
-
-
-def parse_alphas(spec: str) -> list[float]:
-    """``0,0.2,...`` -> sorted distinct alphas in [0, 1]; ValueError names --alphas."""
-    try:
-        vals = [float(p) for p in spec.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--alphas {spec!r}: expected comma-separated numbers "
-                         f"(e.g. 0,0.2,0.4,0.6,0.8,1)") from None
-    if not vals:
-        raise ValueError(f"--alphas {spec!r}: no alpha")
-    bad = [v for v in vals if not 0.0 <= v <= 1.0]
-    if bad:
-        raise ValueError(f"--alphas {spec!r}: alphas must be in [0, 1], got {bad}")
-    return sorted(set(vals))
