@@ -192,15 +192,28 @@ def _terminate(pool: Executor) -> None:
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
-    """Start the pool's processes with SIGINT blocked (children inherit the signal mask
-    across exec, so a Ctrl-C in the terminal interrupts only this process, which stops the
-    pool). A Ctrl-C meanwhile stays pending and is raised here once unblocked."""
-    block = (threading.current_thread() is threading.main_thread()
-             and hasattr(signal, "pthread_sigmask"))
+    """Start the pool's processes with SIGINT blocked in this thread (children inherit the
+    signal mask across exec, so a Ctrl-C in the terminal interrupts only this process,
+    which stops the pool) and Python's SIGINT handler deferred: the kernel may deliver a
+    Ctrl-C to any other thread of this process (zarr's, Dask's, tqdm's), and Python would
+    then raise KeyboardInterrupt here, possibly between starting a child and handing it its
+    start-up data (the child then dies with a traceback). A Ctrl-C meanwhile is raised
+    once every process has been started."""
+    main = threading.current_thread() is threading.main_thread()
+    block = main and hasattr(signal, "pthread_sigmask")
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+    caught: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig)) \
+        if main else None
     try:
         for _ in range(workers):
             pool.submit(int)                            # each submit starts one process
     finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    if caught and callable(handler):
+        handler(signal.SIGINT, None)            # Python's default: KeyboardInterrupt
+    elif caught and handler == signal.SIG_DFL:
+        raise KeyboardInterrupt

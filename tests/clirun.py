@@ -50,3 +50,16 @@ def start(*args, env=None, session: bool = False, merge_stderr: bool = False
 def signal_group(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
     """Send ``sig`` to the process group of ``proc`` (started with session=True)."""
     os.killpg(proc.pid, sig)
+
+
+def kill9(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """kill -9 ``proc`` and wait for it."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout)
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Make sure ``proc`` is gone (a test's ``finally``): kill it if it still runs."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,7 @@ from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results
 from pipeline.extract import extract
 from pipeline.extract_config import ExtractConfig
 from pipeline.synthetic.writer import write_dataset
-from clirun import cli, signal_group, start  # noqa: F401  (re-exported for the tests)
+from clirun import cli, kill9, reap, signal_group, start  # noqa: F401  (for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = f"{ROOT / 'tests' / 'model_factories.py'}:tiny_net"
@@ -30,15 +30,12 @@ def make_dataset(path: Path, num_images: int = 30) -> Path:
                          workers=1, progress=False)
 
 
-def cli_extracted_run(tmp: Path, layers: str = "features.2,features.3") -> tuple[Path, Path]:
-    """(dataset, run): make_dataset(tmp/broden), then scripts/extract.py of tiny_net at
-    input 26 into tmp/run, as a user would run it."""
-    data = make_dataset(tmp / "broden")
-    run = tmp / "run"
+def cli_extract(data: Path, run: Path, layers: str = "features.2,features.3") -> Path:
+    """scripts/extract.py of tiny_net at input 26 from ``data`` into ``run``, as a user
+    would run it."""
     cli("scripts/extract.py", "--dataset", data, "--model", "tests/model_factories.py:tiny_net",
-        "--layers", layers, "--input-size", "26", "--out", run, "--workers", "0",
-        "--no-progress")
-    return data, run
+        "--layers", layers, "--input-size", "26", "--out", run, "--workers", "0", "--quiet")
+    return run
 
 
 def make_run(dataset: Path, out: Path, batch_size: int = 8, **kw) -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +18,10 @@ def _csv(path):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_cli_run):
     """A run with two layers, only features.3 scored."""
     tmp = tmp_path_factory.mktemp("compare")
-    _, run = sf.cli_extracted_run(tmp, "features.2,features.3")
+    run = sf.copy_fresh(tiny_cli_run, tmp / "run")
     cli("scripts/score.py", run, "--label-cache", tmp / "labels.zarr", "--levels", "0.005",
         "--layer", "features.3", "--quiet")
     return run

@@ -22,12 +22,10 @@ import scoring_fixtures as sf
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_data, tiny_run, tiny_labels):
     """A dataset, an extracted run, its label cache, and the threaded scoring of a copy."""
     tmp = tmp_path_factory.mktemp("distributed")
-    data = sf.make_dataset(tmp / "broden")
-    run = sf.make_run(data, tmp / "run")
-    labels = sf.make_labels(data, tmp / "labels.zarr")
+    data, run, labels = tiny_data, tiny_run, tiny_labels
     ref = sf.copy_fresh(run, tmp / "reference")
     for layer in sf.LAYERS:
         sf.score_library(ref, labels, layer)

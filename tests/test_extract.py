@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clirun import cli, start
+from clirun import cli, kill9, reap, start
 from cache import store
 from cache.activations import chunk_shape
 from cache.store import RunError, RunLock, RunLockedError
@@ -183,12 +183,9 @@ def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, refe
         with pytest.raises(RunLockedError, match="another extraction"):
             extract(cfg(small_broden, out, model=f"{FACTORIES}:slow_net", batch_size=2),
                     log=quiet)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        kill9(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     done, total = store.progress(out)
     assert 3 <= done < total == 12
     with pytest.raises(RunError, match="incomplete"):

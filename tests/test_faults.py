@@ -25,9 +25,7 @@ import zarr
 from cache import store
 from cache.integrity import scan_label_cache, scan_run
 from cache.labels import LabelCache, LabelCacheError
-from pipeline.label_decoding import build_label_cache
-from cache.store import RunError, RunLockedError
-from pipeline.broden import BrodenDataset
+from cache.store import RunLockedError
 from pipeline.extract import extract_with_stats
 from pipeline.extract_config import ExtractConfig
 import scoring_fixtures as sf
@@ -38,12 +36,11 @@ LABEL_ARRAYS = ("planes", "scalars", "present", "label_pixels")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_data, tiny_run):
     """A dataset, a run, a label cache (chunks of 4 images), and the uninterrupted
     scoring of a copy of the run (both layers)."""
     tmp = tmp_path_factory.mktemp("faults")
-    data = sf.make_dataset(tmp / "broden")
-    run = sf.make_run(data, tmp / "run")
+    data, run = tiny_data, tiny_run
     labels = sf.make_labels(data, tmp / "labels.zarr", chunk_images=4)
     ref = sf.copy_fresh(run, tmp / "reference")
     for layer in sf.LAYERS:
@@ -113,12 +110,9 @@ def test_label_cache_kill9_resumes_and_second_builder_is_refused(setup, tmp_path
         wait_for(lambda: files_in(path / "done" / "c") >= 2, proc, "2 label chunks")
         with pytest.raises(RunLockedError, match="another label-cache build"):
             sf.make_labels(setup["data"], path, chunk_images=4)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        sf.kill9(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sf.reap(proc)
     with pytest.raises(LabelCacheError, match="incomplete"):
         LabelCache.open(path)
     done = np.asarray(zarr.open_group(path)["done"][:])
@@ -177,12 +171,9 @@ def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setu
         assert "being written by another scoring (pid" in second.stderr
         wait_for(Path(str(thresholds).format("features.3")).is_file, proc, "features.3")
         time.sleep(0.3)                                   # inside the tally of features.3
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        sf.kill9(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sf.reap(proc)
     assert not (run / "results" / "features.3.json").exists()
     r = sf.cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005,0.02",
                "--quiet")
@@ -223,9 +214,7 @@ def test_scoring_ctrl_c_stops_worker_processes(setup, tmp_path):
         sf.signal_group(proc, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sf.reap(proc)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
     deadline = time.time() + 10

@@ -8,7 +8,6 @@ ResNet-18 layer4 Places365 has 434, 187 and 265.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -24,7 +24,6 @@ import os
 import subprocess
 
 from clirun import cli
-import sys
 from pathlib import Path
 
 import numpy as np

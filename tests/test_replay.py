@@ -9,17 +9,13 @@ import zarr
 
 from cache import store
 from pipeline.replay import replay_cube, shareable
-import scoring_fixtures as sf
 
 LAYER = "features.3"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("replay")
-    data = sf.make_dataset(tmp / "broden")
-    run = sf.make_run(data, tmp / "run")
-    labels = sf.make_labels(data, tmp / "labels.zarr")
+def setup(tiny_run, tiny_labels):
+    run, labels = tiny_run, tiny_labels
     acts = store.activations(run, LAYER)
     a = np.asarray(acts[:], np.float64).transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
     T = np.quantile(a, [0.995, 0.95, 0.8], axis=1)

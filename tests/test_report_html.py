@@ -20,17 +20,16 @@ from cache import store
 from pipeline.reports import html_page, images
 from pipeline.broden import BrodenDataset
 from pipeline.upsample import upsample
-from scoring_fixtures import cli, make_dataset, make_labels, make_run, score_library
+from scoring_fixtures import cli, copy_fresh, score_library
 
 LAYER = "features.3"
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, tiny_data, tiny_run, tiny_labels):
     tmp = tmp_path_factory.mktemp("report_html")
-    data = make_dataset(tmp / "broden", num_images=30)
-    run = make_run(data, tmp / "run")
-    labels = make_labels(data, tmp / "labels.zarr")
+    data, labels = tiny_data, tiny_labels
+    run = copy_fresh(tiny_run, tmp / "run")
     cube = score_library(run, labels, LAYER)
     res = run / "results"
     doc = json.loads((res / f"{LAYER}.json").read_text())

@@ -3,8 +3,6 @@ CSV and HTML generated from it (the CSV byte-identical to the direct NetDissect 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,9 @@ LAYER = "features.3"
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tmp_path_factory, tiny_data):
     tmp = tmp_path_factory.mktemp("results_doc")
-    _, run = sf.cli_extracted_run(tmp, LAYER)
+    run = sf.cli_extract(tiny_data, tmp / "run", LAYER)
     labels = tmp / "labels.zarr"
     cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005", "--quiet",
         "--iou-threshold", "0.03", "--export-iou", tmp / "iou.npy",

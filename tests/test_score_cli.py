@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +20,9 @@ LAYER = "features.3"          # ReLU output of a stride-2 conv: 13 x 13 maps at 
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tmp_path_factory, tiny_data, tiny_cli_run):
     tmp = tmp_path_factory.mktemp("score_cli")
-    data, run = sf.cli_extracted_run(tmp, "features.2,features.3")
+    data, run = tiny_data, sf.copy_fresh(tiny_cli_run, tmp / "run")
     labels = tmp / "labels.zarr"
     out = cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005,0.02",
               "--quiet", "--export-iou", tmp / "iou.npy", "--export-thresholds",

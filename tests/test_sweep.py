@@ -4,8 +4,6 @@ exported IoU matrix."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +54,9 @@ def test_sweep_counts_by_hand():
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, tiny_data):
     tmp = tmp_path_factory.mktemp("sweep")
-    data, run = sf.cli_extracted_run(tmp, LAYER)
+    data, run = tiny_data, sf.cli_extract(tiny_data, tmp / "run", LAYER)
     labels = tmp / "labels.zarr"
     cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005", "--quiet")
     out = cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005",
