@@ -12,7 +12,7 @@ DEMO_DIR     ?= runs/demo
 DEMO_IMAGES  ?= 2000
 DEMO_LAYERS  ?= conv2,conv3,conv4,conv5
 
-.PHONY: test demo setup clean
+.PHONY: test test-fast demo setup clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the tests not marked slow (no subprocess pipelines, kills or clusters): a quick check
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py --out $(DEMO_DIR) --num-images $(DEMO_IMAGES) --layers $(DEMO_LAYERS)

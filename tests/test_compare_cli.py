@@ -11,6 +11,8 @@ from clirun import cli
 import scoring_fixtures as sf
 from golden_files import ALEXNET, GOLDEN, RESNET18, needs_golden  # noqa: F401
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 
 def _csv(path):
     with open(path, newline="") as f:

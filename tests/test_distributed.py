@@ -20,6 +20,8 @@ from pipeline.distributed import (SchedulerError, check_shared, dask_scheduler,
 from pipeline.replay import replay_cube
 import scoring_fixtures as sf
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_data, tiny_run, tiny_labels):

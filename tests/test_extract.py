@@ -161,6 +161,7 @@ def test_chunk_shapes_align_with_blocks():
 
 
 # ---------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, reference_run,
                                                                tmp_path, monkeypatch):
     out = tmp_path / "run"
@@ -200,6 +201,7 @@ def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, refe
     assert_runs_identical(out, reference_run)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_script_leaves_resumable_cache(small_broden, reference_run, tmp_path,
                                                      monkeypatch):
     out = tmp_path / "run"
@@ -377,6 +379,7 @@ def test_non_4d_layer_error_names_layer_and_shape(small_broden, tmp_path):
         extract(cfg(small_broden, tmp_path / "run", layers=["fc"]), log=quiet)
 
 
+@pytest.mark.slow
 def test_script_reports_user_errors_without_traceback(small_broden, tmp_path):
     base = ["scripts/extract.py", "--model", TINY, "--out", tmp_path / "r"]
     r = cli(*base, "--dataset", small_broden, "--layers", "nope", check=False)

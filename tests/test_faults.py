@@ -30,6 +30,8 @@ from pipeline.extract import extract_with_stats
 from pipeline.extract_config import ExtractConfig
 import scoring_fixtures as sf
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 ROOT = sf.ROOT
 SLOW = str(ROOT / "tests" / "slow_runner.py")
 LABEL_ARRAYS = ("planes", "scalars", "present", "label_pixels")

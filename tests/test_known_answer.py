@@ -33,6 +33,8 @@ from pipeline.synthetic.catalogue import CONCEPTS, LABELS
 from pipeline.synthetic.writer import write_dataset
 from tests.known_answer_model import LIVE_UNITS, QUANTILE, UNITS
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = f"{Path(__file__).with_name('known_answer_model.py')}:build"
 LAYER = "units"

@@ -218,6 +218,7 @@ def test_committed_demo_checkpoint_loads():
         assert torch.isfinite(m(torch.zeros(1, 3, 224, 224))).all()
 
 
+@pytest.mark.slow
 def test_demo_training_beats_chance(tmp_path):
     """Train briefly on a small synthetic set (64 px); val accuracy clearly above chance."""
     from pipeline.synthetic.writer import write_dataset

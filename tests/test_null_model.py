@@ -279,6 +279,7 @@ def known_answer(tmp_path_factory):
             "doc": json.load(open(run / "results" / "units.json"))}
 
 
+@pytest.mark.slow
 def test_known_answer_units_are_significant(known_answer):
     from tests.known_answer_model import UNITS
     units = {UNITS[u["unit"] - 1]: u for u in known_answer["doc"]["units"]}
@@ -295,6 +296,7 @@ def test_known_answer_units_are_significant(known_answer):
     assert s == {"alpha": 0.05, "p_image": 4, "p_spatial": 3}
 
 
+@pytest.mark.slow
 def test_p_columns_are_appended_last(known_answer):
     plain, rows = known_answer["plain"], known_answer["rows"]
     assert rows[0] == plain[0] + ["p_image", "p_spatial"]
@@ -305,6 +307,7 @@ def test_p_columns_are_appended_last(known_answer):
         assert float(r[-2]) == u["p_image"] and float(r[-1]) == u["p_spatial"]
 
 
+@pytest.mark.slow
 def test_only_one_kind(known_answer):
     r = _ok(known_answer["score"] + ["--null", "image", "--null-permutations", "20",
                                      "--null-images", "100", "--null-seed", "3"],
@@ -333,6 +336,7 @@ def test_bad_null_arguments_are_named(args, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_random_weight_units_mostly_not_significant(tmp_path):
     """tiny_net's random conv units respond to colours and edges, so a few may be real
     (weak) detectors; most are not distinguishable from a shuffled image."""

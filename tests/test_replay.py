@@ -28,6 +28,7 @@ def replay(setup, **kw):
                        setup["T"], device="cpu", progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_processes_equal_threads_and_one_worker(setup):
     """Odd tiles (7 images, across the 8-image chunks) in 2 processes, 2 threads, 1."""
     want = replay(setup, workers=1, processes=False)
@@ -55,6 +56,7 @@ def test_bad_workers_are_refused(setup):
                     device=torch.device("meta"), processes=True, progress=False)
 
 
+@pytest.mark.slow
 def test_small_caches_use_threads_unless_workers_are_asked_for(setup, monkeypatch):
     """Processes take seconds to start: by default only caches of PROCESS_MIN_VALUES
     values or more use them; an explicit workers=N does whatever the size."""

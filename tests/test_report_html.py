@@ -22,6 +22,8 @@ from pipeline.broden import BrodenDataset
 from pipeline.upsample import upsample
 from scoring_fixtures import cli, copy_fresh, score_library
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 LAYER = "features.3"
 
 

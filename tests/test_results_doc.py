@@ -20,6 +20,8 @@ from clirun import cli
 from result_csv_reference import result_rows
 import scoring_fixtures as sf
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
 

@@ -220,6 +220,7 @@ def test_rotation_lowers_a_planted_detector(small):
 
 
 # ----------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_rotate_cli_end_to_end(small):
     out = small["tmp"] / "rotations"
     args = ("scripts/rotate.py", small["run"], "--layer", LAYER, "--alphas", "0,0.5,1",
@@ -254,6 +255,7 @@ def test_rotate_cli_end_to_end(small):
         assert list(csv.DictReader(fh)) == rows
 
 
+@pytest.mark.slow
 def test_rotate_cli_errors(small):
     r = cli("scripts/rotate.py", small["run"], "--layer", "nope", "--label-cache",
             small["tmp"] / "labels.zarr", check=False)

@@ -15,6 +15,8 @@ import reference as ref
 from clirun import cli
 import scoring_fixtures as sf
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"          # ReLU output of a stride-2 conv: 13 x 13 maps at input 26
 

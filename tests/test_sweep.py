@@ -17,6 +17,8 @@ from pipeline.sweep import sweep
 from clirun import cli
 import scoring_fixtures as sf
 
+pytestmark = pytest.mark.slow        # subprocess pipelines, kills, clusters: seconds each
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "features.3"
 
