@@ -1,6 +1,10 @@
-"""Stage measurements for scripts/bench.py: wall time, images/s, peak memory, bytes on disk.
+"""Benchmark the pipeline's stages (scripts/bench.py): wall time, images/s, peak memory,
+bytes on disk.
 
-Every stage runs in a fresh (spawned) process so that its peak resident memory is its
+:func:`plan_stages` decides which stages run and on which paths (a :class:`BenchPlan`),
+:func:`run_benchmark` runs them one by one, :func:`table` makes the markdown table and
+:func:`append_markdown` appends it with the machine and the command to a file. Every stage
+runs in a fresh (spawned) process so that its peak resident memory is its
 own: ``peak_rss_mib`` is the stage process's maximum RSS, ``child_rss_mib`` the largest
 of its worker processes (decoders, dask workers), if any. The bare forward loop
 (:func:`bare_forward_stats`: extraction's decoding and forward passes without hooks or
@@ -12,10 +16,11 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
     from pipeline.extract_config import ExtractConfig
@@ -251,3 +256,130 @@ def table(results: list[StageResult]) -> str:
         lines.append(f"| {r.stage} | {r.images} | {r.seconds:.2f} | {r.images_per_s:.0f} | "
                      f"{r.peak_rss_mib:.0f}{child} | {disk} | {r.notes} |")
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------- plan
+STAGES = ["generate", "labels", "extract", "activations", "quantiles", "tally", "rescore"]
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """The stages to measure, in order, and what they share: the Broden directory, the
+    label cache, the run and its layer, and the sizes and settings of the stages.
+    ``synthetic``: the (K, h, w) of a synthetic activation cache (no model), or None."""
+    stages: tuple[str, ...]
+    work: Path
+    dataset: str
+    labels: str
+    run: str
+    layer: str
+    num_images: int
+    image_size: int
+    seg_size: int
+    synthetic: tuple[int, ...] | None
+    model: str
+    layers: str
+    batch_size: int
+    device: str
+    workers: int | None
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``--synthetic-activations K,h,w`` -> ``(K, h, w)``; ValueError names the flag."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise ValueError(f"--synthetic-activations {text!r}: expected K,h,w "
+                         f"(three integers)")
+    return shape
+
+
+def plan_stages(work: str | Path, num_images: int, stages: Sequence[str] = (), *,
+                dataset: str | None = None, image_size: int = 224, seg_size: int = 112,
+                synthetic: tuple[int, ...] | None = None, model: str = "demo",
+                layers: str = "conv5", batch_size: int = 64, device: str = "auto",
+                workers: int | None = None) -> BenchPlan:
+    """The plan of a benchmark in ``work``. ``stages`` empty: all of :data:`STAGES` that
+    apply, in order (no generate with an existing ``dataset``; activations with
+    ``synthetic``, extract of ``model``'s first layer of ``layers`` without it).
+    Paths: WORK/broden_<N>_<image size> (unless ``dataset``), WORK/labels_<dataset
+    name>.zarr, WORK/run_synth_<KxhXw>_<N> or WORK/run_<model>_<N>. ValueError for an
+    unknown stage."""
+    work = Path(work)
+    given = dataset
+    dataset = dataset or str(work / f"broden_{num_images}_{image_size}")
+    labels = str(work / f"labels_{Path(dataset).name}.zarr")
+    if synthetic:
+        run, layer = str(work / f"run_synth_{'x'.join(map(str, synthetic))}_{num_images}"), \
+            "synthetic"
+    else:
+        run, layer = str(work / f"run_{model.replace('/', '_')}_{num_images}"), \
+            layers.split(",")[0]
+    stages = list(stages) or [s for s in STAGES
+                              if not (s == "generate" and given)
+                              and not (s == "extract" and synthetic)
+                              and not (s == "activations" and not synthetic)]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
+    return BenchPlan(tuple(stages), work, dataset, labels, run, layer, num_images,
+                     image_size, seg_size, synthetic, model, layers, batch_size, device,
+                     workers)
+
+
+# --------------------------------------------------------------------- benchmark
+def stage_call(plan: BenchPlan, stage: str) -> tuple[Callable[..., StageResult], dict]:
+    """The stage function of ``stage`` (one of :data:`STAGES`) and its keyword arguments
+    under ``plan`` (quantiles, tally and rescore at the six levels of DEFAULT_LEVELS)."""
+    from pipeline.layer_stages import DEFAULT_LEVELS
+    p, levels = plan, list(DEFAULT_LEVELS)
+    calls = {
+        "generate": (stage_generate, dict(out=p.dataset, num_images=p.num_images,
+                                          image_size=p.image_size, seg_size=p.seg_size,
+                                          seed=0, workers=p.workers)),
+        "labels": (stage_labels, dict(dataset=p.dataset, out=p.labels, workers=p.workers)),
+        "extract": (stage_extract, dict(dataset=p.dataset, out=p.run, model=p.model,
+                                        layers=p.layers, device=p.device,
+                                        num_images=p.num_images, batch_size=p.batch_size)),
+        "activations": (stage_activations, dict(dataset=p.dataset, out=p.run,
+                                                shape=p.synthetic, num_images=p.num_images)),
+        "quantiles": (stage_quantiles, dict(run=p.run, layer=p.layer, levels=levels)),
+        "tally": (stage_tally, dict(run=p.run, layer=p.layer, labels=p.labels,
+                                    levels=levels, device=p.device)),
+        "rescore": (stage_rescore, dict(run=p.run, layer=p.layer, labels=p.labels,
+                                        levels=levels)),
+    }
+    return calls[stage]
+
+
+def run_benchmark(plan: BenchPlan, log: Callable[[str], None] | None = None
+                  ) -> list[StageResult]:
+    """Run the plan's stages in order, each in a fresh process (:func:`run_stage`), in
+    ``plan.work`` (created); ``log`` gets ``-- <stage>`` before each and its table row
+    after. Returns the results, in order."""
+    plan.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for s in plan.stages:
+        if log:
+            log(f"-- {s}")
+        fn, kwargs = stage_call(plan, s)
+        r = run_stage(fn, **kwargs)
+        results.append(r)
+        if log:
+            log(table([r]).splitlines()[-1])
+    return results
+
+
+def append_markdown(path: str | Path, results: list[StageResult], num_images: int,
+                    argv: Sequence[str]) -> str:
+    """Append the results table to the markdown file ``path`` under a dated heading, with
+    the machine (:func:`machine_line`) and the command (``python scripts/bench.py`` +
+    ``argv``); returns the text appended."""
+    cmd = "python scripts/bench.py " + " ".join(shlex.quote(x) for x in argv)
+    text = (f"\n### {time.strftime('%Y-%m-%d %H:%M')} — N = {num_images}\n\n"
+            f"Machine: {machine_line()}  \nCommand: `{cmd}`\n\n{table(results)}\n")
+    with open(path, "a") as f:
+        f.write(text)
+    return text

@@ -1,6 +1,7 @@
 """What every command line of scripts/ shares: option groups, their parsing, one error wrapper.
 
-The same option means the same thing everywhere:
+``parser(__doc__)`` describes a command by its docstring. The same option means the same
+thing everywhere:
 
 - ``--layers a,b`` (comma list; ``--layer a`` is kept as an alias and may be repeated),
 - ``--quiet`` (no progress bars; ``--no-progress`` is kept as an alias),
@@ -18,6 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Callable, Sequence
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A command's parser, described by the first paragraph of its module docstring (line
+    breaks kept as written)."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0].strip(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def comma_list(text: str | None) -> list[str] | None:
@@ -46,9 +54,9 @@ def add_layers(p: argparse.ArgumentParser, required: bool = False,
                    default=None, required=required, metavar="L[,L...]", help=help)
 
 
-def add_quiet(p: argparse.ArgumentParser) -> None:
+def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
-                   help="no progress bars")
+                   help=help)
 
 
 def add_run_data(p: argparse.ArgumentParser) -> None:

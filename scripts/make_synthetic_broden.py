@@ -1,23 +1,30 @@
 #!/usr/bin/env python
 """Write a synthetic dataset in the Broden on-disk format (see pipeline/synthetic/).
 
+    python scripts/make_synthetic_broden.py --out DIR [--num-images 2000] [--image-size 224]
+        [--seg-size 112] [--seed 0] [--workers N] [--quiet]
+
+The dataset is pipeline/synthetic/writer.py's write_dataset (the same files for any
+--workers); this script checks the arguments and prints what it wrote.
 Example: python scripts/make_synthetic_broden.py --out data/synthetic_broden --num-images 2000
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+# the repo root on sys.path (as scripts/_bootstrap.py does; inline so that the script can
+# also be loaded by its path, as tests/test_synthetic.py does)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline import cli  # noqa: E402
 from pipeline.synthetic.catalogue import CATEGORIES  # noqa: E402
 from pipeline.synthetic.writer import write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--out", required=True, help="output directory (created; files overwritten)")
     p.add_argument("--num-images", type=int, default=2000, help="number of images (default 2000; "
                    "real Broden has 63305)")
@@ -26,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (0)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: all cores; the output does not depend on it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_quiet(p)
     a = p.parse_args(argv)
     if a.num_images < 1:
         p.error(f"--num-images must be >= 1, got {a.num_images}")
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = write_dataset(a.out, num_images=a.num_images, image_size=a.image_size,
                         seg_size=a.seg_size, seed=a.seed, workers=a.workers,
-                        progress=not a.no_progress)
+                        progress=not a.quiet)
     dt = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {a.num_images} images ({', '.join(CATEGORIES)}) to {out} in {dt:.1f} s "

@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Train the demo CNN (pipeline/models/demo.py DemoCNN) to classify synthetic Broden scenes.
 
+    python scripts/train_demo_model.py --out DIR [--dataset BRODEN_DIR]
+        [--generate-images N --generate-seed S] [--iterations 1200] [--save-at 0,100,...]
+        [--eval-every 100] [--no-batchnorm] [--dropout P] [--conv5-width 256] [--install]
+        [--quiet]
+
 Example (what made pipeline/demo_weights/demo_cnn.pt; see the JSON next to it):
     python scripts/train_demo_model.py --dataset data/synthetic_train_s1_n4000 \\
         --generate-images 4000 --generate-seed 1 --out runs/demo_training \\
@@ -10,21 +15,21 @@ Example (what made pipeline/demo_weights/demo_cnn.pt; see the JSON next to it):
 and the directory has no index.csv; without --dataset, the recipe's dataset above is
 generated and used. Checkpoints: OUT/demo_cnn_iter*.pt at the --save-at iterations,
 OUT/demo_cnn.pt + OUT/demo_cnn.json at the end; --install copies the final pair to
-pipeline/demo_weights/.
+pipeline/demo_weights/. The work is pipeline/models/train.py (prepare_dataset,
+training_meta, train_demo, install_weights); this script parses and prints.
 """
 from __future__ import annotations
 
 import argparse
-import shlex
-import shutil
 import sys
-from pathlib import Path
 
-import _bootstrap  # repo root on sys.path
+import _bootstrap  # noqa: F401
 
-from pipeline.broden import BrodenDataset, BrodenError  # noqa: E402
-from pipeline.models.demo import DEMO_WEIGHTS  # noqa: E402
-from pipeline.models.train import TrainConfig, train_demo  # noqa: E402
+from pipeline import cli
+from pipeline.broden import BrodenError
+from pipeline.models.demo import DEMO_WEIGHTS
+from pipeline.models.train import (TrainConfig, install_weights, prepare_dataset,
+                                   train_demo, training_meta)
 
 
 def _ints(text: str) -> list[int]:
@@ -43,8 +48,8 @@ def _size(text: str) -> tuple[int, int]:
     return v[0], v[1]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    p = cli.parser(__doc__)
     p.add_argument("--dataset", default=None,
                    help="Broden directory with a scene column (default: generate "
                         "data/synthetic_train_s1_n4000 as for the committed weights)")
@@ -70,30 +75,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--install", action="store_true",
                    help=f"copy the final checkpoint and JSON to {DEMO_WEIGHTS.parent}")
-    a = p.parse_args(argv)
-    if a.dataset is None:
-        a.dataset = str(_bootstrap.ROOT / "data" / "synthetic_train_s1_n4000")
-        a.generate_images = a.generate_images or 4000
-        a.generate_seed = 1
+    cli.add_quiet(p)
+    return p.parse_args(argv)
 
-    meta = {"command": "python " + " ".join(shlex.quote(x) for x in
-                                            ["scripts/train_demo_model.py", *sys.argv[1:]])}
-    ds_dir = Path(a.dataset)
-    try:
-        if a.generate_images and not (ds_dir / "index.csv").is_file():
-            from pipeline.synthetic.writer import write_dataset
-            print(f"generating {a.generate_images} synthetic images into {ds_dir}")
-            write_dataset(ds_dir, num_images=a.generate_images, image_size=a.image_size,
-                          seg_size=a.seg_size, seed=a.generate_seed)
-        ds = BrodenDataset(ds_dir)
-        meta["dataset"] = {"path": str(ds_dir), "fingerprint": ds.fingerprint(),
-                           "num_images": len(ds), "image_size": list(ds.image_size()),
-                           "seg_size": list(ds.segmentation_size())}
-        if a.generate_images:
-            meta["dataset"]["generator"] = {
-                "function": "pipeline.synthetic.writer.write_dataset",
-                "num_images": a.generate_images, "seed": a.generate_seed,
-                "image_size": a.image_size, "seg_size": a.seg_size}
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+
+    def body() -> None:
+        ds_dir, dataset = prepare_dataset(a.dataset, a.generate_images, a.generate_seed,
+                                          a.image_size, a.seg_size, progress=not a.quiet)
+        meta = training_meta(["scripts/train_demo_model.py", *sys.argv[1:]], dataset)
         cfg = TrainConfig(dataset=ds_dir, out_dir=a.out, iterations=a.iterations,
                           batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                           input_size=a.input_size, save_at=a.save_at,
@@ -101,22 +93,17 @@ def main(argv=None) -> int:
                           batchnorm=not a.no_batchnorm, dropout=a.dropout,
                           conv5_width=a.conv5_width, threads=a.threads)
         r = train_demo(cfg, meta=meta)
-    except (BrodenError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; checkpoints saved so far are kept", file=sys.stderr)
-        return 130
-    print(f"done in {r.seconds:.0f} s: {r.train_images} train / {r.val_images} val images, "
-          f"{len(r.classes)} classes; train acc {r.train_accuracy:.3f}, val acc "
-          f"{r.val_accuracy:.3f} (chance {r.chance:.3f}, majority {r.majority:.3f})")
-    out = Path(a.out)
-    if a.install:
-        DEMO_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "demo_cnn.pt", DEMO_WEIGHTS)
-        shutil.copyfile(out / "demo_cnn.json", DEMO_WEIGHTS.with_suffix(".json"))
-        print(f"installed {DEMO_WEIGHTS} ({DEMO_WEIGHTS.stat().st_size / 2**20:.1f} MiB)")
-    return 0
+        print(f"done in {r.seconds:.0f} s: {r.train_images} train / {r.val_images} val "
+              f"images, {len(r.classes)} classes; train acc {r.train_accuracy:.3f}, val acc "
+              f"{r.val_accuracy:.3f} (chance {r.chance:.3f}, majority {r.majority:.3f})")
+        if a.install:
+            weights = install_weights(a.out)
+            print(f"installed {weights} ({weights.stat().st_size / 2**20:.1f} MiB)")
+
+    return cli.run_main(
+        body, (BrodenError,),
+        disk_note="checkpoints saved so far are kept: fix the cause and rerun",
+        interrupt_note="checkpoints saved so far are kept")
 
 
 if __name__ == "__main__":

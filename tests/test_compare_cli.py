@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from pipeline.reports.compare import compare, load_sources
+from pipeline.reports.compare import compare, load_sources, write_comparison
 from pipeline.reports.tables import comparison_rows
 from clirun import cli
 import scoring_fixtures as sf
@@ -78,6 +78,20 @@ def test_run_directory_document_and_our_csv_agree(run):
     assert header == ["source", "category", "units", "iou_threshold", "detectors",
                       "unique_top_labels", "per_category_sum"]
     assert len(rows) == 3 * 7                                   # 6 categories + total
+
+
+def test_write_comparison_writes_the_rows_and_the_chart(run, tmp_path):
+    tables = load_sources([run])
+    sums = compare(tables, 0.04)
+    csv_path, png = write_comparison(tmp_path / "a" / "b", tables, sums)
+    assert (csv_path, png) == (tmp_path / "a" / "b" / "comparison.csv",
+                               tmp_path / "a" / "b" / "comparison.png")
+    header, rows = comparison_rows(tables, sums)
+    assert _csv(csv_path) == [dict(zip(header, map(str, r))) for r in rows]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"^--out .*sub: cannot create the directory"):
+        write_comparison(tmp_path / "file" / "sub", tables, sums)
 
 
 def test_layers_argument(run):

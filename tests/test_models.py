@@ -236,3 +236,45 @@ def test_demo_training_beats_chance(tmp_path):
     back = load_model("demo", weights=tmp_path / "ckpt" / "demo_cnn.pt")
     assert model_fingerprint(back) == model_fingerprint(r.model)
     assert list(back.config.classes) == r.classes
+
+
+def test_training_dataset_record_meta_and_install(tmp_path, monkeypatch):
+    """What train_demo_model.py records in demo_cnn.json (the committed record's keys)
+    and where --install copies the final checkpoint."""
+    from pipeline.broden import BrodenDataset
+    from pipeline.models import train
+    data = tmp_path / "syn"
+    ds_dir, rec = train.prepare_dataset(data, 12, 3, 32, 16, progress=False,
+                                        log=lambda m: None)
+    assert ds_dir == data and (data / "index.csv").is_file()
+    assert rec == {"path": str(data), "fingerprint": BrodenDataset(data).fingerprint(),
+                   "num_images": 12, "image_size": [32, 32], "seg_size": [16, 16],
+                   "generator": {"function": "pipeline.synthetic.writer.write_dataset",
+                                 "num_images": 12, "seed": 3, "image_size": 32,
+                                 "seg_size": 16}}
+    committed = json.loads(DEMO_WEIGHTS.with_suffix(".json").read_text())
+    assert list(rec) == list(committed["dataset"])
+    assert list(rec["generator"]) == list(committed["dataset"]["generator"])
+
+    def no_generation(message):
+        raise AssertionError(message)
+    _, again = train.prepare_dataset(data, log=no_generation)       # there: read only
+    assert again == {k: v for k, v in rec.items() if k != "generator"}
+    monkeypatch.setattr(train, "RECIPE_DATASET", data)
+    _, recipe = train.prepare_dataset(None, log=no_generation)
+    assert recipe["path"] == str(data)
+    assert (recipe["generator"]["num_images"], recipe["generator"]["seed"]) == (4000, 1)
+
+    meta = train.training_meta(["scripts/train_demo_model.py", "--out", "a b"], rec)
+    assert meta == {"command": "python scripts/train_demo_model.py --out 'a b'",
+                    "dataset": rec}
+    assert committed["command"].startswith("python scripts/train_demo_model.py --dataset")
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "demo_cnn.pt").write_bytes(b"pt")
+    (out / "demo_cnn.json").write_text("{}")
+    target = tmp_path / "weights" / "demo_cnn.pt"
+    monkeypatch.setattr(train, "DEMO_WEIGHTS", target)
+    assert train.install_weights(out) == target
+    assert target.read_bytes() == b"pt" and target.with_suffix(".json").read_text() == "{}"

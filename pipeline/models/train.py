@@ -7,10 +7,18 @@ in increasing order. Inputs use the extraction preprocessing (PIL bilinear resiz
 ``input_size`` when it differs from the image size, ``(x/255 - mean)/std``), with a
 random horizontal flip and a random shift of up to 1/8 of the size (reflect padding)
 for training. Optimiser: AdamW with a cosine learning-rate decay.
+
+Around a training run (scripts/train_demo_model.py): :func:`prepare_dataset` generates
+the synthetic training set when asked (by default the committed weights' recipe) and
+returns its record, :func:`training_meta` the record of how the weights were made (the
+``command`` and ``dataset`` keys of ``demo_cnn.json``), :func:`install_weights` copies a
+run's final checkpoint and record to ``pipeline/demo_weights/``.
 """
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.models.demo import DemoCNN, DemoConfig, save_demo_checkpoint
+from pipeline.models.demo import DEMO_WEIGHTS, DemoCNN, DemoConfig, save_demo_checkpoint
 from pipeline.preprocess import (IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_image,
                                  to_model_input)
+
+
+# the committed weights' training set: 4000 synthetic images of seed 1 (demo_cnn.json)
+RECIPE_DATASET = Path(__file__).resolve().parents[2] / "data" / "synthetic_train_s1_n4000"
+RECIPE_IMAGES, RECIPE_SEED = 4000, 1
 
 
 @dataclass
@@ -271,3 +284,52 @@ def _jsonable(d):
     if isinstance(d, Path):
         return str(d)
     return d
+
+
+# ------------------------------------------------------------- around a training run
+def prepare_dataset(path: str | Path | None, generate_images: int | None = None,
+                    generate_seed: int = 0, image_size: int = 224, seg_size: int = 112,
+                    progress: bool = True, log: Callable[[str], None] = print
+                    ) -> tuple[Path, dict]:
+    """The training set's directory and its record (``meta["dataset"]``).
+
+    With ``generate_images``, a synthetic Broden of that many images (``generate_seed``,
+    ``image_size``, ``seg_size``) is written to ``path`` first if it has no index.csv,
+    and the record says how (``generator``). Without ``path``: the committed weights'
+    recipe, :data:`RECIPE_DATASET` of ``generate_images or 4000`` images of seed 1."""
+    if path is None:
+        path = RECIPE_DATASET
+        generate_images, generate_seed = generate_images or RECIPE_IMAGES, RECIPE_SEED
+    ds_dir = Path(path)
+    if generate_images and not (ds_dir / "index.csv").is_file():
+        from pipeline.synthetic.writer import write_dataset
+        log(f"generating {generate_images} synthetic images into {ds_dir}")
+        write_dataset(ds_dir, num_images=generate_images, image_size=image_size,
+                      seg_size=seg_size, seed=generate_seed, progress=progress)
+    ds = BrodenDataset(ds_dir)
+    record = {"path": str(ds_dir), "fingerprint": ds.fingerprint(), "num_images": len(ds),
+              "image_size": list(ds.image_size()), "seg_size": list(ds.segmentation_size())}
+    if generate_images:
+        record["generator"] = {
+            "function": "pipeline.synthetic.writer.write_dataset",
+            "num_images": generate_images, "seed": generate_seed,
+            "image_size": image_size, "seg_size": seg_size}
+    return ds_dir, record
+
+
+def training_meta(command: Sequence[str], dataset: dict) -> dict:
+    """The record of how a run was made, stored in its checkpoints and ``demo_cnn.json``:
+    ``command`` (``python`` + the quoted command line, e.g. ``["scripts/train_demo_model.py",
+    *sys.argv[1:]]``) and ``dataset`` (:func:`prepare_dataset`'s record)."""
+    return {"command": "python " + " ".join(shlex.quote(x) for x in command),
+            "dataset": dataset}
+
+
+def install_weights(out_dir: str | Path) -> Path:
+    """Copy ``out_dir``'s final ``demo_cnn.pt`` and ``demo_cnn.json`` to
+    :data:`pipeline.models.demo.DEMO_WEIGHTS` (what ``--model demo`` loads); returns it."""
+    out = Path(out_dir)
+    DEMO_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "demo_cnn.pt", DEMO_WEIGHTS)
+    shutil.copyfile(out / "demo_cnn.json", DEMO_WEIGHTS.with_suffix(".json"))
+    return DEMO_WEIGHTS

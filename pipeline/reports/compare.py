@@ -4,6 +4,7 @@ and count each again at one IoU threshold.
     tables = load_sources(["runs/demo/run", "../shared/golden/caffe_reference_places205.csv"])
     summaries = compare(tables, iou_threshold=0.04)
     print(comparison_table(tables, summaries))        # pipeline.reports.tables
+    csv_path, png = write_comparison("runs/cmp", tables, summaries)
 
 Each source is a run directory (every scored layer, from its results documents), a results
 document (``<layer>.json``) or a NetDissect result CSV (ours or published). Every table is
@@ -11,7 +12,8 @@ counted again at the asked threshold under both conventions
 (:func:`pipeline.scoring.count_detectors`); sources are compared by category counts, never
 by label names (the published tables name real-Broden concepts). The side-by-side table
 and CSV rows are in :mod:`pipeline.reports.tables`, the chart in
-:mod:`pipeline.reports.charts`.
+:mod:`pipeline.reports.charts`; :func:`write_comparison` writes both as
+``DIR/comparison.csv`` and ``DIR/comparison.png``.
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from pipeline.files import write_csv
+from pipeline.reports.charts import comparison_chart
 from pipeline.reports.document import read_document, run_tables, to_table
 from pipeline.reports.netdissect_csv import ResultCSVError, ResultTable, read_result_csv
+from pipeline.reports.tables import comparison_rows
 
 
 def load_sources(paths: Sequence[str | os.PathLike], layers: Sequence[str] | None = None
@@ -53,3 +58,19 @@ def compare(tables: Sequence[ResultTable], iou_threshold: float = 0.04) -> list[
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"--iou-threshold must be in [0, 1], got {iou_threshold}")
     return [t.summary(iou_threshold) for t in tables]
+
+
+def write_comparison(out: str | os.PathLike, tables: Sequence[ResultTable],
+                     summaries: Sequence[dict]) -> tuple[Path, Path]:
+    """Write ``out/comparison.csv`` (:func:`pipeline.reports.tables.comparison_rows`) and
+    ``out/comparison.png`` (:func:`pipeline.reports.charts.comparison_chart`), creating
+    ``out``; returns their paths. ValueError naming --out if it cannot be created."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})"
+                         ) from None
+    csv_path = write_csv(out / "comparison.csv", *comparison_rows(tables, summaries))
+    png = comparison_chart(out / "comparison.png", tables, summaries)
+    return csv_path, png
