@@ -9,7 +9,6 @@ under a name derived from the dataset fingerprint, where score.py looks for it.
 An interrupted build resumes when the command is run again; --repair re-checks every
 chunk's CRC32C and re-decodes only the damaged ones. --out may be an fsspec URL.
 """
-import argparse
 import sys
 
 import _bootstrap  # noqa: F401
@@ -22,7 +21,7 @@ from pipeline.broden import BrodenDataset, BrodenError
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
     p.add_argument("--out", help="label cache path (default: under $NETDISSECT_CACHE)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes")
@@ -32,22 +31,20 @@ def main(argv=None) -> int:
                    help="re-decode only the chunks that fail their checksum (or are missing)")
     cli.add_quiet(p)
     a = p.parse_args(argv)
-    try:
-        ds = BrodenDataset(a.dataset)
-        cache = build_label_cache(ds, a.out, chunk_images=a.chunk_images, workers=a.workers,
-                                  overwrite=a.rebuild, repair=a.repair,
-                                  progress=not a.quiet)
-    except (BrodenError, LabelCacheError, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished chunks are kept; run the same command to resume",
-              file=sys.stderr)
-        return 130
-    print(f"label cache: {cache.path} ({cache.num_images} images, {cache.num_labels - 1} "
-          f"label numbers, {cache.planes.shape[1]} label slots per pixel)")
-    return 0
 
+    def body() -> None:
+        cache = build_label_cache(BrodenDataset(a.dataset), a.out, chunk_images=a.chunk_images,
+                                  workers=a.workers, overwrite=a.rebuild, repair=a.repair,
+                                  progress=not a.quiet)
+        print(f"label cache: {cache.path} ({cache.num_images} images, "
+              f"{cache.num_labels - 1} label numbers, {cache.planes.shape[1]} label slots "
+              f"per pixel)")
+
+    return cli.run_main(
+        body, (BrodenError, LabelCacheError, RunError),
+        disk_note="finished chunks are kept: fix the cause (e.g. free disk space) and run "
+                  "the same command to resume",
+        interrupt_note="finished chunks are kept; run the same command to resume")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,21 +52,13 @@ def _size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def _layers(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("--layers: give at least one layer name")
-    return names
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
     p.add_argument("--model", required=True,
                    help="demo | path/file.py:function | package.module:function | "
                         "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] | TorchScript file")
-    p.add_argument("--layers", required=True, type=_layers,
+    cli.add_layers(p, required=True,
                    help="comma-separated layer names (e.g. conv3,conv5 or layer4)")
     p.add_argument("--out", required=True, help="run directory to create or resume")
     p.add_argument("--weights", help="checkpoint: state_dict, {'state_dict': ...} or "

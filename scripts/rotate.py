@@ -33,8 +33,7 @@ from pipeline.experiments.rotation import RotationSpec, run_experiment
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("run", help="run directory written by scripts/extract.py")
     cli.add_layers(p, required=True, help="the layer of the run to rotate (one)")
     p.add_argument("--alphas", default="0,0.2,0.4,0.6,0.8,1",

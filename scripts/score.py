@@ -33,8 +33,7 @@ from pipeline.stages import Exports, LayerScore, score_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("run", help="run directory written by scripts/extract.py, or its fsspec "
                                "URL (memory://, s3://, gcs://...)")
     cli.add_run_data(p)
