@@ -1,2 +1,10 @@
-"""Compute stages of Network Dissection: Broden reading, synthetic data, models,
-extraction, exact quantiles, IoU tally kernels, scoring, reports, rotations."""
+"""Compute stages of Network Dissection (the README's layout table lists every module).
+
+Data (``broden``, ``label_decoding``, ``synthetic/``), the network side (``models/``,
+``preprocess``, ``extract_config``, ``extract_run``, ``extract``), counting
+(``quantiles``, ``upsample``, ``tally``, ``replay``, ``distributed``), results
+(``scoring``, ``sweep``, ``null_model``), the stages that run them (``layer_stages`` for one
+layer, ``stages`` for a run), ``experiments/``, ``reports/``, and what the command lines
+share (``cli``, ``commands``, ``files``). Storage is ``cache/``, which imports nothing
+from here.
+"""

@@ -1,8 +1,8 @@
-"""Reports of scored layers and experiments: files, tables, charts and the HTML page.
+"""Reports of scored layers and experiments: documents, tables, charts and the HTML page
+(every file written atomically through :mod:`pipeline.files`).
 
 Modules, one job each:
 
-- ``files``: write text, CSV and JSON atomically (temp file + ``os.replace``);
 - ``document``: the versioned results document ``RUN/results/<layer>.json`` (build, read,
   check; a run's documents as result tables);
 - ``netdissect_csv``: the NetDissect result CSV (its column layout, written from a results
