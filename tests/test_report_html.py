@@ -36,7 +36,7 @@ def report(tmp_path_factory, tiny_data, tiny_run, tiny_labels):
     res = run / "results"
     doc = json.loads((res / f"{LAYER}.json").read_text())
     return {"tmp": tmp, "data": data, "run": run, "labels": labels, "cube": cube, "doc": doc,
-            "html": (res / f"{LAYER}.html").read_text(), "labels_path": tmp / "labels.zarr"}
+            "html": (res / f"{LAYER}.html").read_text(), "labels_path": labels.path}
 
 
 def _strips(page: str) -> list[dict]:
