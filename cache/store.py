@@ -92,7 +92,7 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     """Open the run at ``path`` (local directory or fsspec URL) as a zarr.Group.
 
     mode: "r" (read only), "r+" (read/write, must exist) or "a" (created if missing;
-    extraction creates runs, see pipeline/extract.py). Opening with "r"/"r+" a path that
+    runs are created by cache/activations.create_run). Opening with "r"/"r+" a path that
     is not a run raises RunError. (No "w": zarr's "w" would delete the lock file.)
     """
     if mode not in ("r", "r+", "a"):
@@ -183,7 +183,7 @@ class RunLock:
     ``with RunLock(run_dir, "scoring"): ...``; a second holder (another process, or
     another RunLock in this one) gets RunLockedError at once, naming the holder's pid
     and ``purpose``. The lock dies with the process, so a killed writer never leaves a
-    stale lock. Also used for label caches (``cache/labels.py``).
+    stale lock. Also used for label-cache builds (``pipeline/label_decoding.py``).
     """
 
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
