@@ -5,6 +5,8 @@ decoding workers and torch threads.
 """
 from __future__ import annotations
 
+import math
+
 import os
 import platform
 from dataclasses import dataclass, field
@@ -118,6 +120,8 @@ def _check_config(c: ExtractConfig) -> None:
     for name, v in (("--mean", c.mean), ("--std", c.std)):
         if len(v) != 3:
             raise ExtractError(f"{name}: expected three numbers, got {list(v)}")
+        if not all(math.isfinite(float(x)) for x in v):
+            raise ExtractError(f"{name} {list(v)}: every value must be a finite number")
     if any(float(s) == 0 for s in c.std):
         raise ExtractError(f"--std {list(c.std)}: must not contain 0")
     if c.input_size is not None and (len(c.input_size) != 2 or min(c.input_size) < 1):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cache import labels as label_store
 from cache.integrity import repair_label_cache
-from cache.labels import LabelCache, default_label_cache_path
+from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
 from cache.store import RunLock, is_url, location
 from pipeline.broden import BrodenDataset, BrodenError
@@ -84,9 +84,15 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     first check every finished chunk and re-decode those that fail their checksum.
     Raises RunLockedError while another process builds the same (local) cache.
     """
+    if chunk_images < 1:
+        raise LabelCacheError(f"--chunk-images {chunk_images}: must be >= 1 (images per "
+                              f"label-cache chunk; default 256)")
     if dataset.categories != dataset.all_categories:
         dataset = BrodenDataset(dataset.directory)
     path = str(location(path or default_label_cache_path(dataset)))
+    if not is_url(path) and Path(path).exists() and not Path(path).is_dir():
+        raise LabelCacheError(f"--out {path}: is a file, not a label cache directory; "
+                              f"choose a new path")
     if len(dataset) == 0:
         raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows; a label "
                           f"cache needs at least one image")

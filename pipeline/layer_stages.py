@@ -67,6 +67,9 @@ class ScoreConfig:
                 raise ValueError(f"--quantile must be in (0, 1), got {q}")
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"--iou-threshold must be in [0, 1], got {self.iou_threshold}")
+        for flag, n in (("--tile-images", self.tile_images), ("--workers", self.workers)):
+            if n is not None and n < 1:
+                raise ValueError(f"{flag} must be >= 1, got {n}")
         return lv
 
 

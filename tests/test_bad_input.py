@@ -126,3 +126,48 @@ def test_bad_broden_files_through_the_scripts(tmp_path, change, script, message)
         r = sf.cli("scripts/cache_labels.py", "--dataset", data, "--out",
                    tmp_path / "l.zarr", "--workers", "1", "--no-progress", check=False)
     assert_clear(r, message)
+
+
+# ------------------------------------------------------------------ arguments
+@pytest.mark.slow
+def test_nonsense_tile_images_and_workers_are_refused_before_anything_is_stored(setup,
+                                                                                tmp_path):
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    for flag, value in (("--tile-images", "-4"), ("--tile-images", "0"), ("--workers", "0")):
+        r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--quiet",
+                   "--layers", "features.3", flag, value, check=False)
+        assert_clear(r, f"{flag} must be >= 1, got {value}")
+    assert not (run / "layers" / "features.3" / "cube").exists()    # no all-zero cube
+    assert not (run / "layers" / "features.3" / "quantiles").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, value", [("--mean", "nan,0.4,0.4"), ("--std", "0.2,inf,0.2")])
+def test_non_finite_normalisation_is_refused(setup, tmp_path, flag, value):
+    r = sf.cli("scripts/extract.py", "--dataset", setup["data"], "--model", sf.TINY,
+               "--layers", "features.2", "--out", tmp_path / "run", "--workers", "0",
+               flag, value, check=False)
+    assert_clear(r, flag, "finite")
+    assert not (tmp_path / "run" / "zarr.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--chunk-images", "0"], "--chunk-images 0: must be >= 1"),
+    (["--chunk-images", "-5"], "--chunk-images -5: must be >= 1"),
+])
+@pytest.mark.slow
+def test_label_cache_bad_chunking_is_named(setup, tmp_path, args, message):
+    r = sf.cli("scripts/cache_labels.py", "--dataset", setup["data"], "--out",
+               tmp_path / "l.zarr", "--workers", "1", "--quiet", *args, check=False)
+    assert_clear(r, message)
+    assert not (tmp_path / "l.zarr").exists()
+
+
+@pytest.mark.slow
+def test_label_cache_out_that_is_a_file_is_named(setup, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me\n")
+    r = sf.cli("scripts/cache_labels.py", "--dataset", setup["data"], "--out", target,
+               "--workers", "1", "--quiet", check=False)
+    assert_clear(r, f"--out {target}: is a file")
+    assert target.read_text() == "keep me\n"
