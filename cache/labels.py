@@ -167,14 +167,16 @@ class LabelCache:
 # ---------------------------------------------------------------- the writer
 def open_for_build(path: str, fingerprint: str, overwrite: bool) -> zarr.Group:
     """The group at ``path`` to build a cache of dataset ``fingerprint`` into: created
-    if absent, emptied with ``overwrite``; another format or dataset is refused."""
+    if absent, emptied with ``overwrite``; another format or dataset is refused. A layout
+    that a kill cut short (no ``layout_ready``, whatever attributes it got) holds no data
+    and is laid out again by the caller, whichever dataset it was begun for."""
     if overwrite:
         return zarr.open_group(path, mode="w")
     g = zarr.open_group(path, mode="a")
     a = dict(g.attrs)
     if a and a.get("format") != FORMAT:
         raise LabelCacheError(f"{path}: exists and is not a label cache; choose another path")
-    if a and a["dataset"]["fingerprint"] != fingerprint:
+    if a.get("layout_ready") and a["dataset"]["fingerprint"] != fingerprint:
         raise LabelCacheError(
             f"{path}: label cache of another dataset (fingerprint "
             f"{a['dataset']['fingerprint'][:16]} != {fingerprint[:16]}); pass overwrite=True "
@@ -191,8 +193,7 @@ def lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int], chunk_i
     N, P, S, sh, sw = dims
     G, L = len(meta["categories"]), len(meta["label_names"])
     C = -(-N // chunk_images)
-    g = zarr.open_group(path, mode="w")
-    g.attrs.update({
+    g = zarr.open_group(path, mode="w", attributes={    # zarr.json written once, whole
         "format": FORMAT, "version": VERSION, "complete": False,
         "dataset": meta["dataset"],
         "categories": list(meta["categories"]),

@@ -138,6 +138,17 @@ def test_label_cache_ctrl_c_is_clean_and_resumes(setup, tmp_path):
                               setup["labels"])
 
 
+def test_label_cache_layout_cut_short_is_laid_out_again(setup, tmp_path):
+    """A kill while the layout is created can leave a zarr.json with only some attributes
+    (no dataset, no layout_ready): the next build starts over instead of failing on it."""
+    path = tmp_path / "labels.zarr"
+    zarr.open_group(path, mode="w", attributes={"format": "netdissect-labels", "version": 1})
+    r = sf.cli("scripts/cache_labels.py", "--dataset", setup["data"], "--out", path,
+               "--workers", "1", "--chunk-images", "4", "--quiet")
+    assert "label cache:" in r.stdout
+    assert_label_caches_equal(LabelCache.open(path), setup["labels"])
+
+
 def test_label_cache_full_disk_is_clear_and_resumable(setup, tmp_path, monkeypatch):
     path = tmp_path / "labels.zarr"
     real = zarr.Array.__setitem__
