@@ -177,13 +177,30 @@ def clear_run_dir(path: str | os.PathLike) -> None:
             p.unlink()
 
 
+_HELD_LOCK_FDS: set[int] = set()     # file descriptors of the RunLocks this process holds
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker process: close the lock files inherited from the parent, so the
+    lock dies with the parent whatever its workers do. (Only closed, never unlocked: the
+    open file is shared with the parent, whose lock an unlock would drop.)"""
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
 class RunLock:
     """Exclusive ``fcntl.flock`` on ``RUN/.lock`` (creates RUN if needed).
 
     ``with RunLock(run_dir, "scoring"): ...``; a second holder (another process, or
     another RunLock in this one) gets RunLockedError at once, naming the holder's pid
     and ``purpose``. The lock dies with the process, so a killed writer never leaves a
-    stale lock. Also used for label-cache builds (``pipeline/label_decoding.py``).
+    stale lock: worker processes close their inherited copy at start
+    (:func:`close_inherited_locks`, called by ``pipeline.parallel.worker_start``). Also used
+    for label-cache builds (``pipeline/label_decoding.py``).
     """
 
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
@@ -221,10 +238,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.purpose}".encode(), 0)
         self._fd = fd
+        _HELD_LOCK_FDS.add(fd)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD_LOCK_FDS.discard(self._fd)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:

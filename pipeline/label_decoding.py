@@ -23,7 +23,7 @@ from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
 from cache.store import RunLock, is_url, location
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.parallel import bounded_map
+from pipeline.parallel import bounded_map, worker_start
 
 
 def slot_counts(dataset: BrodenDataset) -> tuple[int, int]:
@@ -63,6 +63,7 @@ _WORKER_DATASET: BrodenDataset | None = None
 
 def _init_worker(directory: str) -> None:
     global _WORKER_DATASET
+    worker_start()
     _WORKER_DATASET = BrodenDataset(directory)
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.parallel import worker_start
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,4 +92,5 @@ def image_loader(images: ResizedImages, batches: list[list[int]], workers: int, 
     """
     return torch.utils.data.DataLoader(
         images, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        pin_memory=pin, prefetch_factor=2 if workers > 0 else None)
+        pin_memory=pin, prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=worker_start if workers > 0 else None)

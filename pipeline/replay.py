@@ -31,7 +31,7 @@ from cache.cube import Cube
 from cache.labels import LabelCache
 from cache.store import store_location
 from pipeline.devices import resolve_device
-from pipeline.parallel import bounded_map
+from pipeline.parallel import bounded_map, worker_start
 from pipeline.tally import Tally, tally_tile
 
 
@@ -105,6 +105,7 @@ _WORKER: dict = {}      # in a worker process: the arrays and thresholds of its 
 
 
 def _worker_init(acts, maxima, labels: LabelCache, thresholds: np.ndarray) -> None:
+    worker_start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
     _WORKER.update(acts=acts, maxima=maxima, labels=labels,
