@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from cache.zarr_io import zstd_codecs
+from cache.zarr_io import read_whole, zstd_codecs
 
 
 @dataclass
@@ -63,7 +63,7 @@ def read_thresholds(layer: zarr.Group, source: dict) -> tuple[np.ndarray, np.nda
     if q.attrs.get("source") != source or "thresholds" not in q:
         return None
     try:
-        return np.asarray(q.attrs["levels"], dtype=np.float64), q["thresholds"][:]
+        return np.asarray(q.attrs["levels"], dtype=np.float64), read_whole(q["thresholds"])
     except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
         return None
 
@@ -100,8 +100,9 @@ def read_cube(layer: zarr.Group, source: dict) -> Cube | None:
     if g.attrs.get("source") != source or not g.attrs.get("complete"):
         return None
     try:
-        return Cube(np.asarray(g.attrs["levels"], dtype=np.float64), g["thresholds"][:],
-                    g["intersect"][:], g["activation"][:], g["label_pixels"][:],
+        return Cube(np.asarray(g.attrs["levels"], dtype=np.float64),
+                    *(read_whole(g[n]) for n in ("thresholds", "intersect", "activation",
+                                                 "label_pixels")),
                     list(g.attrs["categories"]))
     except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
         return None

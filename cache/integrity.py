@@ -11,6 +11,7 @@ resume bookkeeping that makes the ordinary resume recompute exactly the damaged 
     scan_label_cache(group)           Damage of a label cache's finished chunks
     repair_label_cache(group, log)    scan + clear ``done`` of damaged chunks
     explain(run, layer, labels)       RunError naming the damage, or None
+    check_present(run, layer, labels) RunError when a chunk scoring reads is absent on disk
 
 A chunk of a finished block that is missing on disk is damage as well (extraction
 writes every chunk, all-zero ones included), since zarr would read it as zeros.
@@ -25,7 +26,7 @@ import zarr
 from zarr.core.sync import sync
 
 from cache import store
-from cache.zarr_io import clear_flags, read_flags
+from cache.zarr_io import absent_chunks, chunk_key, clear_flags, read_flags
 
 Log = Callable[[str], None]
 SHOWN = 10          # damaged chunks named in one message
@@ -46,7 +47,7 @@ class Damage:
 
 def _chunk_file(arr: zarr.Array, coords: tuple[int, ...]) -> tuple[str, str]:
     """(store key, path or URL) of chunk ``coords`` of ``arr``."""
-    key = f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}".lstrip("/")
+    key = chunk_key(arr, coords)
     return key, str(store.store_location(arr.store, key))
 
 
@@ -134,7 +135,7 @@ def repair_run(group: zarr.Group, layers: Sequence[str] | None = None,
 
 
 # ------------------------------------------------------------------ label cache
-LABEL_ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels")
+LABEL_ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels")   # by image chunk
 
 
 def has_checksum(arr: zarr.Array) -> bool:
@@ -147,17 +148,21 @@ def has_checksum(arr: zarr.Array) -> bool:
 def scan_label_cache(group: zarr.Group) -> list[Damage]:
     """Damage among the finished chunks of a label cache (``cache/labels.py``)."""
     done = np.flatnonzero(read_flags(group["done"]) == 1)
-    return [d for name in LABEL_ARRAYS
-            for d in scan_array(group[name], done, need=has_checksum(group[name]))]
+    damage = [d for name in LABEL_ARRAYS
+              for d in scan_array(group[name], done, need=has_checksum(group[name]))]
+    if group.attrs.get("complete") and "label_pixels" in group:   # written by the finish
+        damage += scan_array(group["label_pixels"], need=has_checksum(group["label_pixels"]))
+    return damage
 
 
 def repair_label_cache(group: zarr.Group, log: Log = print) -> list[Damage]:
     """Mark the image chunks of a label cache that hold damaged chunks as not done
-    (and the cache incomplete), so that the build's resume re-decodes only those."""
+    (and the cache incomplete), so that the build's resume re-decodes only those (and
+    its finish rewrites ``label_pixels``, the sum of ``chunk_label_pixels``)."""
     damage = scan_label_cache(group)
     if not damage:
         return damage
-    chunks = sorted({d.chunk[0] for d in damage})
+    chunks = sorted({d.chunk[0] for d in damage if d.array in LABEL_ARRAYS})
     group.attrs["complete"] = False
     clear_flags(group["done"], chunks)
     log(describe(damage, f"re-decoding label chunk(s) {chunks}"))
@@ -171,15 +176,42 @@ def explain(run, layer: str, labels=None) -> store.RunError | None:
     when nothing is damaged (the failure had another cause)."""
     damage = scan_run(run, [layer])
     if damage:
-        return store.RunError(describe(damage, (
-            f"The activation cache of {store.run_path(run)} is damaged: rerun the "
-            f"scripts/extract.py command that made it with --repair (re-extracts only "
-            f"the blocks holding these chunks), then score again.")))
+        return store.RunError(describe(damage, _activation_fix(run)))
     if labels is not None:
         damage = scan_label_cache(labels.group)
         if damage:
-            return store.RunError(describe(damage, (
-                f"The label cache {labels.path} is damaged: run scripts/cache_labels.py "
-                f"--dataset DATASET --out {labels.path} --repair (re-decodes only these "
-                f"chunks), then score again.")))
+            return store.RunError(describe(damage, _label_fix(labels)))
     return None
+
+
+def check_present(run, layer: str, labels=None) -> None:
+    """Raise explain()'s RunError when a chunk of ``layer``'s activations or maxima, or
+    of the label cache's arrays, is absent on disk (zarr would read it as zeros and the
+    numbers would be silently wrong). One listing per array: milliseconds."""
+    arrays = [store.activations(run, layer), store.maxima(run, layer)]
+    damage = [d for arr in arrays for d in _absent(arr)]
+    if damage:
+        raise store.RunError(describe(damage, _activation_fix(run)))
+    if labels is None:
+        return
+    arrays = [labels.group[n] for n in (*LABEL_ARRAYS, "label_pixels")]
+    damage = [d for arr in arrays if has_checksum(arr) for d in _absent(arr)]
+    if damage:
+        raise store.RunError(describe(damage, _label_fix(labels)))
+
+
+def _absent(arr: zarr.Array) -> list[Damage]:
+    return [Damage(arr.path, c, _chunk_file(arr, c)[1], "missing")
+            for c in absent_chunks(arr)]
+
+
+def _activation_fix(run) -> str:
+    return (f"The activation cache of {store.run_path(run)} is damaged: rerun the "
+            f"scripts/extract.py command that made it with --repair (re-extracts only "
+            f"the blocks holding these chunks), then score again.")
+
+
+def _label_fix(labels) -> str:
+    return (f"The label cache {labels.path} is damaged: run scripts/cache_labels.py "
+            f"--dataset DATASET --out {labels.path} --repair (re-decodes only these "
+            f"chunks), then score again.")

@@ -36,8 +36,9 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from cache.store import is_url, location
-from cache.zarr_io import WRITE_CONFIG, read_flags, writable, zstd_codecs
+from cache.store import is_url, location, store_location
+from cache.zarr_io import (WRITE_CONFIG, MissingChunks, chunk_key, read_flags, read_whole,
+                           writable, zstd_codecs)
 
 FORMAT = "netdissect-labels"
 VERSION = 1
@@ -63,9 +64,9 @@ class LabelTile:
 
 def default_label_cache_path(dataset) -> Path | str:
     """``$NETDISSECT_CACHE`` (default ``~/.cache/netdissect``)/labels-<fingerprint16>.zarr
-    for a dataset (anything with ``fingerprint()``) or its fingerprint: keyed by the dataset's content, so a moved or
-    copied dataset (or run) finds its cache. ``$NETDISSECT_CACHE`` may be an fsspec URL
-    (then a URL string is returned)."""
+    for a dataset (anything with ``fingerprint()``) or its fingerprint: keyed by the
+    dataset's content, so a moved or copied dataset (or run) finds its cache.
+    ``$NETDISSECT_CACHE`` may be an fsspec URL (then a URL string is returned)."""
     fp = dataset if isinstance(dataset, str) else dataset.fingerprint()
     root = os.environ.get("NETDISSECT_CACHE", str(Path.home() / ".cache" / "netdissect"))
     name = f"labels-{fp[:16]}.zarr"
@@ -89,7 +90,15 @@ class LabelCache:
         self.planes = group["planes"]
         self.scalars = group["scalars"]
         self.present = group["present"]
-        self.label_pixels = np.asarray(group["label_pixels"][:], dtype=np.int64)  # (L,)
+        try:
+            self.label_pixels = np.asarray(read_whole(group["label_pixels"]),
+                                           dtype=np.int64)                      # (L,)
+        except MissingChunks as e:
+            lost = store_location(group.store, chunk_key(group["label_pixels"], e.chunks[0]))
+            raise LabelCacheError(
+                f"{path}: label_pixels chunk {e.chunks[0]} ({lost}) is missing on disk; run "
+                f"scripts/cache_labels.py --dataset DATASET --out {path} --repair (rewrites "
+                f"it)") from None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelCache":
@@ -161,7 +170,7 @@ class LabelCache:
             raise LabelCacheError(
                 f"{self.path}: label cache was built from a dataset with fingerprint "
                 f"{self.fingerprint[:16]}, but {dataset.directory} has {fp[:16]}; rebuild it "
-                f"(build_label_cache(..., overwrite=True) in pipeline/label_decoding.py) or point at the right cache")
+                f"(scripts/cache_labels.py --rebuild) or point at the right cache")
 
 
 # ---------------------------------------------------------------- the writer

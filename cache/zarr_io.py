@@ -11,12 +11,17 @@
 - ``read_flags(arr)``: a (C,) uint8 resume-flag array (a run's ``progress``, a label
   cache's ``done``) read tolerantly: a flag that a kill left unreadable reads as 0, so its
   chunk is redone.
+- ``absent_chunks(arr)`` / ``read_whole(arr)``: zarr reads a chunk that is not on disk as
+  its fill value, silently. Every chunk of this project's arrays is written, so an absent
+  one is damage: ``absent_chunks`` finds them with one listing of the array's keys, and
+  ``read_whole`` refuses to read an array that lacks one (MissingChunks).
 """
 from __future__ import annotations
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
 
 WRITE_CONFIG = {"write_empty_chunks": True}
 # Measured on float16 post-ReLU maps of the demo CNN (about half zeros), one core:
@@ -74,3 +79,40 @@ def clear_flags(arr: zarr.Array, indices) -> None:
     arr = writable(arr)
     for i in indices:
         arr[i] = 0
+
+
+class MissingChunks(ValueError):
+    """An array lacks chunks on disk (zarr would read them as the fill value)."""
+
+    def __init__(self, arr: zarr.Array, chunks: list[tuple[int, ...]]):
+        self.array, self.chunks = arr.path, chunks
+        super().__init__(f"{arr.path}: {len(chunks)} chunk(s) missing on disk, first "
+                         f"{chunks[:3]}")
+
+
+async def _keys(store, prefix: str) -> set[str]:
+    return {k async for k in store.list_prefix(prefix)}
+
+
+def chunk_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
+    """The store key of chunk ``coords`` of ``arr``."""
+    return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}".lstrip("/")
+
+
+def absent_chunks(arr: zarr.Array, rows=None) -> list[tuple[int, ...]]:
+    """Chunk coordinates of ``arr`` not in its store (chunk rows ``rows`` along the first
+    axis, default all), from one listing of the array's keys."""
+    listed = sync(_keys(arr.store, f"{arr.path}/".lstrip("/")))
+    grid = arr._chunk_grid_shape
+    rows = range(grid[0]) if rows is None else rows
+    return [c for r in rows for rest in np.ndindex(*grid[1:])
+            for c in [(int(r),) + tuple(int(v) for v in rest)]
+            if chunk_key(arr, c) not in listed]
+
+
+def read_whole(arr: zarr.Array) -> np.ndarray:
+    """``arr[:]``, refused with MissingChunks when a chunk is absent on disk."""
+    missing = absent_chunks(arr)
+    if missing:
+        raise MissingChunks(arr, missing)
+    return arr[:]

@@ -138,6 +138,8 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
             check_shared(run)
         # no client: the local threaded scheduler, whatever Dask's default is
         kwargs = {"scheduler": client if client is not None else "threads"}
+        from cache.integrity import check_present
+        check_present(run, layer)           # an absent chunk would be read as zeros
         with named_failures(run, layer):
             check_finite_maxima(run, layer)
             T = exact_thresholds(store.activations(run, layer), todo, compute_kwargs=kwargs)
@@ -152,6 +154,8 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
 def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=print
                ) -> Cube:
     """The IoU cube at ``config.all_levels()``, replaying only the missing levels."""
+    from cache.integrity import check_present
+    check_present(run, layer, labels)       # an absent chunk would be read as zeros
     levels = config.all_levels()
     source = {**layer_source(run, layer), "labels": labels.fingerprint}
     group = store.layer_group(run, layer)

@@ -384,3 +384,80 @@ def test_damaged_stored_cube_is_recomputed(setup, tmp_path):
                "0.005,0.02", "--quiet", "--layer", "features.3")
     assert "[features.3] IoU cube" in r.stdout
     assert_scored_like_reference(run, setup["ref"])
+
+
+# ------------------------------------------------------------------ absent chunks
+def _arrays(group: zarr.Group, prefix: str = "") -> list[str]:
+    """Paths of every array below ``group``."""
+    import warnings
+    out = []
+    with warnings.catch_warnings():             # .lock and results/ are not zarr nodes
+        warnings.simplefilter("ignore")
+        members = list(group.members())
+    for name, node in members:
+        path = f"{prefix}{name}"
+        if isinstance(node, zarr.Array):
+            out.append(path)
+        else:
+            out += _arrays(node, path + "/")
+    return out
+
+
+def _delete_a_chunk(root: Path, array: str) -> Path:
+    """Delete the last chunk file of ``array`` (a path in the group at ``root``)."""
+    from cache.zarr_io import chunk_key
+    arr = zarr.open_group(root, mode="r")[array]
+    last = tuple(int(n) - 1 for n in arr._chunk_grid_shape)
+    f = root / chunk_key(arr, last)
+    assert f.is_file(), f
+    f.unlink()
+    return f
+
+
+def test_every_absent_chunk_is_named_or_harmless(setup, tmp_path):
+    """For every array of a scored run and of its label cache: delete one chunk file, then
+    score again. The outcome is an error naming the array and the chunk's file, or results
+    identical to the reference; never different numbers (zarr reads an absent chunk as
+    zeros)."""
+    from cache.labels import LabelCacheError
+    from pipeline.layer_stages import ScoreConfig
+    from pipeline.stages import score_run
+    ref = setup["ref"]
+    cases = [("run", a) for a in _arrays(zarr.open_group(ref, mode="r"))]
+    cases += [("labels", a) for a in _arrays(setup["labels"].group)]
+    assert len(cases) >= 20, cases
+    outcomes = {}
+    for i, (where, array) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        labels = tmp_path / f"labels{i}.zarr"
+        shutil.copytree(ref, run)
+        shutil.copytree(setup["labels"].path, labels)
+        gone = _delete_a_chunk(run if where == "run" else labels, array)
+        try:
+            score_run(run, ScoreConfig(levels=sf.LEVELS, progress=False, top_images=0),
+                      label_cache=labels, log=lambda m: None)
+        except (store.RunError, LabelCacheError) as e:
+            msg = str(e)
+            # the chunk named with its file, or (progress) the block it marked redone
+            assert (array in msg and str(gone) in msg) or "incomplete" in msg, (array, msg)
+            outcomes[array] = "named"
+            continue
+        assert_scored_like_reference(run, ref)
+        outcomes[array] = "identical"
+    named = {a for a, o in outcomes.items() if o == "named"}
+    for must in ("layers/features.3/activations", "layers/features.3/maxima", "planes",
+                 "scalars", "present", "label_pixels"):
+        assert must in named, outcomes
+
+
+def test_absent_label_pixels_is_repaired(setup, tmp_path):
+    path = tmp_path / "labels.zarr"
+    shutil.copytree(setup["labels"].path, path)
+    gone = _delete_a_chunk(path, "label_pixels")
+    with pytest.raises(LabelCacheError, match="label_pixels chunk"):
+        LabelCache.open(path)
+    assert [d.file for d in scan_label_cache(zarr.open_group(path))] == [str(gone)]
+    r = sf.cli("scripts/cache_labels.py", "--dataset", setup["data"], "--out", path,
+               "--repair", "--workers", "1", "--quiet")
+    assert "label_pixels chunk (0,)" in r.stdout
+    assert_label_caches_equal(LabelCache.open(path), setup["labels"])
