@@ -263,3 +263,26 @@ def test_rotate_cli_errors(small):
     r = cli("scripts/rotate.py", small["run"], "--layer", LAYER, "--alphas", "0,2",
             "--label-cache", small["tmp"] / "labels.zarr", check=False)
     assert r.returncode == 2 and "--alphas" in r.stderr
+
+
+def test_derived_run_of_a_source_extracted_again_is_stale(small, tmp_path):
+    """A derived run keyed to its source's content: after the source layer is extracted
+    again with other preprocessing, the experiment writes the derived run anew instead of
+    reusing it, and gives what a fresh experiment gives."""
+    from pipeline.experiments.rotation import RotationSpec, run_experiment
+    run = tmp_path / "run"
+    make_run(small["data"], run)
+    out = tmp_path / "rotations"                      # outside the run: --overwrite keeps it
+    spec = RotationSpec(layer=LAYER, alphas=(0.5,), out=out)
+
+    def experiment(where, spec):
+        said = []
+        res = run_experiment(where, spec, ScoreConfig(levels=(0.005,), progress=False),
+                             label_cache=small["labels"].path, log=said.append)
+        return res.points, said
+    experiment(run, spec)
+    make_run(small["data"], run, overwrite=True, mean=(0.2, 0.3, 0.4))
+    points, said = experiment(run, spec)
+    assert not [m for m in said if "reusing" in m], said
+    fresh, _ = experiment(run, RotationSpec(layer=LAYER, alphas=(0.5,), out=tmp_path / "new"))
+    assert points == fresh

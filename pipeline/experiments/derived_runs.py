@@ -42,11 +42,23 @@ def transform_record(transform: dict | None, M: np.ndarray, dtype: str = "float3
     return rec
 
 
-def derived_fingerprint(source_fingerprint: str, layer: str, transform: dict) -> str:
-    """Model fingerprint of a derived run: sha256 of the source model's fingerprint, the
-    layer and the transform record (which includes the matrix's hash)."""
-    text = json.dumps({"source": source_fingerprint, "layer": layer,
-                       "transform": transform}, sort_keys=True)
+def source_identity(run, layer: str) -> dict:
+    """What the source layer's activations are made of: the model's and the dataset's
+    fingerprints, the images, the shape and dtype (as stored thresholds are keyed) and the
+    preprocessing. A re-extraction that changes any of it makes derived runs stale."""
+    a = store.read_run_attrs(run)
+    acts = store.activations(run, layer)
+    return {"model": a["model"]["fingerprint"], "dataset": a["dataset"]["fingerprint"],
+            "num_images": int(acts.shape[0]), "shape": [int(s) for s in acts.shape],
+            "dtype": str(acts.dtype), "preprocessing": a.get("preprocessing", {})}
+
+
+def derived_fingerprint(source: dict, layer: str, transform: dict) -> str:
+    """Model fingerprint of a derived run: sha256 of the source's identity
+    (:func:`source_identity`), the layer and the transform record (which includes the
+    matrix's hash)."""
+    text = json.dumps({"source": source, "layer": layer, "transform": transform},
+                      sort_keys=True)
     return "rotated-" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -99,7 +111,7 @@ def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike
     if np.dtype(dtype) not in (np.float16, np.float32, np.float64):
         raise ValueError(f"dtype must be float16, float32 or float64, got {dtype!r}")
     transform = transform_record(transform, M, dtype, compute_dtype)
-    fp = derived_fingerprint(attrs["model"]["fingerprint"], layer, transform)
+    fp = derived_fingerprint(source_identity(src, layer), layer, transform)
     block = int(attrs.get("block_images") or 256)
     out = Path(store.location(out))
     if store.is_url(out):

@@ -23,7 +23,8 @@ import numpy as np
 from cache import store
 from pipeline.experiments import rotation_matrices as rot
 from pipeline.experiments.derived_runs import (derived_fingerprint, derived_is_complete,
-                                               transform_record, write_transformed_run)
+                                               source_identity, transform_record,
+                                               write_transformed_run)
 from pipeline.layer_stages import ScoreConfig, cube_summary, layer_cube, layer_results
 from pipeline.reports.charts import rotation_chart
 from pipeline.files import write_csv
@@ -88,7 +89,7 @@ def _derived_run(run, spec: RotationSpec, out: Path, Q: np.ndarray, K: int, kind
     M, transform = _transform(spec, Q, K, kind, alpha)
     dest = derived_dir(out, spec.layer, spec.seed, kind, alpha)
     what = f"{kind} a={alpha}" if kind == "rotation" else kind
-    fp = derived_fingerprint(store.read_run_attrs(run)["model"]["fingerprint"], spec.layer,
+    fp = derived_fingerprint(source_identity(run, spec.layer), spec.layer,
                              transform_record(transform, M, spec.dtype))
     if derived_is_complete(dest, fp):
         log(f"[{what}] reusing the derived run {dest}")
