@@ -134,7 +134,7 @@ def run_attrs(*, dataset: dict, model: dict, layer_shapes: dict[str, tuple[int, 
         "layer_shapes": {n: [int(v) for v in s] for n, s in layer_shapes.items()},
         "versions": versions or {}, **extra,
     }
-    return _plain(attrs)
+    return plain_json(attrs)
 
 
 def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str = "lz4"
@@ -156,12 +156,12 @@ def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str
     return group
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """``value`` with numpy scalars and tuples made plain JSON (zarr attrs need it)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -99,14 +99,10 @@ def chunk_key(arr: zarr.Array, coords: tuple[int, ...]) -> str:
     return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}".lstrip("/")
 
 
-def absent_chunks(arr: zarr.Array, rows=None) -> list[tuple[int, ...]]:
-    """Chunk coordinates of ``arr`` not in its store (chunk rows ``rows`` along the first
-    axis, default all), from one listing of the array's keys."""
+def absent_chunks(arr: zarr.Array) -> list[tuple[int, ...]]:
+    """Chunk coordinates of ``arr`` not in its store, from one listing of its keys."""
     listed = sync(_keys(arr.store, f"{arr.path}/".lstrip("/")))
-    grid = arr._chunk_grid_shape
-    rows = range(grid[0]) if rows is None else rows
-    return [c for r in rows for rest in np.ndindex(*grid[1:])
-            for c in [(int(r),) + tuple(int(v) for v in rest)]
+    return [c for c in (tuple(int(v) for v in i) for i in np.ndindex(*arr._chunk_grid_shape))
             if chunk_key(arr, c) not in listed]
 
 

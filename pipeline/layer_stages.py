@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cache import store
+from cache.integrity import check_present
 from cache.cube import Cube, read_cube, read_thresholds, write_cube, write_thresholds
 from cache.labels import LabelCache
 from pipeline import sweep as sweep_mod
@@ -124,9 +125,10 @@ def check_finite_maxima(run, layer: str) -> None:
 
 
 def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
-                     client: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                     client: Any = None, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(levels (V,), T (V, K) float64) for the asked levels; computes only missing ones
-    (on ``client``'s cluster when given, else with Dask's local threaded scheduler)."""
+    (on ``client``'s cluster when given, else with Dask's local threaded scheduler).
+    ``check=False``: the caller has already checked that every chunk is on disk."""
     from pipeline.quantiles import exact_thresholds     # dask: imported only when needed
     source = layer_source(run, layer)
     stored = read_thresholds(store.layer_group(run, layer), source)
@@ -138,8 +140,8 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
             check_shared(run)
         # no client: the local threaded scheduler, whatever Dask's default is
         kwargs = {"scheduler": client if client is not None else "threads"}
-        from cache.integrity import check_present
-        check_present(run, layer)           # an absent chunk would be read as zeros
+        if check:
+            check_present(run, layer)       # an absent chunk would be read as zeros
         with named_failures(run, layer):
             check_finite_maxima(run, layer)
             T = exact_thresholds(store.activations(run, layer), todo, compute_kwargs=kwargs)
@@ -154,7 +156,6 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
 def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=print
                ) -> Cube:
     """The IoU cube at ``config.all_levels()``, replaying only the missing levels."""
-    from cache.integrity import check_present
     check_present(run, layer, labels)       # an absent chunk would be read as zeros
     levels = config.all_levels()
     source = {**layer_source(run, layer), "labels": labels.fingerprint}
@@ -162,7 +163,8 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     stored = read_cube(group, source)
     todo = _missing(None if stored is None else stored.levels, levels)
     if todo:
-        lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client)
+        lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client,
+                                 check=False)
         t0 = time.perf_counter()
         with named_failures(run, layer, labels):
             new = _replay(run, layer, labels, lv, T, config)

@@ -419,7 +419,6 @@ def test_every_absent_chunk_is_named_or_harmless(setup, tmp_path):
     score again. The outcome is an error naming the array and the chunk's file, or results
     identical to the reference; never different numbers (zarr reads an absent chunk as
     zeros)."""
-    from cache.labels import LabelCacheError
     from pipeline.layer_stages import ScoreConfig
     from pipeline.stages import score_run
     ref = setup["ref"]

@@ -36,7 +36,7 @@ def transform_record(transform: dict | None, M: np.ndarray, dtype: str = "float3
                      compute_dtype: str = "float64") -> dict:
     """The ``transform`` attrs of a derived run: ``transform`` (kind, alpha, seed...)
     plus the matrix's sha256 and the stored and compute dtypes (all in the fingerprint)."""
-    rec = _plain(dict(transform or {"kind": "matrix"}))
+    rec = cache_acts.plain_json(dict(transform or {"kind": "matrix"}))
     rec.update({"matrix_sha256": matrix_sha256(M), "compute_dtype": str(np.dtype(compute_dtype)),
                 "dtype": str(np.dtype(dtype))})
     return rec
@@ -46,11 +46,9 @@ def source_identity(run, layer: str) -> dict:
     """What the source layer's activations are made of: the model's and the dataset's
     fingerprints, the images, the shape and dtype (as stored thresholds are keyed) and the
     preprocessing. A re-extraction that changes any of it makes derived runs stale."""
-    a = store.read_run_attrs(run)
-    acts = store.activations(run, layer)
-    return {"model": a["model"]["fingerprint"], "dataset": a["dataset"]["fingerprint"],
-            "num_images": int(acts.shape[0]), "shape": [int(s) for s in acts.shape],
-            "dtype": str(acts.dtype), "preprocessing": a.get("preprocessing", {})}
+    from pipeline.layer_stages import layer_source
+    return {**layer_source(run, layer),
+            "preprocessing": store.read_run_attrs(run).get("preprocessing", {})}
 
 
 def derived_fingerprint(source: dict, layer: str, transform: dict) -> str:
@@ -62,20 +60,10 @@ def derived_fingerprint(source: dict, layer: str, transform: dict) -> str:
     return "rotated-" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _plain(x):
-    """JSON-plain copy (numpy scalars -> Python)."""
-    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def derived_is_complete(out: str | os.PathLike, fingerprint: str) -> bool:
     """True if ``out`` is a finished derived run with this model fingerprint."""
-    out = Path(out)
-    if not store.is_run_dir(out):
-        return False
     try:
-        g = store.open_run(out)
-        return (g.attrs.get("model", {}).get("fingerprint") == fingerprint
-                and bool(g.attrs.get("layout_complete")) and store.is_complete(g))
+        return _resumable(Path(out), fingerprint) and store.is_complete(out)
     except Exception:
         return False
 
