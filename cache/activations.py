@@ -5,6 +5,9 @@ See ``cache/store.py`` for the whole run layout. Per layer (node = ``layer_node(
     layers/<node>/activations  (N, K, h, w) float16|float32  chunks (n, k, h, w), lz4|zstd
     layers/<node>/maxima       (N, K) float32                chunks (B, K)
     progress                   (num_blocks,) uint8           chunks (1,)
+    image_files                (N, 32) uint8                 chunks (B, 32): per image, the
+                               stamp and digest of its file (pipeline/dataset_files.py),
+                               written with its block (extracted runs made since it exist)
 
 Every stored chunk ends with a CRC32C of its bytes (``codecs``), so corruption is
 detected on read rather than returned as wrong numbers.
@@ -98,11 +101,13 @@ class BlockWriter:
                            writable(group[f"layers/{layer_node(n)}/maxima"]))
                        for n in layers}
         self.progress = writable(group["progress"])
+        self.files = writable(group["image_files"]) if "image_files" in group else None
 
-    def write(self, b: int, acts: dict[str, np.ndarray], maxima: dict[str, np.ndarray]
-              ) -> None:
+    def write(self, b: int, acts: dict[str, np.ndarray], maxima: dict[str, np.ndarray],
+              files: np.ndarray | None = None) -> None:
         """Write block b: acts[name] (n, K, h, w), maxima[name] (n, K) float32 with
-        n = the block's image count; then set its progress entry."""
+        n = the block's image count, files (n, 32) uint8 its image records (runs with
+        ``image_files``); then set its progress entry."""
         start, stop = block_range(b, self.block, self.num_images)
         for name, a in acts.items():
             if a.shape[0] != stop - start:
@@ -111,6 +116,10 @@ class BlockWriter:
             arr, mx = self.arrays[name]
             arr[start:stop] = a
             mx[start:stop] = maxima[name]
+        if self.files is not None:
+            if files is None:
+                raise ValueError(f"block {b}: the run records image files; pass them")
+            self.files[start:stop] = files
         self.progress[b] = 1
 
 
@@ -137,12 +146,13 @@ def run_attrs(*, dataset: dict, model: dict, layer_shapes: dict[str, tuple[int, 
     return plain_json(attrs)
 
 
-def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str = "lz4"
-               ) -> zarr.Group:
+def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str = "lz4",
+               image_files: bool = False) -> zarr.Group:
     """Clear ``out`` (cache.store.clear_run_dir: the lock file stays, a directory that
     is not a run is refused) and lay out an empty run: ``attrs`` (from run_attrs) plus
     block_images and compression in one write of zarr.json, every layer's arrays for
-    ``attrs["dataset"]["num_images"]`` images, ``progress``, then layout_complete."""
+    ``attrs["dataset"]["num_images"]`` images, ``progress`` (and ``image_files``: runs
+    extracted from image files), then layout_complete."""
     clear_run_dir(out)
     attrs = dict(attrs, block_images=int(block), compression=compression,
                  layout_complete=False)
@@ -152,6 +162,10 @@ def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str
     for name, shape in attrs["layer_shapes"].items():
         create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"], compression)
     create_progress(group, N, block)
+    if image_files:
+        group.create_array("image_files", shape=(N, 32), chunks=(block, 32), dtype="uint8",
+                           compressors=codecs("zstd"), fill_value=0, config=WRITE_CONFIG,
+                           overwrite=True)
     group.attrs["layout_complete"] = True
     return group
 

@@ -104,10 +104,17 @@ def scan_run(run, layers: Sequence[str] | None = None) -> list[Damage]:
     block = int(group.attrs["block_images"])
     done = np.flatnonzero(store.read_progress(group))
     out: list[Damage] = []
-    for name in layers or store.layer_names(group):
-        for arr in (store.activations(group, name), store.maxima(group, name)):
-            out += scan_array(arr, _rows_of_blocks(arr, done, block))
+    for arr in _run_arrays(group, layers or store.layer_names(group)):
+        out += scan_array(arr, _rows_of_blocks(arr, done, block))
     return out
+
+
+def _run_arrays(group: zarr.Group, layers: Sequence[str]) -> list[zarr.Array]:
+    """The arrays of a run written block by block: each layer's activations and maxima,
+    and ``image_files`` where the run has it."""
+    arrays = [a for name in layers
+              for a in (store.activations(group, name), store.maxima(group, name))]
+    return arrays + ([group["image_files"]] if "image_files" in group else [])
 
 
 def describe(damage: Sequence[Damage], fix: str) -> str:
@@ -135,7 +142,8 @@ def repair_run(group: zarr.Group, layers: Sequence[str] | None = None,
 
 
 # ------------------------------------------------------------------ label cache
-LABEL_ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels")   # by image chunk
+LABEL_ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels",    # by image chunk
+                "label_files")                 # (absent in caches made before it)
 
 
 def has_checksum(arr: zarr.Array) -> bool:
@@ -148,7 +156,7 @@ def has_checksum(arr: zarr.Array) -> bool:
 def scan_label_cache(group: zarr.Group) -> list[Damage]:
     """Damage among the finished chunks of a label cache (``cache/labels.py``)."""
     done = np.flatnonzero(read_flags(group["done"]) == 1)
-    damage = [d for name in LABEL_ARRAYS
+    damage = [d for name in LABEL_ARRAYS if name in group
               for d in scan_array(group[name], done, need=has_checksum(group[name]))]
     if group.attrs.get("complete") and "label_pixels" in group:   # written by the finish
         damage += scan_array(group["label_pixels"], need=has_checksum(group["label_pixels"]))
@@ -188,13 +196,12 @@ def check_present(run, layer: str, labels=None) -> None:
     """Raise explain()'s RunError when a chunk of ``layer``'s activations or maxima, or
     of the label cache's arrays, is absent on disk (zarr would read it as zeros and the
     numbers would be silently wrong). One listing per array: milliseconds."""
-    arrays = [store.activations(run, layer), store.maxima(run, layer)]
-    damage = [d for arr in arrays for d in _absent(arr)]
+    damage = [d for arr in _run_arrays(store.as_group(run), [layer]) for d in _absent(arr)]
     if damage:
         raise store.RunError(describe(damage, _activation_fix(run)))
     if labels is None:
         return
-    arrays = [labels.group[n] for n in (*LABEL_ARRAYS, "label_pixels")]
+    arrays = [labels.group[n] for n in (*LABEL_ARRAYS, "label_pixels") if n in labels.group]
     damage = [d for arr in arrays if has_checksum(arr) for d in _absent(arr)]
     if damage:
         raise store.RunError(describe(damage, _label_fix(labels)))

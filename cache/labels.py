@@ -14,6 +14,9 @@ this layout is pipeline/label_decoding.py's job. Layout::
     present        (N, G) bool             image holds a label whose primary category is g
     chunk_label_pixels (C, L) int64        |L_c| summed over each image chunk
     label_pixels   (L,) int64              |L_c| over the dataset (written when complete)
+    label_files    (N, 32) uint8           per image: stamp and digest of its label PNGs
+                                           (pipeline/dataset_files.py), written with its
+                                           chunk; absent in caches made before it
     done           (C,) uint8              1 once chunk c is fully written (resume bookkeeping)
 
 P = the largest number of PNG entries in one index.csv row (at least 1), S = the
@@ -28,6 +31,7 @@ only after a chunk's data is written, and ``layout_ready`` only after every arra
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +146,29 @@ class LabelCache:
     def chunk_images(self) -> int:
         return int(self.planes.chunks[0])
 
+    @property
+    def has_file_records(self) -> bool:
+        """False for caches made before ``label_files`` (changed PNGs go unnoticed)."""
+        return "label_files" in self.group
+
+    def file_records(self) -> np.ndarray:
+        """(N, 32) uint8 label-file records (pipeline/dataset_files.py); LabelCacheError
+        when a chunk is missing on disk."""
+        try:
+            return np.asarray(read_whole(self.group["label_files"]))
+        except MissingChunks as e:
+            raise LabelCacheError(f"{self.path}: {e}; run scripts/cache_labels.py --dataset "
+                                  f"DATASET --out {self.path} --repair") from None
+
+    @property
+    def content_key(self) -> str | None:
+        """sha256 of the label PNGs' digests (None without records): stored cubes are
+        keyed to it, so a re-decoded PNG makes them stale (as
+        pipeline.dataset_files.content_key)."""
+        if not self.has_file_records:
+            return None
+        return hashlib.sha256(self.file_records()[:, 16:].tobytes()).hexdigest()
+
     def label_pixels_upto(self, n: int) -> np.ndarray:
         """(L,) int64 |L_c| over images [0, n) (all of them: :attr:`label_pixels`)."""
         if n >= self.num_images:
@@ -221,6 +248,8 @@ def lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int], chunk_i
                    compressors=zstd, fill_value=False, config=cfg)
     g.create_array("chunk_label_pixels", shape=(C, L), chunks=(1, L), dtype="int64",
                    compressors=zstd, fill_value=0, config=cfg)
+    g.create_array("label_files", shape=(N, 32), chunks=(chunk_images, 32), dtype="uint8",
+                   compressors=zstd, fill_value=0, config=cfg)
     g.create_array("done", shape=(C,), chunks=(1,), dtype="uint8", fill_value=0, config=cfg,
                    compressors=[Crc32cCodec()])
     g.attrs["layout_ready"] = True       # written last: a half set-up is redone
@@ -230,7 +259,7 @@ def lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int], chunk_i
 class LabelCacheWriter:
     """Writes the image chunks of a laid-out cache; ``finish`` marks it complete."""
 
-    ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels", "done")
+    ARRAYS = ("planes", "scalars", "present", "chunk_label_pixels", "label_files", "done")
 
     def __init__(self, group: zarr.Group, path: str):
         self.group = group
@@ -246,10 +275,11 @@ class LabelCacheWriter:
         return [(c * B, min((c + 1) * B, N)) for c in range(-(-N // B)) if not done[c]]
 
     def write(self, start: int, planes: np.ndarray, scalars: np.ndarray,
-              present: np.ndarray, counts: np.ndarray) -> None:
+              present: np.ndarray, counts: np.ndarray, files: np.ndarray) -> None:
         """Write the chunk starting at image ``start``: planes (B, P, sh, sw) uint16,
-        scalars (B, S) int32, present (B, G) bool, counts (L,) int64 = its |L_c|; then
-        mark it done. A failed write (e.g. a full disk) raises LabelCacheError."""
+        scalars (B, S) int32, present (B, G) bool, counts (L,) int64 = its |L_c|, files
+        (B, 32) uint8 = its label-file records; then mark it done. A failed write (e.g.
+        a full disk) raises LabelCacheError."""
         stop = start + planes.shape[0]
         c = start // self.chunk_images
         arrays = self.arrays
@@ -258,6 +288,7 @@ class LabelCacheWriter:
             arrays["scalars"][start:stop] = scalars
             arrays["present"][start:stop] = present
             arrays["chunk_label_pixels"][c] = counts
+            arrays["label_files"][start:stop] = files
             arrays["done"][c] = 1             # only after the chunk's data is written
         except OSError as e:
             raise LabelCacheError(

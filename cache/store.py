@@ -22,6 +22,9 @@ Layout written by extraction (``cache/activations.py`` owns the arrays)::
     RUN/progress                    (num_blocks,) uint8, chunks (1,), CRC32C only:
                                     1 once every array of block b = images [bB, bB+B)
                                     is fully written (written last)
+    RUN/image_files                 (N, 32) uint8, chunks (B, 32): per image, the stamp
+                                    and digest of its file when it was extracted
+                                    (pipeline/dataset_files.py); extracted runs only
     RUN/.lock                       fcntl.flock target held while extracting or scoring
                                     (holds "<pid> <extraction|scoring>")
 
@@ -59,7 +62,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-from cache.zarr_io import read_flags
+from cache.zarr_io import MissingChunks, read_flags, read_whole
 
 RUN_FORMAT = "netdissect-run"
 RUN_VERSION = 1
@@ -344,6 +347,20 @@ def activations(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array
 def maxima(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
     """(N, K) float32 per-image maxima over (h, w) of the stored activations."""
     return layer_group(run, layer)["maxima"]
+
+
+def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
+    """(N, 32) uint8 records of the images a run was extracted from (stamp, digest:
+    pipeline/dataset_files.py), or None for a run without them (derived, synthetic, or
+    made before they were recorded). RunError when a chunk is missing on disk."""
+    group = as_group(run)
+    if "image_files" not in group:
+        return None
+    try:
+        return np.asarray(read_whole(group["image_files"]))
+    except MissingChunks as e:
+        raise RunError(f"{run_path(group)}: {e}; rerun the scripts/extract.py command that "
+                       f"made it with --repair") from None
 
 
 def read_progress(group: zarr.Group) -> np.ndarray:

@@ -187,7 +187,7 @@ def bare_forward_stats(config: ExtractConfig) -> LoopStats:
                           pin=s.device.type == "cuda")
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode(), torch_threads(config, s.device, workers):
-        for _idx, pixels, err in loader:
+        for _idx, pixels, err, _files in loader:
             if err is not None:
                 raise ExtractError(err)
             s.model(to_model_input(pixels, s.prep, s.device))

@@ -30,6 +30,8 @@ from tqdm import tqdm
 from cache import activations as cache_acts
 from cache import store
 from cache.store import RunError, RunLock, is_url, location
+from cache.zarr_io import clear_flags
+from pipeline.dataset_files import find_changes, image_files
 from pipeline.extract_config import (ExtractConfig, ExtractError, ExtractSetup,
                                      config_workers, setup_extraction, torch_threads)
 from pipeline.extract_run import open_or_create
@@ -66,8 +68,8 @@ class ExtractStats:
 
 # --------------------------------------------------------------------- the writer
 class _Writer(threading.Thread):
-    """Writes (block, {layer: (activations (n, K, h, w), maxima (n, K) float32)}) items
-    (CPU tensors) from a bounded queue."""
+    """Writes (block, {layer: (activations (n, K, h, w), maxima (n, K) float32)}, image
+    records (n, 32) uint8) items (CPU tensors) from a bounded queue."""
 
     def __init__(self, group: zarr.Group, layers: list[str], maxsize: int = 2):
         super().__init__(name="activation-writer", daemon=True)
@@ -84,11 +86,11 @@ class _Writer(threading.Thread):
                 return
             if self.error is not None:
                 continue                    # drain after a failure
-            b, outs = item
+            b, outs, files = item
             try:
                 acts = {n: a.numpy() for n, (a, _m) in outs.items()}
                 mx = {n: m.numpy() for n, (_a, m) in outs.items()}
-                self.target.write(b, acts, mx)
+                self.target.write(b, acts, mx, files)
                 self.written += 1
             except BaseException as e:      # noqa: BLE001 - reported by the main thread
                 self.error, self.failed_block = e, b
@@ -155,6 +157,7 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
         if config.repair and not created:
             from cache.integrity import repair_run
             repair_run(group, list(config.layers), log)
+            _repair_images(group, s, log)
         N = s.num_images
         done = store.read_progress(group)
         pending = np.flatnonzero(~done)
@@ -174,6 +177,20 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
         _warn_overflow(group, config.layers, log)
         stats.bytes_on_disk = _dir_bytes(out)
         return stats
+
+
+def _repair_images(group: zarr.Group, s: ExtractSetup, log: Log) -> None:
+    """Mark the finished blocks holding an image whose file changed since it was
+    extracted (pipeline/dataset_files.py) as not done, so the resume re-extracts them."""
+    stored = store.image_records(group)
+    if stored is None:
+        return
+    changes = find_changes(s.dataset, stored, image_files)
+    block = int(group.attrs["block_images"])
+    blocks = sorted({i // block for i in changes.stale})
+    if blocks:
+        log(f"{changes.describe('image files')}: re-extracting block(s) {blocks}")
+        clear_flags(group["progress"], blocks)
 
 
 def _stored_and_maxima(dtype: torch.dtype
@@ -238,14 +255,14 @@ def _forward_blocks(loader, s: ExtractSetup, config: ExtractConfig, workers: int
     on_gpu = s.device.type != "cpu"
     with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype)) as cap, \
             torch.inference_mode(), torch_threads(config, s.device, workers):
-        for idx, pixels, err in loader:
+        for idx, pixels, err, files in loader:
             if err is not None:
                 raise ExtractError(f"{err}\n(blocks written so far are kept; "
                                    f"after fixing, rerun the same command to resume)")
             outs = cap(to_model_input(pixels, s.prep, s.device))
             if on_gpu:
                 outs = {n: (a.cpu(), m.cpu()) for n, (a, m) in outs.items()}
-            writer.put((idx[0] // block, outs))
+            writer.put((idx[0] // block, outs, files))
             bar.update(len(idx))
             stats.images += len(idx)
 

@@ -83,9 +83,10 @@ def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
                     log(f"note: resuming with the run's block size {block} "
                         f"(--batch-size {c.batch_size} applies to new runs)")
                 return group, block, False
-            return cache_acts.create_run(out, s.attrs, block, c.compression), block, True
+            return cache_acts.create_run(out, s.attrs, block, c.compression,
+                                         image_files=True), block, True
     elif any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunError(f"--out {out}: the directory holds files but is not a run; "
                        f"choose a new or empty directory")
-    return (cache_acts.create_run(out, s.attrs, c.batch_size, c.compression), c.batch_size,
-            True)
+    return (cache_acts.create_run(out, s.attrs, c.batch_size, c.compression,
+                                  image_files=True), c.batch_size, True)

@@ -10,11 +10,13 @@ second builder of the same cache is refused); the cache may also live at an fssp
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import zarr
 from tqdm import tqdm
 
 from cache import labels as label_store
@@ -22,7 +24,9 @@ from cache.integrity import repair_label_cache
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
 from cache.store import RunLock, is_url, location
+from cache.zarr_io import clear_flags, writable
 from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.dataset_files import find_changes, label_files, records
 from pipeline.parallel import bounded_map, worker_start
 
 
@@ -37,9 +41,10 @@ def slot_counts(dataset: BrodenDataset) -> tuple[int, int]:
 
 
 def decode_range(dataset: BrodenDataset, start: int, stop: int, P: int, S: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode images [start, stop) into (planes (B, P, sh, sw) uint16, scalars (B, S)
-    int32, present (B, G) bool, label_pixels (L,) int64)."""
+    int32, present (B, G) bool, label_pixels (L,) int64, label-file records (B, 32)
+    uint8 (pipeline/dataset_files.py))."""
     sh, sw = dataset.segmentation_size()
     B = stop - start
     planes = np.zeros((B, P, sh, sw), dtype=np.uint16)
@@ -54,7 +59,7 @@ def decode_range(dataset: BrodenDataset, start: int, stop: int, P: int, S: int
         counts += np.bincount(planes[b].ravel(), minlength=dataset.num_labels)
         counts[scalars[b][scalars[b] != 0]] += sh * sw
     counts[0] = 0
-    return planes, scalars, present, counts
+    return planes, scalars, present, counts, records(dataset, range(start, stop), label_files)
 
 
 # ---------------------------------------------------------------- worker side
@@ -97,11 +102,51 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     if len(dataset) == 0:
         raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows; a label "
                           f"cache needs at least one image")
+    with _build_lock(path):
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+
+
+def _build_lock(path: str):
+    """``LABELS.zarr.lock`` beside a local cache (a second builder is refused); none
+    for an fsspec URL."""
     if is_url(path):
-        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+        return contextlib.nullcontext()
     where = Path(path)
-    with RunLock(where.parent, "label-cache build", name=where.name + ".lock"):
-        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+    return RunLock(where.parent, "label-cache build", name=where.name + ".lock")
+
+
+def refresh_label_cache(dataset: BrodenDataset, labels: LabelCache, *, full: bool = False,
+                        progress: bool = True, log=print) -> LabelCache:
+    """``labels`` checked against the label PNGs of ``dataset`` now (their records,
+    pipeline/dataset_files.py): chunks holding a row whose PNGs changed are decoded again
+    (a note names the first file), and stamps of files touched without a change are
+    refreshed. ``full``: hash every PNG, whatever its stamp. Returns the cache to use."""
+    if not labels.has_file_records:
+        log(f"note: {labels.path} was built before label-file records; a changed label PNG "
+            f"is not noticed: rebuild it (scripts/cache_labels.py --rebuild) to get them")
+        return labels
+    if dataset.categories != dataset.all_categories:
+        dataset = BrodenDataset(dataset.directory)
+    changes = find_changes(dataset, labels.file_records(), label_files, full)
+    if not changes.stale and not changes.restamped:
+        return labels
+    with _build_lock(labels.path):
+        g = zarr.open_group(labels.path, mode="r+")
+        if changes.restamped:
+            arr = writable(g["label_files"])
+            stored = np.asarray(arr[:])
+            for i, rec in changes.restamped.items():
+                stored[i] = rec
+            arr[:] = stored
+        if not changes.stale:
+            return LabelCache(g, labels.path)
+        chunks = sorted({i // labels.chunk_images for i in changes.stale})
+        log(f"{labels.path}: {changes.describe('label PNGs')}; decoding label chunk(s) "
+            f"{chunks[:10]}{' ...' if len(chunks) > 10 else ''} again")
+        g.attrs["complete"] = False
+        clear_flags(g["done"], chunks)
+        return _build(dataset, labels.path, labels.chunk_images, None, False, progress,
+                      False, log)
 
 
 def _layout_meta(dataset: BrodenDataset, fp: str) -> dict:

@@ -33,6 +33,7 @@ from cache.integrity import check_present
 from cache.cube import Cube, read_cube, read_thresholds, write_cube, write_thresholds
 from cache.labels import LabelCache
 from pipeline import sweep as sweep_mod
+from pipeline.dataset_files import content_key
 from pipeline.null_model import NullConfig, null_p_values
 from pipeline.reports import document as results_doc
 from pipeline.reports.charts import sweep_chart
@@ -78,9 +79,11 @@ def layer_source(run, layer: str) -> dict:
     """What a layer's thresholds are computed from (stale when any of it changes)."""
     a = store.read_run_attrs(run)
     acts = store.activations(run, layer)
+    images = store.image_records(run)
     return {"layer": layer, "model": a["model"]["fingerprint"],
             "dataset": a["dataset"]["fingerprint"], "num_images": int(acts.shape[0]),
-            "shape": [int(s) for s in acts.shape], "dtype": str(acts.dtype)}
+            "shape": [int(s) for s in acts.shape], "dtype": str(acts.dtype),
+            "images": None if images is None else content_key(images)}
 
 
 def _missing(have: np.ndarray | None, want: Sequence[float]) -> list[float]:
@@ -158,7 +161,8 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     """The IoU cube at ``config.all_levels()``, replaying only the missing levels."""
     check_present(run, layer, labels)       # an absent chunk would be read as zeros
     levels = config.all_levels()
-    source = {**layer_source(run, layer), "labels": labels.fingerprint}
+    source = {**layer_source(run, layer), "labels": labels.fingerprint,
+              "label_files": labels.content_key}
     group = store.layer_group(run, layer)
     stored = read_cube(group, source)
     todo = _missing(None if stored is None else stored.levels, levels)

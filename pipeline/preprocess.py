@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.dataset_files import image_files, records
 from pipeline.parallel import worker_start
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,7 +63,8 @@ def to_model_input(pixels: torch.Tensor, prep: Preprocessing,
 
 
 class ResizedImages(torch.utils.data.Dataset):
-    """Item i -> (i, (H, W, 3) uint8 or None, error message or None)."""
+    """Item i -> (i, (H, W, 3) uint8 or None, error message or None, (32,) uint8 record
+    of the image file (pipeline/dataset_files.py), read where the file is decoded)."""
 
     def __init__(self, dataset: BrodenDataset, size: tuple[int, int]):
         self.dataset, self.size = dataset, size
@@ -72,23 +74,26 @@ class ResizedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, resize_image(self.dataset.load_image(i), self.size), None
+            pixels = resize_image(self.dataset.load_image(i), self.size)
         except BrodenError as e:
-            return i, None, str(e)
+            return i, None, str(e), None
+        return i, pixels, None, records(self.dataset, [i], image_files)[0]
 
 
 def _collate(items):
-    idx = [i for i, _, _ in items]
-    errors = [e for _, _, e in items if e is not None]
+    idx = [i for i, _, _, _ in items]
+    errors = [e for _, _, e, _ in items if e is not None]
     if errors:
-        return idx, None, errors[0]
-    return idx, torch.from_numpy(np.stack([im for _, im, _ in items])), None
+        return idx, None, errors[0], None
+    return (idx, torch.from_numpy(np.stack([im for _, im, _, _ in items])), None,
+            np.stack([r for _, _, _, r in items]))
 
 
 def image_loader(images: ResizedImages, batches: list[list[int]], workers: int, pin: bool):
     """DataLoader over ``batches`` of image indices, decoding in ``workers`` processes.
 
-    Yields (indices, (B, H, W, 3) uint8 or None, the first error message or None).
+    Yields (indices, (B, H, W, 3) uint8 or None, the first error message or None,
+    (B, 32) uint8 image-file records or None).
     """
     return torch.utils.data.DataLoader(
         images, batch_sampler=batches, num_workers=workers, collate_fn=_collate,

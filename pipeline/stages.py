@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import zarr
 
 from cache import store
 from cache.cube import Cube
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
+from cache.zarr_io import writable
 from pipeline.broden import BrodenDataset, BrodenError
+from pipeline.dataset_files import find_changes, image_files
 from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results, layer_sweep
-from pipeline.label_decoding import build_label_cache
+from pipeline.label_decoding import build_label_cache, refresh_label_cache
 from pipeline.scoring import Dissection
 
 
@@ -57,25 +60,74 @@ def run_dataset(run, dataset: str | os.PathLike | None = None) -> BrodenDataset:
 def run_label_cache(run, dataset: str | os.PathLike | None = None,
                     label_cache: str | os.PathLike | None = None, *, progress: bool = True,
                     log=print) -> LabelCache:
-    """The label cache of a run's dataset, built on first use. A complete cache of the
-    run's dataset fingerprint (at ``label_cache`` or the default path, which is keyed by
-    the fingerprint) is used even when the dataset has moved; building one needs the
-    dataset (``dataset``, default the path extract.py recorded)."""
+    """The label cache of a run's dataset, built on first use, with the dataset's files
+    checked. A complete cache of the run's dataset fingerprint (at ``label_cache`` or the
+    default path, which is keyed by the fingerprint) is used even when the dataset has
+    moved; building one needs the dataset (``dataset``, default the path extract.py
+    recorded). When the dataset is there, the run's images and the cache's label PNGs
+    are compared with the files now (:func:`check_run_images`,
+    ``label_decoding.refresh_label_cache``: changed PNGs are decoded again)."""
     fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
-    ds = run_dataset(run, dataset) if dataset else None
+    ds = run_dataset(run, dataset) if dataset else _recorded_dataset(run, log)
     path = label_cache or default_label_cache_path(fp)
     try:
         labels = LabelCache.open(path)
-        if labels.fingerprint == fp:
-            return labels
+        if labels.fingerprint != fp:
+            labels = None
     except LabelCacheError:
-        pass
-    ds = ds or run_dataset(run, dataset)
-    if progress:
-        log(f"building the label cache at {path} (once per dataset)")
-    labels = build_label_cache(ds, path, progress=progress)
-    labels.check_dataset(ds)
+        labels = None
+    if labels is None:
+        ds = ds or run_dataset(run, dataset)
+        if progress:
+            log(f"building the label cache at {path} (once per dataset)")
+        labels = build_label_cache(ds, path, progress=progress)
+        labels.check_dataset(ds)
+    if ds is not None:
+        check_run_images(run, ds, log)
+        labels = refresh_label_cache(ds, labels, progress=progress, log=log)
     return labels
+
+
+def _recorded_dataset(run, log) -> BrodenDataset | None:
+    """The dataset at the path the run recorded, or None (with a note) when it is not
+    there or is no longer the run's dataset (its files are then not checked)."""
+    attrs = store.read_run_attrs(run)["dataset"]
+    if not (Path(attrs["path"]) / "index.csv").is_file():
+        log(f"note: the run's dataset is not at {attrs['path']} (moved?): its images and "
+            f"label PNGs are not checked for changes; pass --dataset to check them")
+        return None
+    try:
+        return run_dataset(run)
+    except (BrodenError, LabelCacheError) as e:
+        log(f"note: {e}; its images and label PNGs are not checked for changes")
+        return None
+
+
+def check_run_images(run, ds: BrodenDataset, log=print) -> None:
+    """Raise RunError naming the first changed image (and the blocks to re-extract with
+    ``extract.py --repair``) when an image file the run was extracted from changed
+    since; refresh the stamps of images touched without a change (when the run is
+    writable). Runs without image records (derived, synthetic) are not checked."""
+    stored = store.image_records(run)
+    if stored is None:
+        return
+    changes = find_changes(ds, stored, image_files)
+    if changes.stale:
+        block = int(store.read_run_attrs(run)["block_images"])
+        blocks = sorted({i // block for i in changes.stale})
+        raise store.RunError(
+            f"{store.run_path(run)}: {changes.describe('image files')}: the activations of "
+            f"block(s) {blocks[:10]}{' ...' if len(blocks) > 10 else ''} are stale; rerun "
+            f"the scripts/extract.py command that made the run with --repair (re-extracts "
+            f"only those blocks), then score again")
+    if changes.restamped and not isinstance(store.run_path(run), str):
+        try:
+            arr = writable(zarr.open_group(store.run_path(run), mode="r+")["image_files"])
+            for i, rec in changes.restamped.items():
+                stored[i] = rec
+            arr[:] = stored
+        except OSError as e:             # read-only: the stamps are only a shortcut
+            log(f"note: could not refresh image stamps in {store.run_path(run)} ({e})")
 
 
 def check_categories(labels: LabelCache, categories: Sequence[str] | None) -> None:
