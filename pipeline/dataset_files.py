@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,23 +46,28 @@ def label_files(ds: BrodenDataset, i: int) -> list[str]:
     return [e for cat in ds.all_categories for e in r.cells.get(cat, ()) if isinstance(e, str)]
 
 
-def _stamp(root: Path, names: Sequence[str]) -> bytes:
+def _root(ds: BrodenDataset) -> str:
+    return f"{ds.directory / 'images'}{os.sep}"
+
+
+def _stamp(root: str, names: Sequence[str]) -> bytes:
+    """(plain string paths: pathlib's joins cost more than the stat itself)"""
     h = hashlib.blake2b(digest_size=16)
     for name in names:
         try:
-            st = os.stat(root / name)
+            st = os.stat(root + name)
             h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{name}\0missing\n".encode())
     return h.digest()
 
 
-def _digest(root: Path, names: Sequence[str]) -> bytes:
+def _digest(root: str, names: Sequence[str]) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     for name in names:
         h.update(f"{name}\0".encode())
         try:
-            with open(root / name, "rb") as f:
+            with open(root + name, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         except OSError:
@@ -73,7 +77,7 @@ def _digest(root: Path, names: Sequence[str]) -> bytes:
 
 def records(ds: BrodenDataset, rows: Sequence[int], files: Files) -> np.ndarray:
     """(len(rows), 32) uint8: stamp then digest of ``files(ds, i)`` for each row i."""
-    root = ds.directory / "images"
+    root = _root(ds)
     out = np.zeros((len(rows), RECORD_BYTES), dtype=np.uint8)
     for j, i in enumerate(rows):
         names = files(ds, int(i))
@@ -107,7 +111,7 @@ def find_changes(ds: BrodenDataset, stored: np.ndarray, files: Files,
                  full: bool = False) -> Changes:
     """Compare ``stored`` (n, 32) records of rows [0, n) with the files now: stat every
     file; hash the rows whose stamp differs (every row with ``full``)."""
-    root = ds.directory / "images"
+    root = _root(ds)
     out = Changes(checked=int(stored.shape[0]))
     for i in range(stored.shape[0]):
         names = files(ds, i)

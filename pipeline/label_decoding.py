@@ -84,8 +84,8 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
                       repair: bool = False, log=print) -> LabelCache:
     """Decode every image of ``dataset`` into a label cache at ``path`` and return it.
 
-    Resumes an interrupted build of the same dataset; a complete cache is returned
-    as is. A cache of another dataset at ``path`` is refused unless ``overwrite``.
+    Resumes an interrupted build of the same dataset; a complete cache is checked
+    against the dataset's label PNGs (:func:`refresh_label_cache`) and returned. A cache of another dataset at ``path`` is refused unless ``overwrite``.
     All categories are cached, whatever subset ``dataset`` selected. ``repair``:
     first check every finished chunk and re-decode those that fail their checksum.
     Raises RunLockedError while another process builds the same (local) cache.
@@ -102,6 +102,13 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     if len(dataset) == 0:
         raise BrodenError(f"{dataset.directory / 'index.csv'}: has no image rows; a label "
                           f"cache needs at least one image")
+    if not (overwrite or repair):
+        try:
+            cache = LabelCache.open(path)
+            if cache.fingerprint == dataset.fingerprint():     # complete: bring up to date
+                return refresh_label_cache(dataset, cache, progress=progress, log=log)
+        except LabelCacheError:
+            pass
     with _build_lock(path):
         return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
 

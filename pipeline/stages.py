@@ -76,15 +76,16 @@ def run_label_cache(run, dataset: str | os.PathLike | None = None,
             labels = None
     except LabelCacheError:
         labels = None
-    if labels is None:
-        ds = ds or run_dataset(run, dataset)
-        if progress:
-            log(f"building the label cache at {path} (once per dataset)")
-        labels = build_label_cache(ds, path, progress=progress)
-        labels.check_dataset(ds)
     if ds is not None:
         check_run_images(run, ds, log)
-        labels = refresh_label_cache(ds, labels, progress=progress, log=log)
+    if labels is not None:
+        return labels if ds is None else refresh_label_cache(ds, labels, progress=progress,
+                                                             log=log)
+    ds = ds or run_dataset(run, dataset)
+    if progress:
+        log(f"building the label cache at {path} (once per dataset)")
+    labels = build_label_cache(ds, path, progress=progress, log=log)
+    labels.check_dataset(ds)
     return labels
 
 

@@ -161,3 +161,22 @@ def test_changed_image_refuses_scoring_until_repaired(tiny_data, tmp_path):
                                       store.image_records(fresh)[:, 16:])
         sf.assert_cubes_equal(sf.stored_cube(run, layer), sf.stored_cube(fresh, layer))
     assert not np.array_equal(acts_before[row], store.activations(run, "features.3")[row])
+
+
+def test_cache_labels_on_a_complete_cache_decodes_changed_pngs(tiny_data, tmp_path):
+    from pipeline.label_decoding import build_label_cache
+    data = _copy_data(tiny_data, tmp_path / "broden")
+    lab = tmp_path / "labels.zarr"
+    sf.make_labels(data, lab, chunk_images=8)
+    ds = BrodenDataset(data)
+    row = next(i for i in range(len(ds)) if label_files(ds, i))
+    donor = next(i for i in range(row + 1, len(ds)) if label_files(ds, i))
+    (data / "images" / label_files(ds, row)[0]).write_bytes(
+        (data / "images" / label_files(ds, donor)[0]).read_bytes())
+    lines: list[str] = []
+    build_label_cache(ds, lab, chunk_images=8, workers=1, progress=False, log=lines.append)
+    assert any(f"decoding label chunk(s) [{row // 8}] again" in line for line in lines), lines
+    ref = sf.make_labels(data, tmp_path / "ref.zarr", chunk_images=8)
+    for name in ("planes", "scalars", "present", "label_pixels", "label_files"):
+        np.testing.assert_array_equal(LabelCache.open(lab).group[name][:],
+                                      ref.group[name][:], err_msg=name)
