@@ -154,11 +154,15 @@ class LabelCache:
     def file_records(self) -> np.ndarray:
         """(N, 32) uint8 label-file records (pipeline/dataset_files.py); LabelCacheError
         when a chunk is missing on disk."""
+        arr = self.group["label_files"]
         try:
-            return np.asarray(read_whole(self.group["label_files"]))
+            return np.asarray(read_whole(arr))
         except MissingChunks as e:
-            raise LabelCacheError(f"{self.path}: {e}; run scripts/cache_labels.py --dataset "
-                                  f"DATASET --out {self.path} --repair") from None
+            lost = store_location(arr.store, chunk_key(arr, e.chunks[0]))
+            raise LabelCacheError(
+                f"{self.path}: label_files chunk {e.chunks[0]} ({lost}) is missing on disk; "
+                f"run scripts/cache_labels.py --dataset DATASET --out {self.path} --repair "
+                f"(re-decodes it)") from None
 
     @property
     def content_key(self) -> str | None:

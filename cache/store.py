@@ -62,7 +62,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-from cache.zarr_io import MissingChunks, read_flags, read_whole
+from cache.zarr_io import MissingChunks, chunk_key, read_flags, read_whole
 
 RUN_FORMAT = "netdissect-run"
 RUN_VERSION = 1
@@ -356,11 +356,14 @@ def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
     group = as_group(run)
     if "image_files" not in group:
         return None
+    arr = group["image_files"]
     try:
-        return np.asarray(read_whole(group["image_files"]))
+        return np.asarray(read_whole(arr))
     except MissingChunks as e:
-        raise RunError(f"{run_path(group)}: {e}; rerun the scripts/extract.py command that "
-                       f"made it with --repair") from None
+        lost = store_location(arr.store, chunk_key(arr, e.chunks[0]))
+        raise RunError(f"{run_path(group)}: image_files chunk {e.chunks[0]} ({lost}) is "
+                       f"missing on disk; rerun the scripts/extract.py command that made the "
+                       f"run with --repair") from None
 
 
 def read_progress(group: zarr.Group) -> np.ndarray:
