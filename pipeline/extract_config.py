@@ -41,6 +41,7 @@ class ExtractConfig:
     layers: Sequence[str]
     out: str | Path
     weights: str | Path | None = None
+    trust_checkpoint: bool = False          # --trust-checkpoint: full unpickler for --weights
     batch_size: int = 32
     workers: int | None = None           # None: default_workers()
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
@@ -154,7 +155,7 @@ def setup_extraction(c: ExtractConfig) -> ExtractSetup:
                          tuple(float(v) for v in c.mean), tuple(float(v) for v in c.std),
                          bool(c.bgr))
     device = resolve_device(c.device)
-    model = load_model(c.model, c.weights).to(device)
+    model = load_model(c.model, c.weights, c.trust_checkpoint).to(device)
     shapes = resolve_layers(model, list(c.layers), prep.input_size, device)
     attrs = cache_acts.run_attrs(
         dataset={"path": str(Path(c.dataset).resolve()), "fingerprint": ds.fingerprint(),

@@ -62,7 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated layer names (e.g. conv3,conv5 or layer4)")
     p.add_argument("--out", required=True, help="run directory to create or resume")
     p.add_argument("--weights", help="checkpoint: state_dict, {'state_dict': ...} or "
-                                     "{'model': ...}; a 'module.' prefix is stripped")
+                                     "{'model': ...} or .safetensors; a 'module.' prefix "
+                                     "is stripped; read with torch's safe loader")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a --weights file the safe loader refuses with the full "
+                        "unpickler, which runs any code the file names: only for files "
+                        "you trust")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per forward pass and per resume block (default 32)")
     p.add_argument("--workers", type=int, default=None,
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
         overwrite=a.overwrite, compression=a.compression, threads=a.threads,
-        progress=not a.quiet, repair=a.repair)
+        progress=not a.quiet, repair=a.repair, trust_checkpoint=a.trust_checkpoint)
     try:
         st = extract_with_stats(config)
     except ExtractInterrupted:

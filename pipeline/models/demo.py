@@ -116,13 +116,14 @@ def save_demo_checkpoint(path: str | Path, model: DemoCNN, meta: Mapping[str, An
                 "meta": dict(meta or {})}, str(path))
 
 
-def load_demo(weights: str | Path | None = None) -> DemoCNN:
-    """DemoCNN with ``weights`` (default: the committed checkpoint), in eval mode."""
+def load_demo(weights: str | Path | None = None, trust: bool = False) -> DemoCNN:
+    """DemoCNN with ``weights`` (default: the committed checkpoint), in eval mode;
+    ``trust`` as :func:`pipeline.models.checkpoints.read_checkpoint`."""
     path = Path(weights) if weights is not None else DEMO_WEIGHTS
     if weights is None and not path.is_file():
         raise ModelError(f"{path}: the committed demo weights are missing; train them with "
                          f"scripts/train_demo_model.py or pass --weights")
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, trust)
     cfg = DemoConfig()
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
         cfg = DemoConfig.from_dict(obj["config"])

@@ -44,19 +44,20 @@ Weights = str | Path | None
 @dataclass(frozen=True)
 class ModelSource:
     """One form of SPEC: ``matches(spec)`` says whether ``spec`` has this form;
-    ``load(spec, weights)`` returns the model with ``weights`` loaded (if given)."""
+    ``load(spec, weights, trust)`` returns the model with ``weights`` loaded (if given;
+    ``trust``: --trust-checkpoint, see pipeline/models/checkpoints.py)."""
     name: str
     matches: Callable[[str], bool]
-    load: Callable[[str, Weights], nn.Module]
+    load: Callable[[str, Weights, bool], nn.Module]
 
 
 def _then_weights(build: Callable[[str], nn.Module]) -> Callable[[str, Weights], nn.Module]:
     """The loader of an architecture ``build(spec)``: the weights file, if given, is then
     loaded strictly (:func:`pipeline.models.checkpoints.load_weights`)."""
-    def load(spec: str, weights: Weights) -> nn.Module:
+    def load(spec: str, weights: Weights, trust: bool = False) -> nn.Module:
         model = build(spec)
         if weights is not None:
-            load_weights(model, weights)
+            load_weights(model, weights, trust)
         return model
     return load
 
@@ -159,7 +160,8 @@ def _torchscript_model(spec: str) -> nn.Module:
 
 # Checked in order: a zoo spec also contains ":" and must match before a factory spec.
 SOURCES: tuple[ModelSource, ...] = (
-    ModelSource("demo", lambda spec: spec == "demo", lambda _spec, weights: load_demo(weights)),
+    ModelSource("demo", lambda spec: spec == "demo",
+                lambda _spec, weights, trust=False: load_demo(weights, trust)),
     ModelSource("torchvision", lambda spec: spec.startswith("torchvision:"),
                 _then_weights(_zoo_model)),
     ModelSource("timm", lambda spec: spec.startswith("timm:"), _then_weights(_zoo_model)),
@@ -169,16 +171,18 @@ SOURCES: tuple[ModelSource, ...] = (
 )
 
 
-def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
-    """Build the model named by ``spec`` (module docstring), load ``weights`` if given,
-    and return it on the CPU in eval mode."""
+def load_model(spec: str, weights: str | Path | None = None, trust_checkpoint: bool = False
+               ) -> nn.Module:
+    """Build the model named by ``spec`` (module docstring), load ``weights`` if given
+    (safely, unless ``trust_checkpoint``: pipeline/models/checkpoints.py), and return it
+    on the CPU in eval mode."""
     spec = str(spec).strip()
     if not spec:
         raise ModelError("--model is empty; pass e.g. demo, path/to/file.py:function, "
                          "package.module:function, torchvision:resnet18 or a TorchScript file")
     for source in SOURCES:
         if source.matches(spec):
-            return source.load(spec, weights).eval()
+            return source.load(spec, weights, trust_checkpoint).eval()
     raise ModelError(
         f"--model {spec!r}: not a known form; pass demo, path/to/file.py:function, "
         f"package.module:function, torchvision:NAME, timm:NAME or a TorchScript file "
