@@ -235,13 +235,13 @@ class BrodenDataset:
                                 f"in label.csv; fix the row or label.csv")
                         entries.append(v)
                     else:
-                        entries.append(tok)
+                        entries.append(_inside(path, i, cat, tok))
                 cells[cat] = tuple(entries)
             sizes = {k: _int(path, i, k, r[k]) for k in ("ih", "iw", "sh", "sw")}
             if min(sizes.values()) <= 0:
                 raise BrodenError(f"{path}, row {i}: image and segmentation sizes must be "
                                   f"positive, got {sizes}")
-            self.rows.append(IndexRow(row=i, image=r["image"], split=r.get("split", "") or "",
+            self.rows.append(IndexRow(row=i, image=_inside(path, i, "image", r["image"]), split=r.get("split", "") or "",
                                       cells=cells, **sizes))
 
     # ---------------------------------------------------------------- accessors
@@ -347,6 +347,18 @@ class BrodenDataset:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         return h.hexdigest()
+
+
+def _inside(path: Path, row: int, col: str, name: str) -> str:
+    """``name`` if it is a relative path inside ``images/`` (no absolute path, drive or
+    ``..`` part), else a BrodenError: a dataset row never names a file outside the
+    dataset folder."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise BrodenError(f"{path}, row {row}, column {col!r}: {name!r} names a file outside "
+                          f"the dataset's images/ folder; entries must be relative paths "
+                          f"inside it")
+    return name
 
 
 def _open_image(path: Path, where: str, mode: str | None) -> np.ndarray:

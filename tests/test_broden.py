@@ -192,3 +192,16 @@ def test_category_map_label_unknown(tiny):
     with pytest.raises(BrodenError, match=r"c_color.csv, row 3: label number 12 is not in "
                                           r"label.csv"):
         BrodenDataset(tiny)
+
+
+@pytest.mark.parametrize("entry, column", [("/etc/passwd", 0), ("../../secret.png", 6),
+                                           ("a/../../x.jpg", 0), ("C:\\x.png", 6),
+                                           ("\\\\host\\share.png", 6)])
+def test_rows_naming_files_outside_the_dataset_are_refused(tiny, entry, column):
+    def bad(rows):
+        rows[2][column] = entry
+        return rows
+    _rewrite_index(tiny, bad)
+    header = open(tiny / "index.csv").readline().strip().split(",")
+    with pytest.raises(BrodenError, match=r"index.csv, row 2, column '%s'.*outside" % header[column]):
+        BrodenDataset(tiny)
