@@ -23,7 +23,7 @@ from cache import labels as label_store
 from cache.integrity import repair_label_cache
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
-from cache.store import RunLock, is_url, location
+from cache.store import RunError, RunLock, is_url, location
 from cache.zarr_io import clear_flags, writable
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.dataset_files import find_changes, label_files, records
@@ -135,18 +135,12 @@ def refresh_label_cache(dataset: BrodenDataset, labels: LabelCache, *, full: boo
     if dataset.categories != dataset.all_categories:
         dataset = BrodenDataset(dataset.directory)
     changes = find_changes(dataset, labels.file_records(), label_files, full)
-    if not changes.stale and not changes.restamped:
+    if not changes.stale:
+        if changes.restamped:
+            _restamp(labels, changes.restamped, log)
         return labels
     with _build_lock(labels.path):
         g = zarr.open_group(labels.path, mode="r+")
-        if changes.restamped:
-            arr = writable(g["label_files"])
-            stored = np.asarray(arr[:])
-            for i, rec in changes.restamped.items():
-                stored[i] = rec
-            arr[:] = stored
-        if not changes.stale:
-            return LabelCache(g, labels.path)
         chunks = sorted({i // labels.chunk_images for i in changes.stale})
         log(f"{labels.path}: {changes.describe('label PNGs')}; decoding label chunk(s) "
             f"{chunks[:10]}{' ...' if len(chunks) > 10 else ''} again")
@@ -154,6 +148,21 @@ def refresh_label_cache(dataset: BrodenDataset, labels: LabelCache, *, full: boo
         clear_flags(g["done"], chunks)
         return _build(dataset, labels.path, labels.chunk_images, None, False, progress,
                       False, log)
+
+
+def _restamp(labels: LabelCache, restamped: dict, log) -> None:
+    """Store the new stamps of label PNGs touched without a change (a shortcut for the
+    next check only: a cache that cannot be written is used as it is)."""
+    try:
+        with _build_lock(labels.path):
+            arr = writable(zarr.open_group(labels.path, mode="r+")["label_files"])
+            stored = np.asarray(arr[:])
+            for i, rec in restamped.items():
+                stored[i] = rec
+            arr[:] = stored
+    except (OSError, LabelCacheError, RunError) as e:
+        log(f"note: could not refresh the label-file stamps of {labels.path} ({e}); the "
+            f"files whose mtime changed are hashed again next time")
 
 
 def _layout_meta(dataset: BrodenDataset, fp: str) -> dict:
