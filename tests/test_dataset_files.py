@@ -34,6 +34,17 @@ def _copy_data(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _scored_copy(tiny_data: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(dataset, run, label cache): a copy of the tiny dataset, its run and label cache
+    (chunks of 8 images), scored once."""
+    data = _copy_data(tiny_data, tmp_path / "broden")
+    run = sf.make_run(data, tmp_path / "run")
+    lab = tmp_path / "labels.zarr"
+    sf.make_labels(data, lab, chunk_images=8)
+    _score(run, lab)
+    return data, run, lab
+
+
 def _replace_keeping_mtime(path: Path, data: bytes) -> None:
     st = os.stat(path)
     path.write_bytes(data)
@@ -70,11 +81,7 @@ def test_records_see_content_not_touches(tiny_data, tmp_path):
 
 
 def test_changed_label_png_is_decoded_again_and_the_cube_recomputed(tiny_data, tmp_path):
-    data = _copy_data(tiny_data, tmp_path / "broden")
-    run = sf.make_run(data, tmp_path / "run")
-    lab = tmp_path / "labels.zarr"
-    sf.make_labels(data, lab, chunk_images=8)
-    _score(run, lab)
+    data, run, lab = _scored_copy(tiny_data, tmp_path)
     before = sf.stored_cube(run)
 
     ds = BrodenDataset(data)
@@ -107,11 +114,7 @@ def test_changed_label_png_is_decoded_again_and_the_cube_recomputed(tiny_data, t
 
 
 def test_touched_files_are_not_stale_and_their_stamps_refreshed(tiny_data, tmp_path):
-    data = _copy_data(tiny_data, tmp_path / "broden")
-    run = sf.make_run(data, tmp_path / "run")
-    lab = tmp_path / "labels.zarr"
-    sf.make_labels(data, lab, chunk_images=8)
-    _score(run, lab)
+    data, run, lab = _scored_copy(tiny_data, tmp_path)
     before = sf.stored_cube(run)
     ds = BrodenDataset(data)
     for i in range(len(ds)):                            # every file touched
@@ -126,11 +129,7 @@ def test_touched_files_are_not_stale_and_their_stamps_refreshed(tiny_data, tmp_p
 
 
 def test_changed_image_refuses_scoring_until_repaired(tiny_data, tmp_path):
-    data = _copy_data(tiny_data, tmp_path / "broden")
-    run = sf.make_run(data, tmp_path / "run")
-    lab = tmp_path / "labels.zarr"
-    sf.make_labels(data, lab, chunk_images=8)
-    _score(run, lab)
+    data, run, lab = _scored_copy(tiny_data, tmp_path)
     acts_before = np.asarray(store.activations(run, "features.3")[:])
 
     ds = BrodenDataset(data)
