@@ -142,12 +142,11 @@ def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> Sta
     from cache import store
     from cache.cube import read_cube
     from cache.labels import LabelCache
-    from pipeline.layer_stages import layer_source
+    from pipeline.layer_stages import cube_source
     from pipeline.scoring import dissect
     t0 = time.perf_counter()
     lab = LabelCache.open(labels)
-    cube = read_cube(store.layer_group(run, layer),
-                     {**layer_source(run, layer), "labels": lab.fingerprint})
+    cube = read_cube(store.layer_group(run, layer), cube_source(run, layer, lab))
     v = cube.level_index(levels[0])
     d = dissect(cube.intersect[v], cube.activation[v], cube.label_pixels,
                 lab.primary_category, cube.categories, iou_threshold=0.08)
@@ -155,6 +154,25 @@ def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> Sta
     dt = time.perf_counter() - t0
     return StageResult("re-score (new IoU threshold)", store.activations(run, layer).shape[0],
                        dt, notes="read cube + labels + summary, no replay")
+
+
+def stage_files(dataset: str) -> StageResult:
+    """The dataset-file check done before every scoring (pipeline/dataset_files.py):
+    stat every image and label PNG and compare with their records (none changed)."""
+    from pipeline.broden import BrodenDataset
+    from pipeline.dataset_files import find_changes, image_files, label_files, records
+    ds = BrodenDataset(dataset)
+    rows = range(len(ds))
+    t0 = time.perf_counter()
+    stored = {f: records(ds, rows, f) for f in (image_files, label_files)}
+    t_records = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stale = sum(len(find_changes(ds, rec, f).stale) for f, rec in stored.items())
+    dt = time.perf_counter() - t0
+    n_files = sum(len(image_files(ds, i)) + len(label_files(ds, i)) for i in rows)
+    return StageResult("dataset-file check", len(ds), dt,
+                       notes=f"{n_files} files stat'ed, {stale} stale; making the records "
+                             f"(read + BLAKE2b of every file) took {t_records:.1f} s")
 
 
 # ------------------------------------------------------------------ bare forward
@@ -259,7 +277,8 @@ def table(results: list[StageResult]) -> str:
 
 
 # -------------------------------------------------------------------------- plan
-STAGES = ["generate", "labels", "extract", "activations", "quantiles", "tally", "rescore"]
+STAGES = ["generate", "labels", "extract", "activations", "quantiles", "tally", "rescore",
+          "files"]
 
 
 @dataclass(frozen=True)
@@ -350,6 +369,7 @@ def stage_call(plan: BenchPlan, stage: str) -> tuple[Callable[..., StageResult],
                                     levels=levels, device=p.device)),
         "rescore": (stage_rescore, dict(run=p.run, layer=p.layer, labels=p.labels,
                                         levels=levels)),
+        "files": (stage_files, dict(dataset=p.dataset)),
     }
     return calls[stage]
 

@@ -86,6 +86,13 @@ def layer_source(run, layer: str) -> dict:
             "images": None if images is None else content_key(images)}
 
 
+def cube_source(run, layer: str, labels: LabelCache) -> dict:
+    """What a layer's cube is computed from: its thresholds' source, the label cache's
+    dataset fingerprint and the digests of its label PNGs (stale when any changes)."""
+    return {**layer_source(run, layer), "labels": labels.fingerprint,
+            "label_files": labels.content_key}
+
+
 def _missing(have: np.ndarray | None, want: Sequence[float]) -> list[float]:
     if have is None:
         return list(want)
@@ -161,8 +168,7 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     """The IoU cube at ``config.all_levels()``, replaying only the missing levels."""
     check_present(run, layer, labels)       # an absent chunk would be read as zeros
     levels = config.all_levels()
-    source = {**layer_source(run, layer), "labels": labels.fingerprint,
-              "label_files": labels.content_key}
+    source = cube_source(run, layer, labels)
     group = store.layer_group(run, layer)
     stored = read_cube(group, source)
     todo = _missing(None if stored is None else stored.levels, levels)

@@ -9,7 +9,8 @@ Stages (default: all that apply, in this order): generate (synthetic Broden into
 WORK/broden_N unless --dataset), labels (label cache), extract (a model, with the bare
 forward loop as baseline) or activations (with --synthetic-activations: a cache of those
 shapes with ReLU-like statistics, no model), quantiles (six levels), tally (IoU cube,
-six levels), rescore (a new IoU threshold from the stored cube). Each stage runs in a
+six levels), rescore (a new IoU threshold from the stored cube), files (the check of
+every image and label PNG against its record that precedes scoring). Each stage runs in a
 fresh process. The table is printed and, with --append, appended to the file together
 with the machine and the command (--quiet: only the table, no line per stage).
 The work is pipeline/benchmark.py (plan_stages, run_benchmark, append_markdown); this

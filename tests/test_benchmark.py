@@ -12,12 +12,13 @@ from pipeline.layer_stages import DEFAULT_LEVELS
 
 def test_default_stages_are_those_that_apply(tmp_path):
     model = B.plan_stages(tmp_path, 100)
-    assert model.stages == ("generate", "labels", "extract", "quantiles", "tally", "rescore")
+    assert model.stages == ("generate", "labels", "extract", "quantiles", "tally", "rescore",
+                            "files")
     synth = B.plan_stages(tmp_path, 100, synthetic=(8, 4, 4))
     assert synth.stages == ("generate", "labels", "activations", "quantiles", "tally",
-                            "rescore")
+                            "rescore", "files")
     given = B.plan_stages(tmp_path, 100, dataset=str(tmp_path / "mine"), synthetic=(8, 4, 4))
-    assert given.stages == ("labels", "activations", "quantiles", "tally", "rescore")
+    assert given.stages == ("labels", "activations", "quantiles", "tally", "rescore", "files")
     asked = B.plan_stages(tmp_path, 100, ["tally", "generate"], dataset="d")
     assert asked.stages == ("tally", "generate")
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['fast'\]; choose from "
