@@ -9,8 +9,12 @@ The method, top to bottom (scripts/score.py is this plus argument parsing and pr
         d, summary, csv = layer_results(run, layer, cube, labels, config)
                                                            results document, CSV, HTML
 
-``score_run`` does exactly that under the run's lock (a second writer of a local run is
-refused), with the optional IoU-threshold sweep, exports and a Dask cluster. The
+``score_run`` does exactly that, with the optional IoU-threshold sweep, exports and a
+Dask cluster, under the run's lock when something will be stored in the run (a label
+cache to build, thresholds or a cube to compute: a second writer of a local run is
+refused); a run whose every asked level is stored is only read, so it is reported from
+while another process holds its lock, or on a read-only filesystem with
+``ScoreConfig.results_dir`` (--results-dir) placing the report files elsewhere. The
 per-layer stages themselves are in pipeline/layer_stages.py.
 """
 from __future__ import annotations
@@ -22,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from cache import store
 from cache.cube import Cube
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from pipeline.broden import BrodenDataset, BrodenError
-from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results, layer_sweep
+from pipeline.files import write_npy
+from pipeline.layer_stages import (ScoreConfig, layer_cube, layer_results, layer_stored,
+                                   layer_sweep)
 from pipeline.label_decoding import build_label_cache
 from pipeline.scoring import Dissection
 
@@ -96,6 +100,25 @@ def scoring_lock(run) -> contextlib.AbstractContextManager:
     return store.RunLock(where, "scoring")
 
 
+def stored_label_cache(run, label_cache: str | os.PathLike | None = None
+                       ) -> LabelCache | None:
+    """The complete label cache of the run's dataset when one exists (at
+    ``label_cache`` or the default path), else None (it must be built)."""
+    fp = store.read_run_attrs(run)["dataset"]["fingerprint"]
+    try:
+        labels = LabelCache.open(label_cache or default_label_cache_path(fp))
+    except LabelCacheError:
+        return None
+    return labels if labels.fingerprint == fp else None
+
+
+def needs_writing(run, layers: Sequence[str], labels: LabelCache | None,
+                  config: ScoreConfig) -> bool:
+    """True when scoring will store something: the label cache, thresholds or a cube."""
+    return labels is None or not all(layer_stored(run, layer, labels, config)
+                                     for layer in layers)
+
+
 # ------------------------------------------------------------------ whole run
 @dataclass
 class LayerScore:
@@ -149,7 +172,8 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
         raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
                          f"add --layers (the run has {layers})")
     done = []
-    with scoring_lock(run):
+    writes = needs_writing(run, layers, stored_label_cache(run, label_cache), config)
+    with scoring_lock(run) if writes else contextlib.nullcontext():
         labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress,
                                  log=log)
         check_categories(labels, config.categories)
@@ -174,11 +198,11 @@ def score_layer(run, layer: str, labels: LabelCache, config: ScoreConfig,
     out = LayerScore(layer, cube, d, summary, csv_path, time.perf_counter() - t0)
     if sweep:
         t1 = time.perf_counter()
-        out.sweep, *files = layer_sweep(run, layer, d, sweep)
+        out.sweep, *files = layer_sweep(run, layer, d, sweep, config.results_dir)
         out.sweep_files = tuple(files)
         out.sweep_seconds = time.perf_counter() - t1
     if exports and exports.iou:
-        np.save(exports.iou, d.iou)
+        write_npy(exports.iou, d.iou)
     if exports and exports.thresholds:
-        np.save(exports.thresholds, cube.thresholds[cube.level_index(config.quantile)])
+        write_npy(exports.thresholds, cube.thresholds[cube.level_index(config.quantile)])
     return out
