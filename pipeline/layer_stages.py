@@ -63,10 +63,12 @@ class ScoreConfig:
     results_dir: Any = None                 # report files here (None: RUN/results)
 
     def all_levels(self) -> list[float]:
+        if not 0.0 < float(self.quantile) < 1.0:
+            raise ValueError(f"--quantile must be in (0, 1), got {self.quantile}")
+        for q in self.levels:
+            if not 0.0 < float(q) < 1.0:
+                raise ValueError(f"--levels: every level must be in (0, 1), got {q}")
         lv = sorted(set(float(q) for q in self.levels) | {float(self.quantile)})
-        for q in lv:
-            if not 0.0 < q < 1.0:
-                raise ValueError(f"--quantile must be in (0, 1), got {q}")
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"--iou-threshold must be in [0, 1], got {self.iou_threshold}")
         for flag, n in (("--tile-images", self.tile_images), ("--workers", self.workers)):

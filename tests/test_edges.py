@@ -16,15 +16,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
 from cache import store
+from cache.integrity import check_present
 from cache.labels import LabelCache
+from pipeline.broden import BrodenDataset
+from pipeline.extract import extract_with_stats
+from pipeline.extract_config import ExtractConfig
+from pipeline.label_decoding import build_label_cache
 import scoring_fixtures as sf
 
-pytestmark = pytest.mark.slow        # subprocesses: seconds each
-
+slow = pytest.mark.slow              # subprocesses: seconds each
 ROOT = sf.ROOT
 FSIZE = str(ROOT / "tests" / "fsize_runner.py")
 LEVELS = ("--levels", "0.005,0.02")
@@ -88,6 +93,7 @@ def test_full_disk_writing_the_lock_is_named_and_rerun_completes(tiny_data, tiny
     assert (out / ".lock").read_text() == ""                # released: emptied
 
 
+@slow
 def test_full_disk_creating_the_run_layout_is_named_and_rerun_completes(tiny_data,
                                                                         tiny_cli_run,
                                                                         tmp_path):
@@ -100,6 +106,7 @@ def test_full_disk_creating_the_run_layout_is_named_and_rerun_completes(tiny_dat
     assert_runs_equal(out, tiny_cli_run)
 
 
+@slow
 def test_full_disk_laying_out_the_label_cache_is_named_and_rerun_completes(
         tiny_data, tiny_labels, tmp_path):
     out = tmp_path / "labels.zarr"
@@ -110,6 +117,7 @@ def test_full_disk_laying_out_the_label_cache_is_named_and_rerun_completes(
     assert_labels_equal(LabelCache.open(out), tiny_labels)
 
 
+@slow
 def test_full_disk_finishing_the_label_cache_is_named_and_rerun_completes(
         tiny_data, tiny_labels, tmp_path):
     out = tmp_path / "labels.zarr"
@@ -120,6 +128,7 @@ def test_full_disk_finishing_the_label_cache_is_named_and_rerun_completes(
     assert_labels_equal(LabelCache.open(out), tiny_labels)
 
 
+@slow
 def test_full_disk_storing_a_cube_is_named_and_rerun_completes(tiny_run, tiny_labels,
                                                                tmp_path):
     run = sf.copy_fresh(tiny_run, tmp_path / "run")
@@ -136,6 +145,7 @@ def test_full_disk_storing_a_cube_is_named_and_rerun_completes(tiny_run, tiny_la
         sf.units_of(ref / "results/features.3.json")
 
 
+@slow
 def test_full_disk_writing_a_report_leaves_no_temp_file(tiny_run, tiny_labels, tmp_path):
     run = sf.copy_fresh(tiny_run, tmp_path / "run")
     args = ["--label-cache", tiny_labels.path, *LEVELS, "--layers", "features.3",
@@ -184,6 +194,7 @@ def snapshot(root: Path) -> dict:
             for p in root.rglob("*")}
 
 
+@slow
 def test_export_and_compare_work_while_another_process_holds_the_lock(scored, tiny_labels,
                                                                      tmp_path):
     holder = subprocess.Popen(
@@ -240,6 +251,7 @@ def score_main():
     return score.main
 
 
+@slow
 def test_read_only_run_reports_elsewhere_and_names_the_option(scored, tiny_labels,
                                                              tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
@@ -276,6 +288,7 @@ def _unshare_works() -> bool:
     return r.returncode == 0
 
 
+@slow
 @pytest.mark.skipif(not _unshare_works(), reason="the kernel refuses user and mount "
                     "namespaces here; test_read_only_run_reports_elsewhere_and_names_the_"
                     "option covers the same code")
@@ -298,3 +311,84 @@ def test_real_read_only_bind_mount(scored, tiny_labels, tmp_path):
         assert sf.units_of(tmp_path / "out" / f"{layer}.json") == \
             sf.units_of(scored / "results" / f"{layer}.json")
     assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------- stale lock
+def test_a_lock_left_by_a_dead_holder_is_taken_over_with_a_note(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text(f"{DEAD_PID} extraction")
+    with store.RunLock(run, "scoring"):
+        assert (run / ".lock").read_text() == f"{os.getpid()} scoring"
+    assert (f"note: the previous extraction of {run} (pid {DEAD_PID}) ended without "
+            f"finishing; resuming") in capsys.readouterr().err
+    assert (run / ".lock").read_text() == ""             # released: emptied
+    with store.RunLock(run, "scoring"):
+        pass
+    assert "note" not in capsys.readouterr().err          # a released lock: no note
+    (tmp_path / "labels.zarr.lock").write_text(f"{DEAD_PID} label-cache build")
+    with store.RunLock(tmp_path, "label-cache build", name="labels.zarr.lock"):
+        pass
+    assert (f"the previous label-cache build of {tmp_path / 'labels'}.zarr (pid "
+            f"{DEAD_PID})") in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- URL runs
+def _drop_chunk(fs, root: str) -> str:
+    """Delete the first chunk file under ``root`` (a memory:// path); returns it."""
+    chunk = sorted(p for p in fs.find(root) if "/c/" in p)[0]
+    fs.rm(chunk)
+    return chunk
+
+
+def test_damaged_chunk_of_a_url_run_names_a_repair_that_works(tiny_data, tiny_run,
+                                                              tiny_labels, tmp_path):
+    """extract.py --repair refuses URLs: the message says to copy the run to a local
+    directory, repair it there and copy it back, and doing so restores it."""
+    fs = fsspec.filesystem("memory")
+    name = f"/edges-run-{os.getpid()}"
+    fs.put(f"{tiny_run}/", name, recursive=True)
+    url = f"memory:/{name}"
+    try:
+        _drop_chunk(fs, f"{name}/layers/features.3/activations")
+        with pytest.raises(store.RunError) as e:
+            check_present(url, "features.3")
+        msg, where = str(e.value), url
+        assert f"The activation cache of {where} is damaged" in msg and "missing" in msg
+        assert "extract.py --repair writes to local directories only" in msg, msg
+        get = f"fsspec.filesystem('memory').get('{where}/', 'LOCAL_RUN', recursive=True)"
+        put = f"fsspec.filesystem('memory').put('LOCAL_RUN/', '{where}', recursive=True)"
+        assert get in msg and put in msg and "--out LOCAL_RUN --repair" in msg, msg
+        local = tmp_path / "LOCAL_RUN"                  # what the message says, done
+        fs.get(f"{where}/", str(local), recursive=True)
+        extract_with_stats(ExtractConfig(dataset=tiny_data, model=sf.TINY, layers=sf.LAYERS,
+                                         out=local, input_size=(26, 26), batch_size=8,
+                                         workers=0, progress=False, repair=True),
+                           log=lambda m: None)
+        fs.put(f"{local}/", where, recursive=True)
+        check_present(url, "features.3")
+        np.testing.assert_array_equal(store.activations(url, "features.3")[:],
+                                      store.activations(tiny_run, "features.3")[:])
+    finally:
+        fs.rm(name, recursive=True)
+
+
+def test_damaged_chunk_of_a_url_label_cache_is_repaired_in_place(tiny_data, tiny_run,
+                                                                 tiny_labels):
+    """cache_labels.py --repair, which the label cache's message prescribes, works on a
+    URL (it is the same build_label_cache)."""
+    fs = fsspec.filesystem("memory")
+    name = f"/edges-labels-{os.getpid()}.zarr"
+    fs.put(f"{tiny_labels.path}/", name, recursive=True)
+    url = f"memory:/{name}"
+    try:
+        _drop_chunk(fs, f"{name}/planes")
+        with pytest.raises(store.RunError, match=r"--out memory://.* --repair"):
+            check_present(tiny_run, "features.3", LabelCache.open(url))
+        repaired = build_label_cache(BrodenDataset(tiny_data), url, chunk_images=8,
+                                     workers=1, repair=True, progress=False,
+                                     log=lambda m: None)
+        check_present(tiny_run, "features.3", repaired)
+        assert_labels_equal(repaired, tiny_labels)
+    finally:
+        fs.rm(name, recursive=True)
