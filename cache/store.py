@@ -404,31 +404,40 @@ def results_output(run: "str | os.PathLike | zarr.Group",
         yield final, str(final)
         return
     import fsspec
-    _remove_stale_staging()
-    with tempfile.TemporaryDirectory(prefix=f"{STAGING}{os.getpid()}-") as tmp:
+    remove_stale_dirs(STAGING)
+    tmp = temp_dir(STAGING)
+    try:
         yield Path(tmp), final
         fs, root = fsspec.core.url_to_fs(final)
         fs.makedirs(root, exist_ok=True)
         for f in sorted(Path(tmp).iterdir()):
             fs.put_file(str(f), f"{root}/{f.name}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 STAGING = "netdissect-results-"
 
 
-def _remove_stale_staging() -> None:
-    """Remove the staging directories of :func:`results_output` whose process is gone
-    (a kill -9 cannot remove its own), listing them on stderr."""
-    pattern = re.compile(re.escape(STAGING) + r"(\d+)-")
+def temp_dir(prefix: str) -> str:
+    """A new directory ``<tmp>/<prefix><pid>-<random>`` (see :func:`remove_stale_dirs`)."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+
+
+def remove_stale_dirs(prefix: str) -> list[str]:
+    """Remove the temp directories ``<prefix><pid>-*`` (:func:`temp_dir`) whose process
+    is gone (a kill -9 cannot remove its own), listing them on stderr."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
     gone = []
-    for p in Path(tempfile.gettempdir()).glob(STAGING + "*"):
+    for p in Path(tempfile.gettempdir()).glob(prefix + "*"):
         m = pattern.match(p.name)
         if m and p.is_dir() and not pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
             gone.append(str(p))
     if gone:
-        print(f"note: removed {len(gone)} staging directories an interrupted run left: "
+        print(f"note: removed {len(gone)} temp directories an interrupted run left: "
               + ", ".join(gone), file=sys.stderr)
+    return gone
 
 
 def layer_file_name(layer: str) -> str:

@@ -31,6 +31,16 @@ def parser(doc: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def check_at_least(p: argparse.ArgumentParser, a: argparse.Namespace, minimum: int,
+                   *dests: str) -> None:
+    """``p.error`` (exit 2) naming ``--dest`` for the first of ``dests`` below ``minimum``
+    (None: its default, not checked)."""
+    for dest in dests:
+        v = getattr(a, dest)
+        if v is not None and v < minimum:
+            p.error(f"--{dest.replace('_', '-')} {v}: must be >= {minimum}")
+
+
 def comma_list(text: str | None) -> list[str] | None:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
     if not text:

@@ -197,3 +197,23 @@ def test_nonsense_training_numbers_are_named(setup, tmp_path):
                    tmp_path / "out", flag, value, "--quiet", check=False)
         assert_clear(r, message)
         assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, message", [
+    ("demo.py", ["--num-images", "0"], "--num-images 0: must be >= 1"),
+    ("demo.py", ["--seed", "-1"], "--seed -1: must be >= 0"),
+    ("experiments.py", ["--num-images", "-1"], "--num-images -1: must be >= 1"),
+    ("experiments.py", ["--variant-iterations", "0"], "--variant-iterations 0: must be >= 1"),
+    ("bench.py", ["--num-images", "0"], "--num-images 0: must be >= 1"),
+    ("bench.py", ["--batch-size", "0"], "--batch-size 0: must be >= 1"),
+    ("bench.py", ["--workers", "-1"], "--workers -1: must be >= 1"),
+    ("bench.py", ["--image-size", "0"], "--image-size 0: must be >= 1"),
+])
+def test_nonsense_numbers_of_the_job_scripts_are_named(tmp_path, script, args, message):
+    out = ["--work", tmp_path / "w"] if script == "bench.py" else ["--out", tmp_path / "w"]
+    if script == "experiments.py":
+        out += ["--figures", tmp_path / "f"]
+    r = sf.cli(f"scripts/{script}", *out, *args, "--quiet", check=False)
+    assert_clear(r, message)
+    assert not (tmp_path / "w").exists()
