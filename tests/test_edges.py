@@ -9,6 +9,7 @@ uninterrupted reference, bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -334,23 +335,25 @@ def test_a_lock_left_by_a_dead_holder_is_taken_over_with_a_note(tmp_path, capsys
 
 
 # ------------------------------------------------------------------- URL runs
-def _drop_chunk(fs, root: str) -> str:
-    """Delete the first chunk file under ``root`` (a memory:// path); returns it."""
-    chunk = sorted(p for p in fs.find(root) if "/c/" in p)[0]
-    fs.rm(chunk)
-    return chunk
+@contextlib.contextmanager
+def in_memory(local: Path | str, name: str, damaged: str):
+    """A memory:// copy of the store at ``local`` whose first chunk of the array
+    ``damaged`` is deleted: yields its URL; removed afterwards."""
+    fs = fsspec.filesystem("memory")
+    fs.put(f"{local}/", f"/{name}", recursive=True)
+    try:
+        fs.rm(sorted(p for p in fs.find(f"/{name}/{damaged}") if "/c/" in p)[0])
+        yield f"memory://{name}"
+    finally:
+        fs.rm(f"/{name}", recursive=True)
 
 
 def test_damaged_chunk_of_a_url_run_names_a_repair_that_works(tiny_data, tiny_run,
                                                               tiny_labels, tmp_path):
     """extract.py --repair refuses URLs: the message says to copy the run to a local
     directory, repair it there and copy it back, and doing so restores it."""
-    fs = fsspec.filesystem("memory")
-    name = f"/edges-run-{os.getpid()}"
-    fs.put(f"{tiny_run}/", name, recursive=True)
-    url = f"memory:/{name}"
-    try:
-        _drop_chunk(fs, f"{name}/layers/features.3/activations")
+    with in_memory(tiny_run, f"edges-run-{os.getpid()}",
+                   "layers/features.3/activations") as url:
         with pytest.raises(store.RunError) as e:
             check_present(url, "features.3")
         msg, where = str(e.value), url
@@ -360,6 +363,7 @@ def test_damaged_chunk_of_a_url_run_names_a_repair_that_works(tiny_data, tiny_ru
         put = f"fsspec.filesystem('memory').put('LOCAL_RUN/', '{where}', recursive=True)"
         assert get in msg and put in msg and "--out LOCAL_RUN --repair" in msg, msg
         local = tmp_path / "LOCAL_RUN"                  # what the message says, done
+        fs = fsspec.filesystem("memory")
         fs.get(f"{where}/", str(local), recursive=True)
         extract_with_stats(ExtractConfig(dataset=tiny_data, model=sf.TINY, layers=sf.LAYERS,
                                          out=local, input_size=(26, 26), batch_size=8,
@@ -369,20 +373,13 @@ def test_damaged_chunk_of_a_url_run_names_a_repair_that_works(tiny_data, tiny_ru
         check_present(url, "features.3")
         np.testing.assert_array_equal(store.activations(url, "features.3")[:],
                                       store.activations(tiny_run, "features.3")[:])
-    finally:
-        fs.rm(name, recursive=True)
 
 
 def test_damaged_chunk_of_a_url_label_cache_is_repaired_in_place(tiny_data, tiny_run,
                                                                  tiny_labels):
     """cache_labels.py --repair, which the label cache's message prescribes, works on a
     URL (it is the same build_label_cache)."""
-    fs = fsspec.filesystem("memory")
-    name = f"/edges-labels-{os.getpid()}.zarr"
-    fs.put(f"{tiny_labels.path}/", name, recursive=True)
-    url = f"memory:/{name}"
-    try:
-        _drop_chunk(fs, f"{name}/planes")
+    with in_memory(tiny_labels.path, f"edges-labels-{os.getpid()}.zarr", "planes") as url:
         with pytest.raises(store.RunError, match=r"--out memory://.* --repair"):
             check_present(tiny_run, "features.3", LabelCache.open(url))
         repaired = build_label_cache(BrodenDataset(tiny_data), url, chunk_images=8,
@@ -390,5 +387,3 @@ def test_damaged_chunk_of_a_url_label_cache_is_repaired_in_place(tiny_data, tiny
                                      log=lambda m: None)
         check_present(tiny_run, "features.3", repaired)
         assert_labels_equal(repaired, tiny_labels)
-    finally:
-        fs.rm(name, recursive=True)
