@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 from typing import Callable, Sequence
@@ -150,6 +151,16 @@ def describe_environment(e: OSError) -> str:
     return f"{where}: it is on a read-only filesystem or not writable ({e.strerror})"
 
 
+class _SiblingWriteFailures(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" report (with its
+    traceback) of a full-disk or read-only OSError: zarr writes chunks concurrently,
+    and on a full disk each of them fails; run_main reports the one raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or environment_cause(exc) is None
+
+
 def run_main(body: Callable[[], object], errors: tuple[type[BaseException], ...], *,
              disk_note: str, interrupt_note: str,
              read_only_note: str = "choose a writable location and rerun") -> int:
@@ -158,6 +169,7 @@ def run_main(body: Callable[[], object], errors: tuple[type[BaseException], ...]
     (``disk_note`` says what is kept and how to go on) or a read-only filesystem
     (``read_only_note``: where else to write); 130 for Ctrl-C (``interrupt_note``, unless
     the KeyboardInterrupt carries a message: then it was said already)."""
+    logging.getLogger("asyncio").addFilter(_SiblingWriteFailures())
     try:
         body()
     except (*errors, ValueError, OSError) as e:

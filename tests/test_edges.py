@@ -387,3 +387,28 @@ def test_damaged_chunk_of_a_url_label_cache_is_repaired_in_place(tiny_data, tiny
                                      log=lambda m: None)
         check_present(tiny_run, "features.3", repaired)
         assert_labels_equal(repaired, tiny_labels)
+
+
+def test_sibling_write_failures_of_a_full_disk_print_no_traceback():
+    """zarr writes chunks concurrently: on a full disk several futures fail, one is
+    raised, and asyncio would print the others' tracebacks when they are collected."""
+    child = """if True:
+        import asyncio, errno, gc, sys
+        sys.path.insert(0, sys.argv[1])
+        from pipeline import cli
+
+        def body():
+            loop = asyncio.new_event_loop()
+            fut = loop.create_future()
+            fut.set_exception(OSError(errno.ENOSPC, "No space left on device"))
+            del fut
+            gc.collect()                    # "Future exception was never retrieved"
+            loop.close()
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/run/x")
+        sys.exit(cli.run_main(body, (), disk_note="kept", interrupt_note=""))
+    """
+    r = subprocess.run([sys.executable, "-c", child, str(ROOT)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "cannot write /data/run/x: the disk is full" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "never retrieved" not in r.stderr, r.stderr
