@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     return cli.run_main(
         body, (BrodenError,),
         disk_note="checkpoints saved so far are kept: fix the cause and rerun",
-        interrupt_note="checkpoints saved so far are kept")
+        interrupt_note="checkpoints saved so far are kept",
+        read_only_note="choose a writable --out (and --dataset when generating) and rerun")
 
 
 if __name__ == "__main__":
