@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from cache.store import RUN_FORMAT, RUN_VERSION, clear_run_dir, layer_node
+from cache.store import (RUN_FORMAT, RUN_VERSION, clear_run_dir, layer_node, store_location,
+                         writing)
 from cache.zarr_io import WRITE_CONFIG, codecs, writable
 
 TARGET_CHUNK_BYTES = 2 << 20     # ~2 MB raw per activation chunk
@@ -114,13 +115,17 @@ class BlockWriter:
                 raise ValueError(f"block {b} of layer {name!r}: {a.shape[0]} images, "
                                  f"expected {stop - start}")
             arr, mx = self.arrays[name]
-            arr[start:stop] = a
-            mx[start:stop] = maxima[name]
+            with writing(store_location(arr.store, arr.path)):
+                arr[start:stop] = a
+            with writing(store_location(mx.store, mx.path)):
+                mx[start:stop] = maxima[name]
         if self.files is not None:
             if files is None:
                 raise ValueError(f"block {b}: the run records image files; pass them")
-            self.files[start:stop] = files
-        self.progress[b] = 1
+            with writing(store_location(self.files.store, self.files.path)):
+                self.files[start:stop] = files
+        with writing(store_location(self.progress.store, self.progress.path)):
+            self.progress[b] = 1
 
 
 def run_attrs(*, dataset: dict, model: dict, layer_shapes: dict[str, tuple[int, int, int]],
@@ -156,17 +161,19 @@ def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str
     clear_run_dir(out)
     attrs = dict(attrs, block_images=int(block), compression=compression,
                  layout_complete=False)
-    # one write of zarr.json with all attrs; never mode="w": it would delete .lock
-    group = zarr.open_group(Path(out), mode="a", attributes=attrs)
-    N = int(attrs["dataset"]["num_images"])
-    for name, shape in attrs["layer_shapes"].items():
-        create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"], compression)
-    create_progress(group, N, block)
-    if image_files:
-        group.create_array("image_files", shape=(N, 32), chunks=(block, 32), dtype="uint8",
-                           compressors=codecs("zstd"), fill_value=0, config=WRITE_CONFIG,
-                           overwrite=True)
-    group.attrs["layout_complete"] = True
+    with writing(out):          # a full disk or read-only filesystem names the run
+        # one write of zarr.json with all attrs; never mode="w": it would delete .lock
+        group = zarr.open_group(Path(out), mode="a", attributes=attrs)
+        N = int(attrs["dataset"]["num_images"])
+        for name, shape in attrs["layer_shapes"].items():
+            create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"],
+                                compression)
+        create_progress(group, N, block)
+        if image_files:
+            group.create_array("image_files", shape=(N, 32), chunks=(block, 32),
+                               dtype="uint8", compressors=codecs("zstd"), fill_value=0,
+                               config=WRITE_CONFIG, overwrite=True)
+        group.attrs["layout_complete"] = True
     return group
 
 

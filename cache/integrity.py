@@ -213,9 +213,29 @@ def _absent(arr: zarr.Array) -> list[Damage]:
 
 
 def _activation_fix(run) -> str:
-    return (f"The activation cache of {store.run_path(run)} is damaged: rerun the "
+    where = store.run_path(run)
+    if isinstance(where, str):        # a URL: extract.py writes local directories only
+        down, up = _copy_commands(where, "LOCAL_RUN")
+        return (f"The activation cache of {where} is damaged. extract.py --repair writes "
+                f"to local directories only: copy the run to one (`{down}`), rerun the "
+                f"scripts/extract.py command that made it with --out LOCAL_RUN --repair "
+                f"(re-extracts only the blocks holding these chunks), copy it back "
+                f"(`{up}`), then score again.")
+    return (f"The activation cache of {where} is damaged: rerun the "
             f"scripts/extract.py command that made it with --repair (re-extracts only "
             f"the blocks holding these chunks), then score again.")
+
+
+def _copy_commands(url: str, local: str) -> tuple[str, str]:
+    """Shell commands copying ``url`` to the directory ``local`` and back."""
+    proto = url.split("://", 1)[0]
+    if proto in ("s3", "s3a"):
+        return f"aws s3 sync {url} {local}", f"aws s3 sync {local} {url}"
+    if proto in ("gs", "gcs"):
+        return f"gsutil -m rsync -r {url} {local}", f"gsutil -m rsync -r {local} {url}"
+    py = "python -c \"import fsspec; fsspec.filesystem('" + proto + "')"
+    return (f"{py}.get('{url}/', '{local}', recursive=True)\"",
+            f"{py}.put('{local}/', '{url}', recursive=True)\"")
 
 
 def _label_fix(labels) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from cache.store import is_url, location, store_location
+from cache.store import is_url, location, store_location, writing
 from cache.zarr_io import (WRITE_CONFIG, MissingChunks, chunk_key, read_flags, read_whole,
                            writable, zstd_codecs)
 
@@ -210,9 +210,10 @@ def open_for_build(path: str, fingerprint: str, overwrite: bool) -> zarr.Group:
     if absent, emptied with ``overwrite``; another format or dataset is refused. A layout
     that a kill cut short (no ``layout_ready``, whatever attributes it got) holds no data
     and is laid out again by the caller, whichever dataset it was begun for."""
+    with writing(path):         # a full disk or read-only filesystem names the cache
+        g = zarr.open_group(path, mode="w" if overwrite else "a")
     if overwrite:
-        return zarr.open_group(path, mode="w")
-    g = zarr.open_group(path, mode="a")
+        return g
     a = dict(g.attrs)
     if a and a.get("format") != FORMAT:
         raise LabelCacheError(f"{path}: exists and is not a label cache; choose another path")
@@ -230,6 +231,12 @@ def lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int], chunk_i
 
     meta: {dataset: {path, fingerprint, num_images, seg_size}, categories, label_names,
     primary_category}; dims: (N, P, S, sh, sw). ``layout_ready`` is written last."""
+    with writing(path):         # a full disk or read-only filesystem names the cache
+        return _lay_out(path, meta, dims, chunk_images)
+
+
+def _lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int],
+             chunk_images: int) -> zarr.Group:
     N, P, S, sh, sw = dims
     G, L = len(meta["categories"]), len(meta["label_names"])
     C = -(-N // chunk_images)
@@ -304,7 +311,9 @@ class LabelCacheWriter:
         """Write label_pixels (the sum over chunks), mark the cache complete, open it."""
         g = self.group
         L = int(g["chunk_label_pixels"].shape[1])
-        g.create_array("label_pixels", data=g["chunk_label_pixels"][:].sum(axis=0),
-                       chunks=(L,), compressors=zstd_codecs(), overwrite=True)
-        g.attrs["complete"] = True
+        with writing(f"{self.path}/label_pixels"):
+            g.create_array("label_pixels", data=g["chunk_label_pixels"][:].sum(axis=0),
+                           chunks=(L,), compressors=zstd_codecs(), overwrite=True)
+        with writing(f"{self.path}/zarr.json"):
+            g.attrs["complete"] = True
         return LabelCache(g, self.path)

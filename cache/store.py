@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,6 +182,78 @@ def clear_run_dir(path: str | os.PathLike) -> None:
             p.unlink()
 
 
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """``with writing(path): ...``: an OSError raised inside that names no file (a failed
+    ``write`` or ``pwrite`` names none) is raised again naming ``path``, what was being
+    written, so that a full disk or a read-only filesystem is reported with its path."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+# ------------------------------------------------------------------ temp files
+# pipeline/files.py writes ``<name>.<random>.<pid>.tmp`` beside its targets; zarr's
+# LocalStore writes ``<name>.<32 hex>.partial`` beside each chunk or zarr.json. A failure
+# removes them; a kill -9 cannot, so the next run removes what is stale.
+OWN_TEMP = re.compile(r"\.[A-Za-z0-9_]+\.(\d+)\.tmp$")
+ZARR_TEMP = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def temp_affixes(name: str) -> tuple[str, str]:
+    """(prefix, suffix) for ``tempfile.mkstemp`` of a temp file beside ``name``:
+    ``<name>.<random>.<pid>.tmp`` (the pid says whether its writer still lives)."""
+    return f"{name}.", f".{os.getpid()}.tmp"
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists (perhaps another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def stale_temp_files(root: str | os.PathLike, zarr_partials: bool = False,
+                     recursive: bool = False) -> list[Path]:
+    """Temp files under ``root`` whose writer is gone: ours (named by a pid not alive)
+    and, with ``zarr_partials`` (only under the lock of the store being written, when
+    nobody else writes it), zarr's ``*.partial`` files."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in (root.rglob("*") if recursive else root.iterdir()):
+        m = OWN_TEMP.search(p.name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            found.append(p)
+        elif zarr_partials and ZARR_TEMP.search(p.name):
+            found.append(p)
+    return sorted(p for p in found if p.is_file())
+
+
+def remove_stale_temp(root: str | os.PathLike, zarr_partials: bool = False,
+                      recursive: bool = False) -> list[Path]:
+    """Remove :func:`stale_temp_files` of ``root`` and list them on stderr; returns them."""
+    gone = []
+    for p in stale_temp_files(root, zarr_partials, recursive):
+        try:
+            p.unlink()
+            gone.append(p)
+        except FileNotFoundError:
+            pass
+    if gone:
+        print(f"note: removed {len(gone)} temp file(s) an interrupted run left: "
+              + ", ".join(str(p) for p in gone), file=sys.stderr)
+    return gone
+
+
 _HELD_LOCK_FDS: set[int] = set()     # file descriptors of the RunLocks this process holds
 
 
@@ -204,6 +278,12 @@ class RunLock:
     stale lock: worker processes close their inherited copy at start
     (:func:`close_inherited_locks`, called by ``pipeline.parallel.worker_start``). Also used
     for label-cache builds (``pipeline/label_decoding.py``).
+
+    The file holds ``"<pid> <purpose>"`` while held and is emptied on release; a lock
+    taken over from a holder that ended without releasing it (a kill) is noted on
+    stderr, naming its pid and purpose, and the temp files it left in the locked
+    directory are removed (and listed). A lock file that cannot be written (a full
+    disk, a read-only filesystem) raises an OSError naming it.
     """
 
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
@@ -223,31 +303,41 @@ class RunLock:
         if not self.run_dir.is_dir():
             raise RunError(f"--out {self.run_dir}: not a directory")
         path = self.run_dir / self.name
+        target = self.run_dir if self.name == LOCK_NAME else path.with_suffix("")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
-            except OSError:
-                holder = ""
+            pid, what = _holder(fd)
             os.close(fd)
-            pid, _, what = holder.partition(" ")
             who = f" (pid {pid})" if pid else ""
-            target = self.run_dir if self.name == LOCK_NAME else path.with_suffix("")
             raise RunLockedError(f"{target} is being written by another "
                                  f"{what or 'extraction'}{who}; wait for it to finish or "
                                  f"choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.purpose}".encode(), 0)
+        pid, what = _holder(fd)
+        try:
+            with writing(path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {self.purpose}".encode(), 0)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         _HELD_LOCK_FDS.add(fd)
+        if pid:
+            print(f"note: the previous {what or 'writer'} of {target} (pid {pid}) ended "
+                  f"without finishing; resuming", file=sys.stderr)
+            remove_stale_temp(target, zarr_partials=True, recursive=True)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
             _HELD_LOCK_FDS.discard(self._fd)
             try:
+                try:
+                    os.ftruncate(self._fd, 0)     # empty: released, not cut short
+                except OSError:
+                    pass
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
                 os.close(self._fd)
@@ -258,6 +348,16 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(pid, purpose) a lock file holds ("" for an empty or unreadable one)."""
+    try:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+    except OSError:
+        holder = ""
+    pid, _, what = holder.partition(" ")
+    return pid, what
 
 
 # ----------------------------------------------------------------------- readers
@@ -289,23 +389,58 @@ def results_dir(run: "str | os.PathLike | zarr.Group") -> Path | str:
 
 
 @contextmanager
-def results_output(run: "str | os.PathLike | zarr.Group") -> Iterator[tuple[Path, str]]:
+def results_output(run: "str | os.PathLike | zarr.Group",
+                   elsewhere: str | os.PathLike | None = None
+                   ) -> Iterator[tuple[Path, str]]:
     """``with results_output(run) as (local_dir, final): ...``: write report files into
-    ``local_dir``; ``final`` is where they end up (``RUN/results``). For a local run
-    they are the same directory; for a URL run ``local_dir`` is temporary and its
-    files are uploaded with fsspec when the block ends without an error."""
-    final = results_dir(run)
+    ``local_dir``; ``final`` is where they end up (``RUN/results``, or ``elsewhere``
+    when given: score.py --results-dir, for a run that is read-only). For a local
+    target they are the same directory; for a URL run ``local_dir`` is temporary
+    (``netdissect-results-<pid>-*``, removed when the block ends) and its files are
+    uploaded with fsspec when the block ends without an error. Temp files a killed
+    writer left there are removed first (and listed)."""
+    final = location(elsewhere) if elsewhere is not None else results_dir(run)
     if not isinstance(final, str):
-        final.mkdir(parents=True, exist_ok=True)
+        with writing(final):
+            final.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp(final)
         yield final, str(final)
         return
     import fsspec
-    with tempfile.TemporaryDirectory(prefix="netdissect-results-") as tmp:
+    remove_stale_dirs(STAGING)
+    tmp = temp_dir(STAGING)
+    try:
         yield Path(tmp), final
         fs, root = fsspec.core.url_to_fs(final)
         fs.makedirs(root, exist_ok=True)
         for f in sorted(Path(tmp).iterdir()):
             fs.put_file(str(f), f"{root}/{f.name}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+STAGING = "netdissect-results-"
+
+
+def temp_dir(prefix: str) -> str:
+    """A new directory ``<tmp>/<prefix><pid>-<random>`` (see :func:`remove_stale_dirs`)."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+
+
+def remove_stale_dirs(prefix: str) -> list[str]:
+    """Remove the temp directories ``<prefix><pid>-*`` (:func:`temp_dir`) whose process
+    is gone (a kill -9 cannot remove its own), listing them on stderr."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-")
+    gone = []
+    for p in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        m = pattern.match(p.name)
+        if m and p.is_dir() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(str(p))
+    if gone:
+        print(f"note: removed {len(gone)} temp directories an interrupted run left: "
+              + ", ".join(gone), file=sys.stderr)
+    return gone
 
 
 def layer_file_name(layer: str) -> str:

@@ -325,7 +325,9 @@ def plan_stages(work: str | Path, num_images: int, stages: Sequence[str] = (), *
     ``synthetic``, extract of ``model``'s first layer of ``layers`` without it).
     Paths: WORK/broden_<N>_<image size> (unless ``dataset``), WORK/labels_<dataset
     name>.zarr, WORK/run_synth_<KxhXw>_<N> or WORK/run_<model>_<N>. ValueError for an
-    unknown stage."""
+    unknown stage or a nonsense number (naming its flag)."""
+    _check_numbers(num_images=num_images, image_size=image_size, seg_size=seg_size,
+                   batch_size=batch_size, workers=workers)
     work = Path(work)
     given = dataset
     dataset = dataset or str(work / f"broden_{num_images}_{image_size}")
@@ -346,6 +348,13 @@ def plan_stages(work: str | Path, num_images: int, stages: Sequence[str] = (), *
     return BenchPlan(tuple(stages), work, dataset, labels, run, layer, num_images,
                      image_size, seg_size, synthetic, model, layers, batch_size, device,
                      workers)
+
+
+def _check_numbers(**numbers: int | None) -> None:
+    """ValueError naming ``--flag-name`` of the first number below 1 (None: default)."""
+    for name, v in numbers.items():
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {v}: must be >= 1")
 
 
 # --------------------------------------------------------------------- benchmark

@@ -305,7 +305,7 @@ class BrodenDataset:
                     scats.append(cat)
                     continue
                 path = self.directory / "images" / e
-                rgb = _open_image(path, where, None)
+                rgb = _open_image(path, f"{where}, column {cat!r}", None)
                 if rgb.ndim != 3 or rgb.shape[2] < 3:
                     raise BrodenError(f"{path} ({where}, column {cat!r}): a segmentation "
                                       f"PNG must be RGB(A); got shape {rgb.shape}")
@@ -361,16 +361,29 @@ def _inside(path: Path, row: int, col: str, name: str) -> str:
     return name
 
 
+# Broden's segmentation PNGs are 8-bit RGB; RGBA and palette (P) images carry the same
+# 8-bit colours exactly and are read too. Grayscale (L, LA), 16-bit (I;16, I) and the
+# other modes hold no R and G channels: their "label numbers" would be garbage.
+SEGMENTATION_MODES = ("RGB", "RGBA", "P")
+
+
 def _open_image(path: Path, where: str, mode: str | None) -> np.ndarray:
-    """Decode an image fully; any failure becomes a BrodenError naming file and row."""
+    """Decode an image fully (converted to ``mode``; None: a segmentation PNG, in one
+    of SEGMENTATION_MODES, as RGB(A)); any failure becomes a BrodenError naming file
+    and row."""
     if not path.is_file():
         raise BrodenError(f"{path} ({where}): file not found")
     try:
         with Image.open(path) as im:
             im.load()
+            if mode is None and im.mode not in SEGMENTATION_MODES:
+                raise BrodenError(
+                    f"{path} ({where}): a segmentation image of mode {im.mode!r}; Broden "
+                    f"segmentation PNGs are 8-bit RGB: label = R + 256*G (RGBA and "
+                    f"palette images are read as RGB too); re-save it as 8-bit RGB")
             if mode is not None:
                 im = im.convert(mode)
-            elif im.mode not in ("RGB", "RGBA"):
+            elif im.mode == "P":
                 im = im.convert("RGB")
             return np.asarray(im)
     except (OSError, SyntaxError, ValueError) as e:

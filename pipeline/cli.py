@@ -11,12 +11,16 @@ thing everywhere:
 
 ``run_main(fn, ...)`` runs a command's body and turns the errors a user can fix into one
 line on stderr and an exit code: 2 for bad input (the message names the file, row or
-argument), 1 for an OSError such as a full disk (nothing stored before is lost), 130 for
-Ctrl-C.
+argument), 1 for an environment failure: an OSError, or an error raised from a full disk
+(ENOSPC, EDQUOT, EFBIG) or a read-only filesystem (EROFS; EACCES/EPERM when not root),
+named with the path being written (nothing stored before is lost), 130 for Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -26,6 +30,16 @@ def parser(doc: str) -> argparse.ArgumentParser:
     breaks kept as written)."""
     return argparse.ArgumentParser(description=doc.split("\n\n")[0].strip(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def check_at_least(p: argparse.ArgumentParser, a: argparse.Namespace, minimum: int,
+                   *dests: str) -> None:
+    """``p.error`` (exit 2) naming ``--dest`` for the first of ``dests`` below ``minimum``
+    (None: its default, not checked)."""
+    for dest in dests:
+        v = getattr(a, dest)
+        if v is not None and v < minimum:
+            p.error(f"--{dest.replace('_', '-')} {v}: must be >= {minimum}")
 
 
 def comma_list(text: str | None) -> list[str] | None:
@@ -110,21 +124,71 @@ def score_config(a: argparse.Namespace, levels: Sequence[float], **more):
                        progress=not a.quiet, dataset=a.dataset, **more)
 
 
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def read_only_errnos() -> set[int]:
+    """EROFS, and EACCES/EPERM for a user other than root (root writes through modes)."""
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    return {errno.EROFS} | (set() if root else {errno.EACCES, errno.EPERM})
+
+
+def environment_cause(e: BaseException) -> OSError | None:
+    """The full-disk or read-only OSError ``e`` is or was raised from, else None."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in FULL_DISK | read_only_errnos():
+            return e
+        e = e.__cause__
+    return None
+
+
+def describe_environment(e: OSError) -> str:
+    """``cannot write PATH: the disk is full ...`` or ``... is on a read-only ...``."""
+    where = f"cannot write {e.filename}" if e.filename else "a write failed"
+    if e.errno in FULL_DISK:
+        return (f"{where}: the disk is full, or a disk quota or the file-size limit was "
+                f"reached ({e.strerror})")
+    return f"{where}: it is on a read-only filesystem or not writable ({e.strerror})"
+
+
+class _SiblingWriteFailures(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" report (with its
+    traceback) of a full-disk or read-only OSError: zarr writes chunks concurrently,
+    and on a full disk each of them fails; run_main reports the one raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or environment_cause(exc) is None
+
+
 def run_main(body: Callable[[], object], errors: tuple[type[BaseException], ...], *,
-             disk_note: str, interrupt_note: str) -> int:
+             disk_note: str, interrupt_note: str,
+             read_only_note: str = "choose a writable location and rerun") -> int:
     """Run ``body`` and return the exit code: 0; 2 with ``error: <message>`` for one of
-    ``errors`` or a ValueError; 1 for an OSError (``disk_note`` says what is kept and how
-    to go on); 130 for Ctrl-C (``interrupt_note``)."""
+    ``errors`` or a ValueError; 1 for an OSError or an error raised from a full disk
+    (``disk_note`` says what is kept and how to go on) or a read-only filesystem
+    (``read_only_note``: where else to write); 130 for Ctrl-C (``interrupt_note``, unless
+    the KeyboardInterrupt carries a message: then it was said already)."""
+    logging.getLogger("asyncio").addFilter(_SiblingWriteFailures())
     try:
         body()
-    except (*errors, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:                # e.g. a full disk while writing a cube or report
-        print(f"error: {e}\n{disk_note}", file=sys.stderr)
+    except (*errors, ValueError, OSError) as e:
+        cause = environment_cause(e)
+        if cause is None and not isinstance(e, OSError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        note = read_only_note if cause is not None and cause.errno not in FULL_DISK \
+            else disk_note
+        if cause is e:
+            print(f"error: {describe_environment(e)}\n{note}", file=sys.stderr)
+        elif cause is not None:         # a named error raised from one: it says what to do
+            print(f"error: {e}\n({describe_environment(cause)})\n{note}", file=sys.stderr)
+        else:                           # another OSError
+            print(f"error: {e}\n{disk_note}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {interrupt_note}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if not e.args:
+            print(f"\ninterrupted: {interrupt_note}", file=sys.stderr)
         return 130
     return 0
 

@@ -16,7 +16,7 @@ graph; integer sums do not depend on the order, so the cube equals the threaded
 """
 from __future__ import annotations
 
-import tempfile
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -47,16 +47,18 @@ def parse_cluster(text: str) -> int:
     return workers
 
 
-def local_cluster(workers: int, threads_per_worker: int = 1):
+DASK_DIRS = "netdissect-dask-"      # <tmp>/netdissect-dask-<pid>-*: a LocalCluster's files
+
+
+def local_cluster(workers: int, directory: str, threads_per_worker: int = 1):
     """A LocalCluster of ``workers`` processes that needs no network beyond loopback and
-    no dashboard (bokeh); spill files go to a temporary directory."""
+    no dashboard (bokeh); spill files go to ``directory`` (the caller removes it)."""
     import dask
     from distributed import LocalCluster
-    tmp = tempfile.mkdtemp(prefix="netdissect-dask-")
-    with dask.config.set({"temporary-directory": tmp}):
+    with dask.config.set({"temporary-directory": directory}):
         return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                             processes=True, dashboard_address=None, host="127.0.0.1",
-                            local_directory=tmp)
+                            local_directory=directory)
 
 
 def check_scheduler_args(scheduler: str | None, cluster: str | None) -> None:
@@ -79,8 +81,12 @@ def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
         return
     import dask
     from distributed import Client
-    lc = local_cluster(parse_cluster(cluster)) if cluster else None
+    lc = tmp = None
     try:
+        if cluster:
+            store.remove_stale_dirs(DASK_DIRS)
+            tmp = store.temp_dir(DASK_DIRS)
+            lc = local_cluster(parse_cluster(cluster), tmp)
         try:
             client = Client(lc if lc is not None else scheduler, timeout="30s")
         except (OSError, TimeoutError) as e:
@@ -97,6 +103,8 @@ def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
     finally:
         if lc is not None:
             lc.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def shared_location(where: Path | str, what: str) -> str:

@@ -1,14 +1,17 @@
 """Write files atomically: text, CSV and JSON through a temp file and ``os.replace``.
 
-Each writer writes a uniquely named ``<name>...tmp`` file beside the target (UTF-8) and
-renames it over the target once complete, so a crash or a full disk never leaves half a
-file under the final name; a temp file whose writing failed is removed. Every report file
-of a run (results document, CSVs, HTML page) and every CSV table of a generated dataset
-goes through here; charts are written by matplotlib (:mod:`pipeline.reports.charts`).
+Each writer writes a uniquely named ``<name>.<random>.<pid>.tmp`` file beside the target
+(UTF-8) and renames it over the target once complete, so a crash or a full disk never
+leaves half a file under the final name; a temp file whose writing failed is removed (one
+a kill -9 left is removed by the next writer of that directory,
+``cache.store.remove_stale_temp``), and a failed write names the target. Every report file
+of a run (results document, CSVs, HTML page, charts, exported arrays) and every CSV table
+of a generated dataset goes through here.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -18,14 +21,20 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from cache.store import temp_affixes, writing
+
 
 @contextmanager
-def _atomic(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
-    """A UTF-8 text file open for writing beside ``path``, renamed over ``path`` when the
-    block ends without an error and removed when it ends with one."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+def _atomic(path: Path, newline: str | None = None, binary: bool = False
+            ) -> Iterator[IO]:
+    """A UTF-8 text (or ``binary``) file open for writing beside ``path``, renamed over
+    ``path`` when the block ends without an error and removed when it ends with one."""
+    prefix, suffix = temp_affixes(path.name)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline=newline, encoding="utf-8") as f:
+        with writing(path), (os.fdopen(fd, "wb") if binary else
+                             os.fdopen(fd, "w", newline=newline, encoding="utf-8")) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -40,6 +49,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with _atomic(path) as f:
         f.write(text)
     return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` atomically (charts, exported .npy arrays); returns the path."""
+    path = Path(path)
+    with _atomic(path, binary=True) as f:
+        f.write(data)
+    return path
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` to ``path`` atomically (``.npy`` appended when missing, as np.save
+    does); returns the path written."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return write_bytes(path, buf.getvalue())
 
 
 def write_csv(path: str | os.PathLike, header: Sequence, rows: Iterable[Sequence],

@@ -93,6 +93,9 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     if chunk_images < 1:
         raise LabelCacheError(f"--chunk-images {chunk_images}: must be >= 1 (images per "
                               f"label-cache chunk; default 256)")
+    if workers is not None and workers < 0:
+        raise LabelCacheError(f"--workers {workers}: must be >= 0 (decoding processes; "
+                              f"0 or 1: in this process)")
     if dataset.categories != dataset.all_categories:
         dataset = BrodenDataset(dataset.directory)
     path = str(location(path or default_label_cache_path(dataset)))

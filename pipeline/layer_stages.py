@@ -61,12 +61,15 @@ class ScoreConfig:
     client: Any = None                      # distributed.Client: score on its cluster
     top_images: int = 8                     # HTML report: top images per unit (0: none)
     dataset: Any = None                     # ... read from here (None: the run's record)
+    results_dir: Any = None                 # report files here (None: RUN/results)
 
     def all_levels(self) -> list[float]:
+        if not 0.0 < float(self.quantile) < 1.0:
+            raise ValueError(f"--quantile must be in (0, 1), got {self.quantile}")
+        for q in self.levels:
+            if not 0.0 < float(q) < 1.0:
+                raise ValueError(f"--levels: every level must be in (0, 1), got {q}")
         lv = sorted(set(float(q) for q in self.levels) | {float(self.quantile)})
-        for q in lv:
-            if not 0.0 < q < 1.0:
-                raise ValueError(f"--quantile must be in (0, 1), got {q}")
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ValueError(f"--iou-threshold must be in [0, 1], got {self.iou_threshold}")
         for flag, n in (("--tile-images", self.tile_images), ("--workers", self.workers)):
@@ -155,7 +158,8 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
         with named_failures(run, layer):
             check_finite_maxima(run, layer)
             T = exact_thresholds(store.activations(run, layer), todo, compute_kwargs=kwargs)
-        write_thresholds(store.layer_group(run, layer, mode="a"), todo, T, source)
+        with _writing_layer(run, layer):
+            write_thresholds(store.layer_group(run, layer, mode="a"), todo, T, source)
         log(f"[{layer}] exact quantiles at {todo}: {time.perf_counter() - t0:.1f} s")
         stored = read_thresholds(store.layer_group(run, layer), source)
     lv, T = stored
@@ -181,8 +185,23 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
         n = new.intersect.shape[1]
         log(f"[{layer}] IoU cube at {[float(q) for q in lv]}: {time.perf_counter() - t0:.1f} s "
             f"({store.activations(run, layer).shape[0]} images, {n} units)")
-        stored = write_cube(store.layer_group(run, layer, mode="a"), new, source)
+        with _writing_layer(run, layer):
+            stored = write_cube(store.layer_group(run, layer, mode="a"), new, source)
     return stored.select(levels)
+
+
+def _writing_layer(run, layer: str):
+    """store.writing naming the layer's group (where thresholds and cubes go)."""
+    group = store.layer_group(run, layer)
+    return store.writing(store.store_location(group.store, group.path))
+
+
+def layer_stored(run, layer: str, labels: LabelCache, config: ScoreConfig) -> bool:
+    """True when the thresholds and cube of every level ``config`` asks for are stored
+    (scoring then only reads the run: no lock, nothing written into it)."""
+    source = cube_source(run, layer, labels)
+    stored = read_cube(store.layer_group(run, layer), source)
+    return not _missing(None if stored is None else stored.levels, config.all_levels())
 
 
 def _replay(run, layer: str, labels: LabelCache, levels, T: np.ndarray,
@@ -247,7 +266,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         labels.label_names, cube.thresholds[v], layer=layer, quantile=config.quantile,
         levels=cube.levels, run=meta, null=null, null_config=null_cfg)
     name = store.layer_file_name(layer)
-    with store.results_output(run) as (out, final):
+    with store.results_output(run, config.results_dir) as (out, final):
         write_json(results_doc.document_path(out, name), doc)
         header, rows = csv_rows(doc)
         write_csv(out / f"{name}.csv", header, rows)
@@ -258,12 +277,14 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 
-def layer_sweep(run, layer: str, d: Dissection, thresholds) -> tuple[list[dict], Path, Path]:
+def layer_sweep(run, layer: str, d: Dissection, thresholds, results_dir=None
+                ) -> tuple[list[dict], Path, Path]:
     """Sweep the IoU threshold over ``d``'s labelling (no replay); write
-    <run>/results/<layer>.sweep.csv and .sweep.png. Returns (summaries, csv, png)."""
+    <run>/results/<layer>.sweep.csv and .sweep.png (into ``results_dir`` when given).
+    Returns (summaries, csv, png)."""
     summaries = sweep_mod.sweep(d.units, d.categories, thresholds)
     name = store.layer_file_name(layer)
-    with store.results_output(run) as (out, final):
+    with store.results_output(run, results_dir) as (out, final):
         write_csv(out / f"{name}.sweep.csv", *sweep_rows(summaries))
         sweep_chart(out / f"{name}.sweep.png", summaries,
                     title=f"{layer}: detectors against the IoU threshold")

@@ -9,8 +9,12 @@ The method, top to bottom (scripts/score.py is this plus argument parsing and pr
         d, summary, csv = layer_results(run, layer, cube, labels, config)
                                                            results document, CSV, HTML
 
-``score_run`` does exactly that under the run's lock (a second writer of a local run is
-refused), with the optional IoU-threshold sweep, exports and a Dask cluster. The
+``score_run`` does exactly that, with the optional IoU-threshold sweep, exports and a
+Dask cluster, under the run's lock when something will be stored in the run (a label
+cache to build, thresholds or a cube to compute: a second writer of a local run is
+refused); a run whose every asked level is stored is only read, so it is reported from
+while another process holds its lock, or on a read-only filesystem with
+``ScoreConfig.results_dir`` (--results-dir) placing the report files elsewhere. The
 per-layer stages themselves are in pipeline/layer_stages.py.
 """
 from __future__ import annotations
@@ -22,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import zarr
 
 from cache import store
@@ -31,7 +34,9 @@ from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.zarr_io import writable
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.dataset_files import find_changes, image_files
-from pipeline.layer_stages import ScoreConfig, layer_cube, layer_results, layer_sweep
+from pipeline.files import write_npy
+from pipeline.layer_stages import (ScoreConfig, layer_cube, layer_results, layer_stored,
+                                   layer_sweep)
 from pipeline.label_decoding import build_label_cache, refresh_label_cache
 from pipeline.scoring import Dissection
 
@@ -122,13 +127,16 @@ def check_run_images(run, ds: BrodenDataset, log=print) -> None:
             f"the scripts/extract.py command that made the run with --repair (re-extracts "
             f"only those blocks), then score again")
     if changes.restamped and not isinstance(store.run_path(run), str):
-        try:
-            arr = writable(zarr.open_group(store.run_path(run), mode="r+")["image_files"])
-            for i, rec in changes.restamped.items():
-                stored[i] = rec
-            arr[:] = stored
-        except OSError as e:             # read-only: the stamps are only a shortcut
-            log(f"note: could not refresh image stamps in {store.run_path(run)} ({e})")
+        try:                            # the stamps are only a shortcut: a run that is
+            with store.RunLock(store.run_path(run), "stamp refresh"):    # busy or
+                group = zarr.open_group(store.run_path(run), mode="r+")  # read-only
+                arr = writable(group["image_files"])                     # is left as is
+                for i, rec in changes.restamped.items():
+                    stored[i] = rec
+                arr[:] = stored
+        except (OSError, store.RunError) as e:
+            log(f"note: could not refresh the image stamps of {store.run_path(run)} ({e}); "
+                f"the images whose mtime changed are hashed again next time")
 
 
 def check_categories(labels: LabelCache, categories: Sequence[str] | None) -> None:
@@ -147,6 +155,12 @@ def scoring_lock(run) -> contextlib.AbstractContextManager:
     if isinstance(where, str):
         return contextlib.nullcontext()
     return store.RunLock(where, "scoring")
+
+
+def needs_writing(run, layers: Sequence[str], labels: LabelCache, config: ScoreConfig
+                  ) -> bool:
+    """True when scoring will store something in the run: thresholds or a cube."""
+    return not all(layer_stored(run, layer, labels, config) for layer in layers)
 
 
 # ------------------------------------------------------------------ whole run
@@ -202,10 +216,13 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
         raise ValueError("--export-iou/--export-thresholds need exactly one layer: "
                          f"add --layers (the run has {layers})")
     done = []
-    with scoring_lock(run):
-        labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress,
-                                 log=log)
-        check_categories(labels, config.categories)
+    # the label cache first (it has its own lock; a changed label PNG is decoded again
+    # and makes the cube stale), then the run's lock only when something will be stored
+    labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress,
+                             log=log)
+    check_categories(labels, config.categories)
+    writes = needs_writing(run, layers, labels, config)
+    with scoring_lock(run) if writes else contextlib.nullcontext():
         with dask_scheduler(scheduler, cluster) as client:
             if client is not None:
                 check_shared(run, labels)
@@ -227,11 +244,11 @@ def score_layer(run, layer: str, labels: LabelCache, config: ScoreConfig,
     out = LayerScore(layer, cube, d, summary, csv_path, time.perf_counter() - t0)
     if sweep:
         t1 = time.perf_counter()
-        out.sweep, *files = layer_sweep(run, layer, d, sweep)
+        out.sweep, *files = layer_sweep(run, layer, d, sweep, config.results_dir)
         out.sweep_files = tuple(files)
         out.sweep_seconds = time.perf_counter() - t1
     if exports and exports.iou:
-        np.save(exports.iou, d.iou)
+        write_npy(exports.iou, d.iou)
     if exports and exports.thresholds:
-        np.save(exports.thresholds, cube.thresholds[cube.level_index(config.quantile)])
+        write_npy(exports.thresholds, cube.thresholds[cube.level_index(config.quantile)])
     return out

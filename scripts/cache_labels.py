@@ -44,7 +44,9 @@ def main(argv=None) -> int:
         body, (BrodenError, LabelCacheError, RunError),
         disk_note="finished chunks are kept: fix the cause (e.g. free disk space) and run "
                   "the same command to resume",
-        interrupt_note="finished chunks are kept; run the same command to resume")
+        interrupt_note="finished chunks are kept; run the same command to resume",
+        read_only_note="the label cache's location is read-only: give a writable --out "
+                       "(or copy the cache there) and rerun")
 
 if __name__ == "__main__":
     sys.exit(main())

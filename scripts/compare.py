@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     return cli.run_main(
         body, (ResultCSVError, ResultsError, RunError),
         disk_note="the sources are only read: fix the cause and rerun the same command",
-        interrupt_note="the sources are only read; rerun the same command")
+        interrupt_note="the sources are only read; rerun the same command",
+        read_only_note="the sources are only read: choose a writable --out DIR and rerun")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ def parse_args(argv=None):
     cli.add_layers(p, help=f"layers to extract and score (default {','.join(DEMO_LAYERS)})")
     p.add_argument("--device", default="auto")
     cli.add_quiet(p)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    cli.check_at_least(p, a, 1, "num_images")
+    cli.check_at_least(p, a, 0, "seed")
+    return a
 
 
 def main(argv=None) -> int:

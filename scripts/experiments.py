@@ -40,7 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--variant-iterations", type=int, default=300)
     p.add_argument("--skip-variants", action="store_true")
     cli.add_quiet(p)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    cli.check_at_least(p, a, 1, "num_images", "variant_iterations")
+    cli.check_at_least(p, a, 0, "seed")
+    return a
 
 
 def main(argv=None) -> int:

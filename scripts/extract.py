@@ -19,7 +19,7 @@ import _bootstrap  # noqa: F401,E402  (repo root on sys.path)
 from cache.store import RunError
 from pipeline import cli  # noqa: E402
 from pipeline.broden import BrodenError  # noqa: E402
-from pipeline.extract import ExtractInterrupted, extract_with_stats  # noqa: E402
+from pipeline.extract import extract_with_stats  # noqa: E402
 from pipeline.extract_config import ExtractConfig, ExtractError  # noqa: E402
 from pipeline.models.errors import LayerError, ModelError  # noqa: E402
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -109,22 +109,22 @@ def main(argv=None) -> int:
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
         overwrite=a.overwrite, compression=a.compression, threads=a.threads,
         progress=not a.quiet, repair=a.repair, trust_checkpoint=a.trust_checkpoint)
-    try:
+
+    def body() -> None:
         st = extract_with_stats(config)
-    except ExtractInterrupted:
-        return 130                      # extract() said how to resume
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ExtractError, RunError, ModelError, LayerError, BrodenError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if st.status != "complete":
-        print(f"{st.status} {st.images} images ({st.num_images} in the run) in "
-              f"{st.seconds:.1f} s: {st.images_per_s:.1f} images/s")
-    print(f"run: {st.path.resolve()}  layers: {', '.join(config.layers)}  "
-          f"on disk: {st.bytes_on_disk / 2**20:.1f} MiB")
-    return 0
+        if st.status != "complete":
+            print(f"{st.status} {st.images} images ({st.num_images} in the run) in "
+                  f"{st.seconds:.1f} s: {st.images_per_s:.1f} images/s")
+        print(f"run: {st.path.resolve()}  layers: {', '.join(config.layers)}  "
+              f"on disk: {st.bytes_on_disk / 2**20:.1f} MiB")
+
+    return cli.run_main(
+        body, (ExtractError, RunError, ModelError, LayerError, BrodenError, DeviceError),
+        disk_note="blocks written before are kept: fix the cause (e.g. free disk space) "
+                  "and rerun the same command to resume",
+        interrupt_note="rerun the same command to resume",
+        read_only_note=f"--out {a.out} is read-only: choose a writable --out (or copy the "
+                       f"run to one) and rerun")
 
 
 if __name__ == "__main__":

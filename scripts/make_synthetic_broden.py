@@ -43,16 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"need 8 <= --seg-size <= --image-size, got {a.seg_size} and {a.image_size}")
     if a.workers is not None and a.workers < 1:
         p.error(f"--workers must be >= 1, got {a.workers}")
-    t0 = time.perf_counter()
-    out = write_dataset(a.out, num_images=a.num_images, image_size=a.image_size,
-                        seg_size=a.seg_size, seed=a.seed, workers=a.workers,
-                        progress=not a.quiet)
-    dt = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {a.num_images} images ({', '.join(CATEGORIES)}) to {out} in {dt:.1f} s "
-          f"({a.num_images / dt:.0f} images/s, {size / 2**20:.0f} MiB on disk)")
-    return 0
 
+    def body() -> None:
+        t0 = time.perf_counter()
+        out = write_dataset(a.out, num_images=a.num_images, image_size=a.image_size,
+                            seg_size=a.seg_size, seed=a.seed, workers=a.workers,
+                            progress=not a.quiet)
+        dt = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        print(f"wrote {a.num_images} images ({', '.join(CATEGORIES)}) to {out} in {dt:.1f} "
+              f"s ({a.num_images / dt:.0f} images/s, {size / 2**20:.0f} MiB on disk)")
+
+    return cli.run_main(
+        body, (),
+        disk_note="the dataset is incomplete: fix the cause and rerun the same command "
+                  "(it writes every file again)",
+        interrupt_note="the dataset is incomplete; rerun the same command",
+        read_only_note=f"--out {a.out} is read-only: choose a writable --out")
 
 if __name__ == "__main__":
     sys.exit(main())

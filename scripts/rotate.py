@@ -80,7 +80,9 @@ def main(argv=None) -> int:
         disk_note="finished blocks of derived runs and stored cubes are kept: fix the "
                   "cause and rerun the same command",
         interrupt_note="finished derived-run blocks and cubes are kept; rerun the same "
-                       "command to finish")
+                       "command to finish",
+        read_only_note="the derived runs are written under --out (and cubes into the "
+                       "run): give a writable --out, or copy the run to a writable place")
 
 
 if __name__ == "__main__":

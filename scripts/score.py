@@ -6,14 +6,16 @@
         [--export-iou PATH.npy] [--export-thresholds PATH.npy]
         [--sweep 0.01:0.2:0.01] [--null [image|spatial|both]] [--null-permutations 100]
         [--null-images 500|all] [--null-seed 0] [--scheduler ADDRESS | --cluster local:N]
-        [--top-images 8] [--quiet]
+        [--top-images 8] [--results-dir DIR] [--quiet]
 
 Replays the activation cache (never the network). Thresholds and the cube are stored in the
 run; a new --iou-threshold or --categories, or a --quantile among the cube's levels, is
 answered from the stored cube without any replay. So are --sweep (detectors against the IoU
 threshold) and --null (permutation p-values from the activation and label caches).
 With --scheduler or --cluster the quantiles and the tally run as Dask graphs on a
-dask.distributed cluster (same numbers); a local run is locked while it is scored.
+dask.distributed cluster (same numbers); a local run is locked while something is stored
+in it (thresholds, a cube); one already scored at every asked level is only read, so
+--results-dir DIR reports from a run on a read-only filesystem.
 The work is pipeline/stages.py's score_run; this script parses and prints.
 """
 from __future__ import annotations
@@ -53,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top-images", type=int, default=8, metavar="N",
                    help="the HTML report shows each unit's top N images (by per-image "
                         "maximum) with its mask drawn; 0: no images (default 8)")
+    p.add_argument("--results-dir", metavar="DIR", default=None,
+                   help="write the report files (<layer>.json, .csv, .html, sweeps) into "
+                        "DIR instead of RUN/results (e.g. for a run on a read-only "
+                        "filesystem)")
     cli.add_quiet(p)
     return p.parse_args(argv)
 
@@ -81,7 +87,7 @@ def main(argv=None) -> int:
 
     def body() -> None:
         config = cli.score_config(a, cli.parse_levels(a.levels), top_images=a.top_images,
-                                  null=cli.null_config(a))
+                                  null=cli.null_config(a), results_dir=a.results_dir)
         score_run(a.run, config, layers=a.layers, label_cache=a.label_cache,
                   sweep=cli.parse_thresholds(a.sweep) if a.sweep else None,
                   scheduler=a.scheduler, cluster=a.cluster, exports=exports,
@@ -93,7 +99,11 @@ def main(argv=None) -> int:
                   "only once written): fix the cause (e.g. free disk space) and rerun the "
                   "same command",
         interrupt_note="stored thresholds and cubes are kept; nothing is lost; rerun the "
-                       "same command to finish")
+                       "same command to finish",
+        read_only_note=f"the run {a.run} (or --results-dir) is read-only: add --results-dir "
+                       f"DIR to write the report files elsewhere (a run whose thresholds and "
+                       f"cube are stored at every asked level is only read); if they must "
+                       f"be computed, copy the run (cp -r {a.run} COPY) and score the copy")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ training_meta, train_demo, install_weights); this script parses and prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import _bootstrap  # noqa: F401
@@ -83,16 +84,19 @@ def main(argv=None) -> int:
     a = parse_args(argv)
 
     def body() -> None:
-        ds_dir, dataset = prepare_dataset(a.dataset, a.generate_images, a.generate_seed,
-                                          a.image_size, a.seg_size, progress=not a.quiet)
-        meta = training_meta(["scripts/train_demo_model.py", *sys.argv[1:]], dataset)
-        cfg = TrainConfig(dataset=ds_dir, out_dir=a.out, iterations=a.iterations,
+        cfg = TrainConfig(dataset=a.dataset or "", out_dir=a.out, iterations=a.iterations,
                           batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                           input_size=a.input_size, save_at=a.save_at,
                           eval_every=a.eval_every, seed=a.seed,
                           batchnorm=not a.no_batchnorm, dropout=a.dropout,
                           conv5_width=a.conv5_width, threads=a.threads)
-        r = train_demo(cfg, meta=meta)
+        cfg.check()                                 # before any dataset is generated
+        if a.generate_images is not None and a.generate_images < 1:
+            raise ValueError(f"--generate-images {a.generate_images}: must be >= 1")
+        ds_dir, dataset = prepare_dataset(a.dataset, a.generate_images, a.generate_seed,
+                                          a.image_size, a.seg_size, progress=not a.quiet)
+        meta = training_meta(["scripts/train_demo_model.py", *sys.argv[1:]], dataset)
+        r = train_demo(dataclasses.replace(cfg, dataset=ds_dir), meta=meta)
         print(f"done in {r.seconds:.0f} s: {r.train_images} train / {r.val_images} val "
               f"images, {len(r.classes)} classes; train acc {r.train_accuracy:.3f}, val acc "
               f"{r.val_accuracy:.3f} (chance {r.chance:.3f}, majority {r.majority:.3f})")
@@ -103,7 +107,8 @@ def main(argv=None) -> int:
     return cli.run_main(
         body, (BrodenError,),
         disk_note="checkpoints saved so far are kept: fix the cause and rerun",
-        interrupt_note="checkpoints saved so far are kept")
+        interrupt_note="checkpoints saved so far are kept",
+        read_only_note="choose a writable --out (and --dataset when generating) and rerun")
 
 
 if __name__ == "__main__":

@@ -133,10 +133,16 @@ def test_bad_broden_files_through_the_scripts(tmp_path, change, script, message)
 def test_nonsense_tile_images_and_workers_are_refused_before_anything_is_stored(setup,
                                                                                 tmp_path):
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
-    for flag, value in (("--tile-images", "-4"), ("--tile-images", "0"), ("--workers", "0")):
+    for flag, value, message in (
+            ("--tile-images", "-4", "--tile-images must be >= 1, got -4"),
+            ("--tile-images", "0", "--tile-images must be >= 1, got 0"),
+            ("--workers", "0", "--workers must be >= 1, got 0"),
+            ("--levels", "0,0.005", "--levels: every level must be in (0, 1), got 0.0"),
+            ("--levels", "nan", "--levels: every level must be in (0, 1), got nan"),
+            ("--quantile", "-1", "--quantile must be in (0, 1), got -1")):
         r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--quiet",
                    "--layers", "features.3", flag, value, check=False)
-        assert_clear(r, f"{flag} must be >= 1, got {value}")
+        assert_clear(r, message)
     assert not (run / "layers" / "features.3" / "cube").exists()    # no all-zero cube
     assert not (run / "layers" / "features.3" / "quantiles").exists()
 
@@ -154,6 +160,7 @@ def test_non_finite_normalisation_is_refused(setup, tmp_path, flag, value):
 @pytest.mark.parametrize("args, message", [
     (["--chunk-images", "0"], "--chunk-images 0: must be >= 1"),
     (["--chunk-images", "-5"], "--chunk-images -5: must be >= 1"),
+    (["--workers", "-2"], "--workers -2: must be >= 0"),
 ])
 @pytest.mark.slow
 def test_label_cache_bad_chunking_is_named(setup, tmp_path, args, message):
@@ -171,3 +178,42 @@ def test_label_cache_out_that_is_a_file_is_named(setup, tmp_path):
                "--workers", "1", "--quiet", check=False)
     assert_clear(r, f"--out {target}: is a file")
     assert target.read_text() == "keep me\n"
+
+
+@pytest.mark.slow
+def test_nonsense_training_numbers_are_named(setup, tmp_path):
+    for flag, value, message in (
+            ("--iterations", "0", "--iterations 0: must be >= 1"),
+            ("--batch-size", "-2", "--batch-size -2: must be >= 1"),
+            ("--lr", "0", "--lr 0.0: must be a finite number > 0"),
+            ("--lr", "nan", "--lr nan: must be a finite number > 0"),
+            ("--weight-decay", "-1", "--weight-decay -1.0: must be a finite number >= 0"),
+            ("--eval-every", "-1", "--eval-every -1: must be >= 0"),
+            ("--dropout", "1.5", "--dropout 1.5: must be in [0, 1)"),
+            ("--conv5-width", "0", "--conv5-width 0: must be >= 1"),
+            ("--threads", "0", "--threads 0: must be >= 1"),
+            ("--generate-images", "0", "--generate-images 0: must be >= 1")):
+        r = sf.cli("scripts/train_demo_model.py", "--dataset", tmp_path / "gen", "--out",
+                   tmp_path / "out", flag, value, "--quiet", check=False)
+        assert_clear(r, message)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, message", [
+    ("demo.py", ["--num-images", "0"], "--num-images 0: must be >= 1"),
+    ("demo.py", ["--seed", "-1"], "--seed -1: must be >= 0"),
+    ("experiments.py", ["--num-images", "-1"], "--num-images -1: must be >= 1"),
+    ("experiments.py", ["--variant-iterations", "0"], "--variant-iterations 0: must be >= 1"),
+    ("bench.py", ["--num-images", "0"], "--num-images 0: must be >= 1"),
+    ("bench.py", ["--batch-size", "0"], "--batch-size 0: must be >= 1"),
+    ("bench.py", ["--workers", "-1"], "--workers -1: must be >= 1"),
+    ("bench.py", ["--image-size", "0"], "--image-size 0: must be >= 1"),
+])
+def test_nonsense_numbers_of_the_job_scripts_are_named(tmp_path, script, args, message):
+    out = ["--work", tmp_path / "w"] if script == "bench.py" else ["--out", tmp_path / "w"]
+    if script == "experiments.py":
+        out += ["--figures", tmp_path / "f"]
+    r = sf.cli(f"scripts/{script}", *out, *args, "--quiet", check=False)
+    assert_clear(r, message)
+    assert not (tmp_path / "w").exists()

@@ -159,7 +159,8 @@ def test_truncated_png_and_image(tiny):
     p = tiny / "images" / "src" / "3_material_0.png"
     p.write_bytes(p.read_bytes()[:30])
     ds = BrodenDataset(tiny)
-    with pytest.raises(BrodenError, match=r"3_material_0.png \(.*row 3\): unreadable or "
+    with pytest.raises(BrodenError, match=r"3_material_0.png \(.*row 3, column 'material'\): "
+                                          r"unreadable or "
                                           r"truncated"):
         ds.load_labels(2)
     j = tiny / "images" / "src" / "4.jpg"
@@ -205,3 +206,32 @@ def test_rows_naming_files_outside_the_dataset_are_refused(tiny, entry, column):
     header = open(tiny / "index.csv").readline().strip().split(",")
     with pytest.raises(BrodenError, match=r"index.csv, row 2, column '%s'.*outside" % header[column]):
         BrodenDataset(tiny)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "L", "LA"])
+def test_segmentation_png_of_a_wrong_mode_is_named(tiny, mode):
+    """16-bit or grayscale PNGs hold no R and G channels: named by mode, not read as
+    unknown label numbers."""
+    p = tiny / "images" / "src" / "1_object_0.png"
+    Image.new(mode, (4, 4), 1).save(p)
+    with pytest.raises(BrodenError) as e:
+        BrodenDataset(tiny).load_labels(0)
+    msg = str(e.value)
+    assert f"{p} (" in msg and "row 1, column 'object'" in msg, msg
+    assert f"mode {mode!r}" in msg, msg
+    assert "Broden segmentation PNGs are 8-bit RGB: label = R + 256*G" in msg, msg
+    assert "not in label.csv" not in msg
+
+
+def test_rgba_and_palette_segmentation_pngs_read_as_rgb(tiny):
+    p = tiny / "images" / "src" / "1_object_0.png"
+    want = BrodenDataset(tiny).load_labels(0).planes
+    rgb = np.asarray(Image.open(p).convert("RGB"))
+    Image.fromarray(rgb).convert("RGBA").save(p)
+    np.testing.assert_array_equal(BrodenDataset(tiny).load_labels(0).planes, want)
+    colours, index = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    pal = Image.fromarray(index.reshape(rgb.shape[:2]).astype(np.uint8), "P")
+    pal.putpalette(colours.astype(np.uint8).ravel().tolist())
+    pal.save(p)
+    assert Image.open(p).mode == "P"
+    np.testing.assert_array_equal(BrodenDataset(tiny).load_labels(0).planes, want)

@@ -9,6 +9,7 @@ case). A memory:// run given to a cluster is refused with a clear message.
 from __future__ import annotations
 
 import json
+import os
 
 import fsspec
 import numpy as np
@@ -81,11 +82,19 @@ def test_score_cli_on_an_existing_scheduler(setup, client, tmp_path):
 
 
 def test_score_cli_with_its_own_local_cluster(setup, tmp_path):
+    """... and its temporary directory is removed afterwards, as is one a killed run
+    left (named by a pid that is gone)."""
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    tmp = tmp_path / "tmp"
+    stale = tmp / "netdissect-dask-4206649-abc"          # pid above any pid_max
+    (stale / "worker-x").mkdir(parents=True)
     r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
-               "0.005,0.02", "--quiet", "--layer", "features.3", "--cluster", "local:2")
+               "0.005,0.02", "--quiet", "--layer", "features.3", "--cluster", "local:2",
+               env={**os.environ, "TMPDIR": str(tmp)})
     assert "dask: 2 worker(s) at tcp://127.0.0.1" in r.stdout
     sf.assert_cubes_equal(sf.stored_cube(run), sf.stored_cube(setup["ref"]))
+    assert f"removed 1 temp directories an interrupted run left: {stale}" in r.stderr
+    assert not [p for p in tmp.iterdir() if p.name.startswith("netdissect-")]
 
 
 @pytest.mark.parametrize("args, message", [

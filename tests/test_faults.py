@@ -283,6 +283,7 @@ def test_scoring_full_disk_is_clear_and_rerun_completes(setup, tmp_path, monkeyp
     assert score.main(args) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "rerun the same command" in err
+    assert f"cannot write {run / 'layers'}/" in err and "the disk is full" in err, err
     monkeypatch.setattr(layer_stages, "write_cube", real)
     assert score.main(args) == 0
     assert_scored_like_reference(run, setup["ref"])

@@ -17,6 +17,7 @@ run's final checkpoint and record to ``pipeline/demo_weights/``.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import time
@@ -59,6 +60,25 @@ class TrainConfig:
     conv5_width: int = 256
     widths: tuple[int, int, int, int] = (32, 64, 128, 128)
     threads: int | None = None          # torch intra-op threads (None: torch default)
+
+    def check(self) -> None:
+        """ValueError naming the flag of train_demo_model.py whose value is nonsense."""
+        bad = [(f, v, need) for f, v, ok, need in (
+            ("--iterations", self.iterations, self.iterations >= 1, ">= 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("--lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("--weight-decay", self.weight_decay,
+             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             "a finite number >= 0"),
+            ("--eval-every", self.eval_every, self.eval_every >= 0, ">= 0"),
+            ("--dropout", self.dropout, 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("--conv5-width", self.conv5_width, self.conv5_width >= 1, ">= 1"),
+            ("--threads", self.threads, self.threads is None or self.threads >= 1, ">= 1"),
+            ("--save-at", list(self.save_at), min(self.save_at, default=0) >= 0,
+             "iterations >= 0")) if not ok]
+        if bad:
+            f, v, need = bad[0]
+            raise ValueError(f"{f} {v}: must be {need}")
 
 
 @dataclass
@@ -128,6 +148,7 @@ def train_demo(config: TrainConfig, log: Callable[[str], None] = print,
                meta: dict | None = None) -> TrainResult:
     """Train, saving ``demo_cnn_iter{it:06d}.pt`` at each ``save_at`` iteration (0 = the
     initial weights) and ``demo_cnn.pt`` + ``demo_cnn.json`` at the end in out_dir."""
+    config.check()
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.files import write_bytes
 from pipeline.reports.netdissect_csv import ResultTable
 from pipeline.reports.tables import CONVENTIONS, RotationPoint, categories_of, category_order
 
@@ -30,9 +31,15 @@ def _pyplot():
 
 
 def _save(fig, target, **savefig_kw) -> None:
-    """Lay out, save at DPI to ``target`` (a path or a binary buffer), close the figure."""
+    """Lay out, save at DPI to ``target`` (a path, written atomically as PNG, or a binary
+    buffer), close the figure."""
     fig.tight_layout()
-    fig.savefig(target, dpi=DPI, **savefig_kw)
+    if isinstance(target, (str, os.PathLike)):
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=DPI, format="png", **savefig_kw)
+        write_bytes(target, buf.getvalue())
+    else:
+        fig.savefig(target, dpi=DPI, **savefig_kw)
     _pyplot().close(fig)
 
 
