@@ -48,6 +48,10 @@ ROOT = sf.ROOT
 SLOW = "tests/slow_runner.py"
 TAG = "NETDISSECT_KILL_TEST_TAG"
 LOCK_SUFFIX = ".lock"         # lock files (RUN/.lock, LABELS.zarr.lock) hold the writer's pid
+# temp files of atomic writes (zarr's LocalStore: NAME.<uuid>.partial; pipeline.files:
+# NAME...tmp) a kill can leave behind: their removal is not this module's subject (issue 13,
+# item 7), so they are left out of the comparison
+TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$|\.tmp$")
 # the results document's creation time (its "created" and the HTML page's "created ...")
 # a worker spawned just as its parent is killed finds its start-up data cut short and ends
 # with this traceback, before it can do anything (multiprocessing.spawn); allowed
@@ -87,8 +91,8 @@ def kill_tagged(tag: str) -> None:
 def snapshot(root: Path) -> dict[str, tuple]:
     """Everything under ``root``: per zarr node its metadata (attributes included) and,
     for an array, its values; per other file its bytes. Chunk files are compared through
-    their array's values; lock files (the writer's pid) are left out, and the results
-    document's creation time is masked."""
+    their array's values; lock files (the writer's pid) and temp files (:data:`TEMP_FILE`)
+    are left out, and the results document's creation time is masked."""
     metas = {p.parent: json.loads(p.read_text()) for p in root.rglob("zarr.json")}
     arrays = {d for d, m in metas.items() if m.get("node_type") == "array"}
     snap: dict[str, tuple] = {}
@@ -98,6 +102,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
         snap[rel] = ("zarr", meta, values)
     for p in root.rglob("*"):
         if (p.is_file() and p.name != "zarr.json" and not p.name.endswith(LOCK_SUFFIX)
+                and not TEMP_FILE.search(p.name)
                 and not any(a in arrays for a in p.parents)):
             text = p.read_bytes()
             if p.suffix in (".json", ".html"):
