@@ -226,6 +226,8 @@ def bare_forward_loop(config: ExtractConfig, log: Callable[[str], None] | None =
 
 # ------------------------------------------------------------------------ runner
 def _child(q, fn, kwargs):
+    from pipeline.parallel import worker_start
+    worker_start()                      # a stage ends with the benchmark (no orphan, lock)
     try:
         r = fn(**kwargs)
         r.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

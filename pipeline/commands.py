@@ -4,7 +4,8 @@ failing loudly (the steps of ``make demo`` and of the miniature experiments).
 A job is a list of steps, planned before anything runs:
 
 - :class:`Command`: ``python scripts/NAME.py ARGS...``, run as a subprocess in the
-  current directory (``$ <command line>`` printed before, ``  (<seconds> s)`` after);
+  current directory (``$ <command line>`` printed before, ``  (<seconds> s)`` after),
+  which on Linux ends with the job (a job killed with -9 leaves no step running on);
 - :class:`Copy`: a result file copied to another directory (created if missing);
 - :class:`Note`: a line printed.
 
@@ -14,6 +15,8 @@ Nothing here imports torch: ``make demo`` starts on a fresh machine without wait
 """
 from __future__ import annotations
 
+import functools
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
+
+from pipeline.parallel import kernel_ends_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]      # the checkout: scripts/ and pipeline/
 
@@ -68,10 +73,17 @@ def run_command(cmd: Command, job: str) -> None:
     """Print the command line, run it, print its wall time; StepFailed if it fails."""
     print("\n$ " + str(cmd), flush=True)
     t0 = time.perf_counter()
-    r = subprocess.run(list(cmd.argv))
+    r = subprocess.run(list(cmd.argv), preexec_fn=functools.partial(_end_with, os.getpid()))
     if r.returncode != 0:
         raise StepFailed(f"{job}: step failed (exit {r.returncode}): {' '.join(cmd.argv)}")
     print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def _end_with(job: int) -> None:
+    """In a step's process, before exec: end with the job's process ``job`` (Linux; a job
+    that died before this call ends it at once)."""
+    if kernel_ends_with_parent() and os.getppid() != job:
+        os._exit(1)
 
 
 def run_steps(steps: Sequence[Step], job: str) -> None:

@@ -1,10 +1,12 @@
 """Run a script of scripts/ with one stage slowed down, so a test can kill it midway.
 
-    python tests/slow_runner.py decode|tally SECONDS scripts/NAME.py ARGS...
+    python tests/slow_runner.py decode|tally|render SECONDS scripts/NAME.py ARGS...
 
 decode: each label-cache chunk decode sleeps SECONDS first (pipeline.label_decoding.decode_range;
         use --workers 1 so decoding runs in this process).
 tally:  each replay tile sleeps SECONDS first (pipeline.replay.tally_tile).
+render: each synthetic image sleeps SECONDS first (pipeline.synthetic.writer._write_one; its
+        forked worker processes inherit the patch).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def main() -> None:
     elif what == "tally":
         import pipeline.replay as mod
         mod.tally_tile = slowed(mod.tally_tile, float(seconds))
+    elif what == "render":
+        import pipeline.synthetic.writer as mod
+        mod._write_one = slowed(mod._write_one, float(seconds))
     else:
         raise SystemExit(f"unknown stage {what!r}")
     sys.argv = [script, *args]

@@ -1,4 +1,7 @@
-"""Extraction into a run: values, resume after kill -9, reruns, refusals, locks, inputs."""
+"""Extraction into a run: values, resume after kill -9, reruns, refusals, locks, inputs.
+
+(kill -9 of an extraction with DataLoader workers, at many moments: tests/test_kill_resume.py.)
+"""
 from __future__ import annotations
 
 import os
@@ -198,35 +201,6 @@ def test_resume_after_kill9_is_bit_identical_and_lock_refuses(small_broden, refe
     assert st.status == "resumed" and st.blocks_before >= 3
     assert st.images == 24 - 2 * st.blocks_before
     assert any("resuming" in m for m in messages)
-    assert_runs_identical(out, reference_run)
-
-
-@pytest.mark.slow
-def test_kill9_with_decoding_workers_leaves_no_lock(small_broden, reference_run, tmp_path,
-                                                    monkeypatch):
-    """kill -9 of an extraction decoding images in a DataLoader worker process: the
-    worker closed its inherited copy of the run lock, so an immediate rerun is not
-    refused, and it resumes to the uninterrupted run."""
-    out = tmp_path / "run"
-    env = dict(os.environ, SLOW_NET_SECONDS="0.2", PYTHONPATH=str(ROOT))
-    proc = start("scripts/extract.py", "--dataset", small_broden, "--model",
-                 f"{FACTORIES}:slow_net", "--layers", ",".join(TINY_LAYERS), "--out", out,
-                 "--batch-size", "2", "--workers", "1", "--quiet", env=env)
-    done = out / "progress" / "c"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            if done.is_dir() and len(list(done.iterdir())) >= 2:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()
-        kill9(proc)
-    finally:
-        reap(proc)
-    monkeypatch.setenv("SLOW_NET_SECONDS", "0")
-    st = extract_with_stats(cfg(small_broden, out, model=f"{FACTORIES}:slow_net",
-                                batch_size=2), log=quiet)        # not refused
-    assert st.status == "resumed"
     assert_runs_identical(out, reference_run)
 
 

@@ -5,7 +5,9 @@ Covered elsewhere: kill -9, Ctrl-C (SIGINT to the script and KeyboardInterrupt i
 loop), a full disk and a second writer during *extraction* are in tests/test_extract.py
 (test_resume_after_kill9_is_bit_identical_and_lock_refuses,
 test_ctrl_c_in_the_script_leaves_resumable_cache, test_keyboard_interrupt_leaves_resumable_cache,
-test_write_error_is_clear_and_resumable, test_second_extraction_refused_while_locked).
+test_write_error_is_clear_and_resumable, test_second_extraction_refused_while_locked);
+kill -9 of every script with worker processes at many moments, then an immediate rerun, is
+in tests/test_kill_resume.py.
 """
 from __future__ import annotations
 
@@ -121,31 +123,6 @@ def test_label_cache_kill9_resumes_and_second_builder_is_refused(setup, tmp_path
     assert 2 <= done.sum() < done.size == 8
     resumed = sf.make_labels(setup["data"], path, chunk_images=4)
     assert_label_caches_equal(resumed, setup["labels"])
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_label_cache_kill9_with_workers_leaves_no_lock_and_no_orphans(setup, tmp_path):
-    """kill -9 of a build decoding in 2 worker processes: an immediate rerun is not refused
-    (the workers closed their inherited copy of the lock), the workers end with their
-    parent, and the resumed cache equals the reference."""
-    path = tmp_path / "labels.zarr"
-    proc = sf.start(SLOW, "decode", "0.5", "scripts/cache_labels.py", "--dataset",
-                    setup["data"], "--out", path, "--workers", "2", "--chunk-images", "2",
-                    "--quiet")
-    workers: set[int] = set()
-    try:
-        wait_for(lambda: files_in(path / "done" / "c") >= 1, proc, "1 label chunk")
-        workers = children(proc.pid)
-        assert len(workers) >= 2, workers
-        sf.kill9(proc)
-    finally:
-        sf.reap(proc)
-    resumed = sf.make_labels(setup["data"], path, chunk_images=2)      # not refused
-    assert_label_caches_equal(resumed, setup["labels"])
-    deadline = time.time() + 30
-    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
-        time.sleep(0.1)
-    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "a worker outlived it"
 
 
 def test_label_cache_ctrl_c_is_clean_and_resumes(setup, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.files import write_csv
+from pipeline.parallel import worker_start
 from pipeline.synthetic.catalogue import CATEGORIES, CONCEPTS, SOURCES, SyntheticConcept
 from pipeline.synthetic.render import render_image, size_hw
 
@@ -156,7 +157,7 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
             for job in jobs:
                 consume(_write_chunk(job))
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with multiprocessing.get_context("fork").Pool(workers, worker_start) as pool:
                 for recs in pool.imap(_write_chunk, jobs):
                     consume(recs)
     finally:
