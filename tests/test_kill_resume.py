@@ -57,6 +57,7 @@ TEMP_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$|\.tmp$")
 # with this traceback, before it can do anything (multiprocessing.spawn); allowed
 SPAWN_CUT_SHORT = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*?"
                              r"(?:EOFError|_pickle.UnpicklingError): .*\n")
+FILE_RECORDS = ("image_files", "label_files")    # (N, 32): stamp | digest (dataset_files.py)
 CREATED = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 
 
@@ -92,13 +93,17 @@ def snapshot(root: Path) -> dict[str, tuple]:
     """Everything under ``root``: per zarr node its metadata (attributes included) and,
     for an array, its values; per other file its bytes. Chunk files are compared through
     their array's values; lock files (the writer's pid) and temp files (:data:`TEMP_FILE`)
-    are left out, and the results document's creation time is masked."""
+    are left out, the results document's creation time is masked, and of the records of
+    dataset files (:data:`FILE_RECORDS`) only the content digests are compared: their
+    stamps hold file mtimes, which a regenerated dataset changes."""
     metas = {p.parent: json.loads(p.read_text()) for p in root.rglob("zarr.json")}
     arrays = {d for d, m in metas.items() if m.get("node_type") == "array"}
     snap: dict[str, tuple] = {}
     for d, meta in metas.items():
         rel = str(d.relative_to(root))
         values = np.asarray(zarr.open_array(d, mode="r")[...]) if d in arrays else None
+        if d.name in FILE_RECORDS:          # keep the digests, drop the stamps (mtimes)
+            values = values[:, 16:]
         snap[rel] = ("zarr", meta, values)
     for p in root.rglob("*"):
         if (p.is_file() and p.name != "zarr.json" and not p.name.endswith(LOCK_SUFFIX)
