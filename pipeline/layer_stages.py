@@ -83,6 +83,11 @@ def layer_source(run, layer: str) -> dict:
             "shape": [int(s) for s in acts.shape], "dtype": str(acts.dtype)}
 
 
+def cube_source(run, layer: str, labels_fingerprint: str) -> dict:
+    """What a layer's cube is computed from: its thresholds' source and the label cache."""
+    return {**layer_source(run, layer), "labels": labels_fingerprint}
+
+
 def _missing(have: np.ndarray | None, want: Sequence[float]) -> list[float]:
     if have is None:
         return list(want)
@@ -131,7 +136,7 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
     ``check=False``: the caller has already checked that every chunk is on disk."""
     from pipeline.quantiles import exact_thresholds     # dask: imported only when needed
     source = layer_source(run, layer)
-    stored = read_thresholds(store.layer_group(run, layer), source)
+    stored = read_thresholds(store.layer_group(run, layer), source, log)
     todo = _missing(None if stored is None else stored[0], levels)
     if todo:
         t0 = time.perf_counter()
@@ -158,10 +163,12 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     """The IoU cube at ``config.all_levels()``, replaying only the missing levels."""
     check_present(run, layer, labels)       # an absent chunk would be read as zeros
     levels = config.all_levels()
-    source = {**layer_source(run, layer), "labels": labels.fingerprint}
+    source = cube_source(run, layer, labels.fingerprint)
     group = store.layer_group(run, layer)
-    stored = read_cube(group, source)
+    stored = read_cube(group, source, log)
     todo = _missing(None if stored is None else stored.levels, levels)
+    if not todo:        # stored thresholds beside a reused cube: damaged ones recomputed
+        layer_thresholds(run, layer, levels, log=log, client=config.client, check=False)
     if todo:
         lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client,
                                  check=False)
