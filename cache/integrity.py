@@ -12,6 +12,15 @@ resume bookkeeping that makes the ordinary resume recompute exactly the damaged 
     repair_label_cache(group, log)    scan + clear ``done`` of damaged chunks
     explain(run, layer, labels)       RunError naming the damage, or None
     check_present(run, layer, labels) RunError when a chunk scoring reads is absent on disk
+    check_run_metadata(where)         MetadataError naming each damaged zarr.json (digests
+    check_label_metadata(where)         and the copy of the root attrs, cache/metadata.py)
+    repair_run_metadata(where, log)   restore damaged zarr.json from the layout (no chunk
+    repair_label_metadata(where, log)   is touched; the chunk scan decides what to redo)
+    run_fix / label_fix               the command that repairs a run (extract.py, or
+                                      rotate.py for a derived run) or a label cache
+
+Chunks are scanned a chunk row at a time (one read of every chunk of an image chunk row);
+only a row that fails is read chunk by chunk to name the damaged ones.
 
 A chunk of a finished block that is missing on disk is damage as well (extraction
 writes every chunk, all-zero ones included), since zarr would read it as zeros.

@@ -27,6 +27,7 @@ existed have no digests and no copy: only readability is checked there.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -84,8 +85,10 @@ def node_key(node: str) -> str:
 
 
 def _get(zstore, key: str) -> bytes | None:
-    buf = sync(zstore.get(key, prototype=default_buffer_prototype()))
-    return None if buf is None else buf.to_bytes()
+    data = _get_many(zstore, [key])[0]
+    if isinstance(data, OSError):
+        raise data
+    return data
 
 
 def _keys(zstore) -> list[str]:
@@ -103,12 +106,29 @@ def exists(zstore) -> bool:
     return any(sync(zstore.exists(k)) for k in (META, COPY_NAME))
 
 
+def _get_many(zstore, keys: list[str]) -> list[bytes | None | OSError]:
+    """The bytes of ``keys`` (None: absent; an OSError: unreadable), fetched together."""
+    async def fetch(key: str):
+        try:
+            buf = await zstore.get(key, prototype=default_buffer_prototype())
+        except OSError as e:
+            return e
+        return None if buf is None else buf.to_bytes()
+
+    async def every():
+        return await asyncio.gather(*(fetch(k) for k in keys))
+    return sync(every())
+
+
 def read_json(zstore, key: str) -> tuple[dict | None, str | None]:
     """(parsed JSON object, None) or (None, what is wrong with it)."""
-    try:
-        data = _get(zstore, key)
-    except OSError as e:
-        return None, f"cannot be read ({e})"
+    return parse_json(_get_many(zstore, [key])[0])
+
+
+def parse_json(data: bytes | None | OSError) -> tuple[dict | None, str | None]:
+    """As read_json, of what _get_many fetched."""
+    if isinstance(data, OSError):
+        return None, f"cannot be read ({data})"
     if data is None:
         return None, "is missing"
     try:
@@ -120,14 +140,14 @@ def read_json(zstore, key: str) -> tuple[dict | None, str | None]:
     return obj, None
 
 
-def _strip(attrs: dict, volatile: Iterable[str]) -> dict:
-    return {k: v for k, v in attrs.items() if k not in set(volatile)}
-
-
 def read_copy(zstore) -> tuple[dict | None, str | None]:
     """(the sealed root attrs, None), (None, None) when there is no copy, or (None, what
     is wrong with the copy)."""
-    obj, problem = read_json(zstore, COPY_NAME)
+    return _copy_from(_get_many(zstore, [COPY_NAME])[0])
+
+
+def _copy_from(data: bytes | None | OSError) -> tuple[dict | None, str | None]:
+    obj, problem = parse_json(data)
     if problem == "is missing":
         return None, None
     if problem:
@@ -155,8 +175,9 @@ def find_damage(zstore, volatile: Iterable[str] = ()) -> tuple[list[MetaDamage],
     def where(key: str) -> str:
         return str(store_location(zstore, key))
     damage: list[MetaDamage] = []
-    root, problem = read_json(zstore, META)
-    copy, copy_problem = read_copy(zstore)
+    root_bytes, copy_bytes = _get_many(zstore, [META, COPY_NAME])
+    root, problem = parse_json(root_bytes)
+    copy, copy_problem = _copy_from(copy_bytes)
     if copy_problem:
         damage.append(MetaDamage(COPY_NAME, where(COPY_NAME), copy_problem))
     if root is not None and not isinstance(root.get("attributes", {}), dict):
@@ -172,9 +193,10 @@ def find_damage(zstore, volatile: Iterable[str] = ()) -> tuple[list[MetaDamage],
             damage.append(MetaDamage(META, where(META), f"attributes changed after writing "
                                      f"({', '.join(differ)} differ from {COPY_NAME})"))
     trusted = copy if copy is not None else attrs
-    for node, want in sorted(((trusted or {}).get(DIGESTS) or {}).items()):
-        meta, problem = read_json(zstore, node_key(node))
-        problem = _node_problem(meta, problem, want)
+    digests = sorted(((trusted or {}).get(DIGESTS) or {}).items())
+    fetched = _get_many(zstore, [node_key(node) for node, _ in digests])
+    for (node, want), data in zip(digests, fetched):
+        problem = _node_problem(*parse_json(data), want)
         if problem:
             damage.append(MetaDamage(node_key(node), where(node_key(node)), problem))
     return damage, trusted

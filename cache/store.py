@@ -13,7 +13,16 @@ Layout written by extraction (``cache/activations.py`` owns the arrays)::
         layer_shapes: {layer name: [K, h, w]},
         block_images: B (images per resume unit; every image chunk lies in one block),
         compression: "lz4" | "zstd", layout_complete: true once every array exists,
-        versions: {torch, numpy, zarr, python, tool}
+        versions: {torch, numpy, zarr, python, tool},
+        metadata_sha256: {node: sha256 of its zarr.json} for every node laid out
+                  (written with layout_complete; cache/metadata.py)
+    RUN/attrs-copy.json   {"attrs": the root attrs as sealed, "sha256": of them}: the
+                          second copy of the run's identity, written atomically (temp
+                          file, rename) just before layout_complete. The root zarr.json is
+                          the only other place the identity lives: a truncated or edited
+                          one is named with the repair command, and extract.py --repair
+                          restores it from this copy (and any array's or group's zarr.json
+                          from the layout those attrs describe) without touching a chunk
     RUN/layers/<node>/activations   (N, K, h, w) float16|float32, chunks (n, k, h, w)
                                     with n dividing B (~2 MB raw), Blosc-lz4 (default) or
                                     zstd, then CRC32C, fill 0, write_empty_chunks
@@ -31,9 +40,13 @@ with ``%XX``; ``layer_nodes`` records the mapping, so readers never guess.
 
 Other stages add their own nodes (e.g. thresholds, cubes) inside ``layers/<node>/``
 (``layer_group``) or beside ``layers/``, write reports under ``RUN/results/``
-(``results_dir``), and never change the root attrs.
+(``results_dir``), and never change the root attrs (cache.metadata.update_root_attrs is
+the one way to: it rewrites the copy with them).
 
 Readers for the scoring stage (each takes a run path or the group ``open_run`` gave):
+``open_run`` checks every zarr.json against its digest first (a few milliseconds: one
+small read per node), and ``child`` names an unreadable node of a run made before
+digests; both raise cache.metadata.MetadataError (a RunError) with the repair command.
 ``read_run_attrs``, ``layer_names``, ``activations`` (N, K, h, w), ``maxima`` (N, K),
 ``check_layer`` / ``check_complete`` (raise RunError on a missing layer or an
 unfinished extraction), ``layer_group``, ``run_path``, ``results_dir``,

@@ -95,7 +95,8 @@ def check_stored_results(t: Target) -> list[Finding]:
     if t.group is None:
         return []
     from pipeline.layer_stages import cube_source, layer_source
-    fix = shlex.join(["scripts/score.py", str(t.run)]) + " (recomputes it)"
+    more = ["--label-cache", str(t.label_cache)] if t.label_cache else []
+    fix = shlex.join(["scripts/score.py", str(t.run), *more]) + " (recomputes it)"
     out = []
     for layer in store.layer_names(t.group):
         g = store.layer_group(t.group, layer)
