@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from cache import metadata
 from cache.store import (RUN_FORMAT, RUN_VERSION, clear_run_dir, layer_node, store_location,
                          writing)
 from cache.zarr_io import WRITE_CONFIG, codecs, writable
@@ -157,24 +158,41 @@ def create_run(out: str | os.PathLike, attrs: dict, block: int, compression: str
     is not a run is refused) and lay out an empty run: ``attrs`` (from run_attrs) plus
     block_images and compression in one write of zarr.json, every layer's arrays for
     ``attrs["dataset"]["num_images"]`` images, ``progress`` (and ``image_files``: runs
-    extracted from image files), then layout_complete."""
+    extracted from image files, recorded as the root attr ``image_files``), then the seal
+    (cache/metadata.py: the digests of every node's metadata and the copy of the root
+    attrs, written with layout_complete)."""
     clear_run_dir(out)
     attrs = dict(attrs, block_images=int(block), compression=compression,
                  layout_complete=False)
+    if image_files:
+        attrs["image_files"] = True
     with writing(out):          # a full disk or read-only filesystem names the run
         # one write of zarr.json with all attrs; never mode="w": it would delete .lock
         group = zarr.open_group(Path(out), mode="a", attributes=attrs)
-        N = int(attrs["dataset"]["num_images"])
-        for name, shape in attrs["layer_shapes"].items():
-            create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"],
-                                compression)
-        create_progress(group, N, block)
-        if image_files:
-            group.create_array("image_files", shape=(N, 32), chunks=(block, 32),
-                               dtype="uint8", compressors=codecs("zstd"), fill_value=0,
-                               config=WRITE_CONFIG, overwrite=True)
-        group.attrs["layout_complete"] = True
+        _lay_out(group, attrs)
+        metadata.seal(group, "layout_complete")
     return group
+
+
+def _lay_out(group: zarr.Group, attrs: dict) -> None:
+    """Every layer's arrays, ``progress`` and (root attr ``image_files``) the image
+    records of a run with root attrs ``attrs``."""
+    N, block = int(attrs["dataset"]["num_images"]), int(attrs["block_images"])
+    for name, shape in attrs["layer_shapes"].items():
+        create_layer_arrays(group, name, tuple(shape), N, block, attrs["dtype"],
+                            attrs["compression"])
+    create_progress(group, N, block)
+    if attrs.get("image_files"):
+        group.create_array("image_files", shape=(N, 32), chunks=(block, 32), dtype="uint8",
+                           compressors=codecs("zstd"), fill_value=0, config=WRITE_CONFIG,
+                           overwrite=True)
+
+
+def layout_metadata(attrs: dict) -> dict[str, bytes]:
+    """{store key: bytes} of every zarr.json of a run whose sealed root attrs are
+    ``attrs`` (the run's copy, cache/metadata.py), laid out again in memory."""
+    return metadata.layout_bytes(lambda mem: _lay_out(zarr.open_group(mem, mode="w"), attrs),
+                                 attrs)
 
 
 def plain_json(value: Any) -> Any:

@@ -7,7 +7,12 @@ Inside a layer's Zarr group::
     cube/activation        (V, K, G) int64  sum over x in X_g of |M_k(x)| per level
     cube/thresholds        (V, K) float64   the thresholds the counts were made at
     cube/label_pixels      (L,) int64       |L_c|
-                                            attrs: levels, source, categories
+                                            attrs: levels, source, categories, complete
+
+Both nodes' attrs also hold ``digest``: the sha256 of their other attrs and their arrays'
+zarr.json (cache/metadata.py), written in the same write as the final attrs. A node whose
+metadata is unreadable or no longer matches its digest (an edited ``levels``, dtype...) is
+derived data: it is recomputed, with a one-line note.
 
 ``source`` is a JSON dict naming what the numbers were computed from (the
 activation cache's model/dataset fingerprints, layer, dtype, number of images,
@@ -24,7 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from cache import metadata
+from cache.store import store_location
 from cache.zarr_io import read_whole, zstd_codecs
+
+THRESHOLD_ARRAYS = ("thresholds",)
+CUBE_ARRAYS = ("thresholds", "intersect", "activation", "label_pixels")
 
 
 @dataclass
@@ -55,17 +65,81 @@ def _array(g: zarr.Group, name: str, data: np.ndarray) -> None:
                    compressors=zstd_codecs(), overwrite=True)
 
 
-def read_thresholds(layer: zarr.Group, source: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """(levels (V,), thresholds (V, K)) stored for this source, or None."""
-    if "quantiles" not in layer:
-        return None
-    q = layer["quantiles"]
-    if q.attrs.get("source") != source or "thresholds" not in q:
-        return None
+def node_digest(zstore, node: str, attrs: dict, arrays) -> tuple[str | None, str | None]:
+    """(sha256 of ``attrs`` without ``digest`` and of the zarr.json of the node's
+    ``arrays``, None) or (None, which array's metadata is unreadable)."""
+    metas = {}
+    for name in arrays:
+        key = metadata.node_key(f"{node}/{name}")
+        metas[name], problem = metadata.read_json(zstore, key)
+        if problem:
+            return None, f"{store_location(zstore, key)} {problem}"
+    rest = {k: v for k, v in attrs.items() if k != "digest"}
+    return metadata.sha256({"attrs": rest, "arrays": metas}), None
+
+
+def node_problem(layer: zarr.Group, name: str, arrays) -> tuple[dict | None, str | None]:
+    """(attrs of the stored node ``name`` of a layer group, what is wrong with its
+    metadata or None); (None, None) when there is no such node."""
+    node = f"{layer.path}/{name}".strip("/")
+    meta, problem = metadata.read_json(layer.store, metadata.node_key(node))
+    if problem == "is missing":
+        return None, None
+    attrs = (meta or {}).get("attributes")
+    if problem is None and not isinstance(attrs, dict):
+        problem = "holds no attributes object"
+    if problem is None:
+        digest, problem = node_digest(layer.store, node, attrs, arrays)
+        if problem is None and attrs.get("digest") != digest:
+            problem = "metadata changed after writing (or stored before digests)"
+    return attrs, problem
+
+
+def stored_node(layer: zarr.Group, name: str, arrays, wanted, log=None) -> zarr.Group | None:
+    """The stored node ``name`` of a layer group when ``wanted(attrs)`` (its source is
+    current, it is complete) and its metadata is intact (readable, matching its digest);
+    else None, with a note through ``log`` when it was damaged (it is recomputed)."""
+    node = f"{layer.path}/{name}".strip("/")
+    meta, problem = metadata.read_json(layer.store, metadata.node_key(node))
+    if problem is None and not wanted((meta or {}).get("attributes") or {}):
+        return None                                 # stale or being written: no note
+    attrs, problem = node_problem(layer, name, arrays)
+    if problem:
+        _note(log, f"{store_location(layer.store, node)}: {problem}; recomputing it")
+    return layer[name] if attrs is not None and problem is None else None
+
+
+def _note(log, text: str) -> None:
+    if log is not None:
+        log(f"note: {text}")
+
+
+def _read(g: zarr.Group, names, log) -> list[np.ndarray] | None:
+    """The arrays ``names`` of a stored node, or None (noted) when a chunk is damaged."""
     try:
-        return np.asarray(q.attrs["levels"], dtype=np.float64), read_whole(q["thresholds"])
-    except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
+        return [read_whole(g[n]) for n in names]
+    except Exception as e:          # noqa: BLE001 - damaged: recomputed by the caller
+        _note(log, f"{store_location(g.store, g.path)}: a chunk is damaged or missing "
+                   f"({type(e).__name__}: {e}); recomputing it")
         return None
+
+
+def _seal_node(g: zarr.Group, attrs: dict, arrays) -> None:
+    """Write a stored node's final attrs with their digest, in one write."""
+    final = dict(g.attrs, **attrs)
+    digest, _ = node_digest(g.store, g.path, final, arrays)
+    g.attrs.update(dict(attrs, digest=digest))
+
+
+def read_thresholds(layer: zarr.Group, source: dict, log=None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(levels (V,), thresholds (V, K)) stored for this source, or None."""
+    q = stored_node(layer, "quantiles", THRESHOLD_ARRAYS,
+                    lambda a: a.get("source") == source, log)
+    got = None if q is None else _read(q, THRESHOLD_ARRAYS, log)
+    if got is None:
+        return None
+    return np.asarray(q.attrs["levels"], dtype=np.float64), got[0]
 
 
 def write_thresholds(layer: zarr.Group, levels, thresholds: np.ndarray, source: dict) -> None:
@@ -75,10 +149,10 @@ def write_thresholds(layer: zarr.Group, levels, thresholds: np.ndarray, source: 
     if old is None:
         old = (np.zeros(0), np.zeros((0,) + np.shape(thresholds)[1:]))
     levels, (thresholds,) = merge_levels(old[0], [old[1]], levels, [np.asarray(thresholds)])
-    g = layer.require_group("quantiles")
-    g.attrs["source"] = None                       # invalid while being rewritten
-    _array(g, "thresholds", thresholds)
-    g.attrs.update({"levels": [float(v) for v in levels], "source": source})
+    g = layer.create_group("quantiles", overwrite=True, attributes={"source": None})
+    _array(g, "thresholds", thresholds)             # (invalid while being rewritten)
+    _seal_node(g, {"levels": [float(v) for v in levels], "source": source},
+               THRESHOLD_ARRAYS)
 
 
 def merge_levels(old_levels: np.ndarray, old: list[np.ndarray], new_levels: np.ndarray,
@@ -92,20 +166,16 @@ def merge_levels(old_levels: np.ndarray, old: list[np.ndarray], new_levels: np.n
     return lv[order], [np.concatenate([a[keep], b])[order] for a, b in zip(old, new)]
 
 
-def read_cube(layer: zarr.Group, source: dict) -> Cube | None:
-    """The stored cube for ``source``, or None if absent, stale or incomplete."""
-    if "cube" not in layer:
+def read_cube(layer: zarr.Group, source: dict, log=None) -> Cube | None:
+    """The stored cube for ``source``, or None if absent, stale, incomplete or damaged
+    (noted through ``log``)."""
+    g = stored_node(layer, "cube", CUBE_ARRAYS,
+                    lambda a: a.get("source") == source and a.get("complete"), log)
+    got = None if g is None else _read(g, CUBE_ARRAYS, log)
+    if got is None:
         return None
-    g = layer["cube"]
-    if g.attrs.get("source") != source or not g.attrs.get("complete"):
-        return None
-    try:
-        return Cube(np.asarray(g.attrs["levels"], dtype=np.float64),
-                    *(read_whole(g[n]) for n in ("thresholds", "intersect", "activation",
-                                                 "label_pixels")),
-                    list(g.attrs["categories"]))
-    except Exception:               # noqa: BLE001 - damaged: recomputed by the caller
-        return None
+    return Cube(np.asarray(g.attrs["levels"], dtype=np.float64), *got,
+                list(g.attrs["categories"]))
 
 
 def write_cube(layer: zarr.Group, cube: Cube, source: dict) -> Cube:
@@ -116,10 +186,9 @@ def write_cube(layer: zarr.Group, cube: Cube, source: dict) -> Cube:
         lv, arrays = merge_levels(old.levels, [getattr(old, n) for n in names], cube.levels,
                                   [getattr(cube, n) for n in names])
         cube = Cube(lv, *arrays, cube.label_pixels, cube.categories)
-    g = layer.require_group("cube")
-    g.attrs["complete"] = False
-    for name in ("thresholds", "intersect", "activation", "label_pixels"):
+    g = layer.create_group("cube", overwrite=True, attributes={"complete": False})
+    for name in CUBE_ARRAYS:
         _array(g, name, getattr(cube, name))
-    g.attrs.update({"levels": [float(v) for v in cube.levels], "source": source,
-                    "categories": list(cube.categories), "complete": True})
+    _seal_node(g, {"levels": [float(v) for v in cube.levels], "source": source,
+                   "categories": list(cube.categories), "complete": True}, CUBE_ARRAYS)
     return cube

@@ -12,20 +12,32 @@ resume bookkeeping that makes the ordinary resume recompute exactly the damaged 
     repair_label_cache(group, log)    scan + clear ``done`` of damaged chunks
     explain(run, layer, labels)       RunError naming the damage, or None
     check_present(run, layer, labels) RunError when a chunk scoring reads is absent on disk
+    check_run_metadata(where)         MetadataError naming each damaged zarr.json (digests
+    check_label_metadata(where)         and the copy of the root attrs, cache/metadata.py)
+    repair_run_metadata(where, log)   restore damaged zarr.json from the layout (no chunk
+    repair_label_metadata(where, log)   is touched; the chunk scan decides what to redo)
+    run_fix / label_fix               the command that repairs a run (extract.py, or
+                                      rotate.py for a derived run) or a label cache
+
+Chunks are scanned a chunk row at a time (one read of every chunk of an image chunk row);
+only a row that fails is read chunk by chunk to name the damaged ones.
 
 A chunk of a finished block that is missing on disk is damage as well (extraction
 writes every chunk, all-zero ones included), since zarr would read it as zeros.
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from cache import store
+from cache import activations as acts
+from cache import labels, metadata, store
 from cache.zarr_io import absent_chunks, chunk_key, clear_flags, read_flags
 
 Log = Callable[[str], None]
@@ -72,12 +84,18 @@ def scan_array(arr: zarr.Array, rows: Iterable[int] | None = None, need: bool = 
     (default: all). ``need``: a missing chunk counts as damage."""
     grid = arr._chunk_grid_shape
     rows = range(grid[0]) if rows is None else rows
+    absent = set(absent_chunks(arr))            # one listing of the array's keys
+    n = arr.chunks[0]
     out = []
     for r in rows:
-        for rest in np.ndindex(*grid[1:]):
-            d = _check_chunk(arr, (int(r),) + tuple(int(v) for v in rest), need)
-            if d is not None:
-                out.append(d)
+        row = [(int(r),) + tuple(int(v) for v in rest) for rest in np.ndindex(*grid[1:])]
+        if not absent.intersection(row):
+            try:                                # the whole row at once: usually intact
+                arr[int(r) * n:(int(r) + 1) * n]
+                continue
+            except Exception:                   # noqa: BLE001 - then chunk by chunk
+                pass
+        out += [d for d in (_check_chunk(arr, c, need) for c in row) if d is not None]
     return out
 
 
@@ -158,8 +176,11 @@ def scan_label_cache(group: zarr.Group) -> list[Damage]:
     done = np.flatnonzero(read_flags(group["done"]) == 1)
     damage = [d for name in LABEL_ARRAYS if name in group
               for d in scan_array(group[name], done, need=has_checksum(group[name]))]
-    if group.attrs.get("complete") and "label_pixels" in group:   # written by the finish
-        damage += scan_array(group["label_pixels"], need=has_checksum(group["label_pixels"]))
+    if group.attrs.get("complete"):         # every flag is 1, label_pixels written
+        damage += scan_array(group["done"], need=has_checksum(group["done"]))
+        if "label_pixels" in group:
+            damage += scan_array(group["label_pixels"],
+                                 need=has_checksum(group["label_pixels"]))
     return damage
 
 
@@ -170,7 +191,7 @@ def repair_label_cache(group: zarr.Group, log: Log = print) -> list[Damage]:
     damage = scan_label_cache(group)
     if not damage:
         return damage
-    chunks = sorted({d.chunk[0] for d in damage if d.array in LABEL_ARRAYS})
+    chunks = sorted({d.chunk[0] for d in damage if d.array in (*LABEL_ARRAYS, "done")})
     group.attrs["complete"] = False
     clear_flags(group["done"], chunks)
     log(describe(damage, f"re-decoding label chunk(s) {chunks}"))
@@ -213,17 +234,7 @@ def _absent(arr: zarr.Array) -> list[Damage]:
 
 
 def _activation_fix(run) -> str:
-    where = store.run_path(run)
-    if isinstance(where, str):        # a URL: extract.py writes local directories only
-        down, up = _copy_commands(where, "LOCAL_RUN")
-        return (f"The activation cache of {where} is damaged. extract.py --repair writes "
-                f"to local directories only: copy the run to one (`{down}`), rerun the "
-                f"scripts/extract.py command that made it with --out LOCAL_RUN --repair "
-                f"(re-extracts only the blocks holding these chunks), copy it back "
-                f"(`{up}`), then score again.")
-    return (f"The activation cache of {where} is damaged: rerun the "
-            f"scripts/extract.py command that made it with --repair (re-extracts only "
-            f"the blocks holding these chunks), then score again.")
+    return run_fix(store.run_path(run), store.read_run_attrs(run))
 
 
 def _copy_commands(url: str, local: str) -> tuple[str, str]:
@@ -239,6 +250,123 @@ def _copy_commands(url: str, local: str) -> tuple[str, str]:
 
 
 def _label_fix(labels) -> str:
-    return (f"The label cache {labels.path} is damaged: run scripts/cache_labels.py "
-            f"--dataset DATASET --out {labels.path} --repair (re-decodes only these "
-            f"chunks), then score again.")
+    return label_fix(labels.path, labels.attrs)
+
+
+# ------------------------------------------------------------ repair commands
+def extract_command(attrs: dict, where) -> str:
+    """The scripts/extract.py command line that made the run at ``where`` (its root
+    attrs ``attrs``): resuming it with --repair re-does only what is damaged."""
+    ds, model, prep = attrs["dataset"], attrs["model"], attrs.get("preprocessing") or {}
+    args = ["scripts/extract.py", "--dataset", ds["path"], "--model", model["spec"]]
+    if model.get("weights"):
+        args += ["--weights", model["weights"]]
+    args += ["--layers", ",".join(attrs["layers"])]
+    if prep.get("input_size"):
+        args += ["--input-size", ",".join(str(v) for v in prep["input_size"])]
+    for flag in ("mean", "std"):
+        if prep.get(flag):
+            args += [f"--{flag}", ",".join(str(v) for v in prep[flag])]
+    if prep.get("bgr"):
+        args.append("--bgr")
+    args += ["--dtype", attrs["dtype"], "--limit", str(ds["num_images"]),
+             "--batch-size", str(attrs["block_images"]),
+             "--compression", attrs.get("compression", "lz4"), "--out", str(where)]
+    return shlex.join(args)
+
+
+def rotate_command(attrs: dict, where) -> str:
+    """The scripts/rotate.py command line that made the derived run at ``where``
+    (pipeline/experiments/rotation.py names it OUT/<layer>-seed<S>-a<alpha>)."""
+    src, tr = attrs["source"], attrs["transform"]
+    args = ["scripts/rotate.py", src["run"], "--layers", src["layer"],
+            "--seed", str(tr.get("seed", 0))]
+    if tr.get("kind") == "rotation":
+        args += ["--alphas", str(tr.get("alpha"))]
+    else:
+        args += ["--alphas", "0", "--baseline", str(tr.get("kind"))]
+    args += ["--dtype", tr.get("dtype", "float32"), "--out", str(Path(str(where)).parent)]
+    return shlex.join(args)
+
+
+def is_derived(attrs: dict | None) -> bool:
+    return bool(attrs) and "source" in attrs and "transform" in attrs
+
+
+def run_fix(where, attrs: dict | None) -> str:
+    """What repairs the run at ``where`` (trusted root attrs ``attrs``, None if lost)."""
+    if attrs is None:
+        return (f"No copy of the run's attributes survives ({where}/"
+                f"{metadata.COPY_NAME}): start it again with the scripts/extract.py command "
+                f"that made it plus --out {where} --overwrite.")
+    if isinstance(where, str):        # a URL: extract.py writes local directories only
+        down, up = _copy_commands(where, "LOCAL_RUN")
+        return (f"The activation cache of {where} is damaged. extract.py --repair writes "
+                f"to local directories only: copy the run to one (`{down}`), rerun the "
+                f"scripts/extract.py command that made it with --out LOCAL_RUN --repair "
+                f"(re-extracts only the blocks holding these chunks), copy it back "
+                f"(`{up}`), then score again.")
+    if is_derived(attrs):
+        return (f"{where} is a derived run: repair it with {rotate_command(attrs, where)} "
+                f"--repair (rewrites only what is damaged, from its source run), then score "
+                f"again.")
+    return (f"Repair it with {extract_command(attrs, where)} --repair (lays metadata out "
+            f"again and re-extracts only the blocks holding damaged chunks), then score "
+            f"again.")
+
+
+def label_fix(where, attrs: dict | None) -> str:
+    """What repairs the label cache at ``where`` (trusted root attrs, None if lost)."""
+    if attrs is None:
+        return (f"No copy of the label cache's attributes survives: rebuild it with "
+                f"scripts/cache_labels.py --dataset DATASET --out {where} --rebuild.")
+    cmd = shlex.join(["scripts/cache_labels.py", "--dataset", attrs["dataset"]["path"],
+                      "--out", str(where), "--repair"])
+    return (f"The label cache {where} is damaged: repair it with {cmd} (lays metadata out "
+            f"again and re-decodes only damaged chunks), then score again.")
+
+
+# ------------------------------------------------------------------ metadata
+LABEL_VOLATILE = ("complete",)      # root attrs of a label cache that change legitimately
+
+
+def check_run_metadata(where) -> dict:
+    """The run's trusted root attrs; MetadataError naming each damaged zarr.json (or the
+    copy of the root attrs) and the repair command."""
+    return metadata.check(metadata.open_store(where), lambda a: run_fix(where, a))
+
+
+def check_label_metadata(where) -> dict:
+    """As check_run_metadata, for a label cache."""
+    return metadata.check(metadata.open_store(where), lambda a: label_fix(where, a),
+                          LABEL_VOLATILE)
+
+
+def repair_run_metadata(where, log: Log = print) -> list[metadata.MetaDamage]:
+    """Restore every damaged zarr.json of the run at ``where`` (lock held) from its
+    layout and the copy of its root attrs; chunks are not touched."""
+    return _repair_metadata(where, acts.layout_metadata, (), lambda a: run_fix(where, a), log)
+
+
+def repair_label_metadata(where, log: Log = print) -> list[metadata.MetaDamage]:
+    """As repair_run_metadata, for a label cache (its root restored as not complete)."""
+    return _repair_metadata(where, labels.layout_metadata, LABEL_VOLATILE,
+                            lambda a: label_fix(where, a), log)
+
+
+def _repair_metadata(where, layout, volatile, fix, log: Log) -> list[metadata.MetaDamage]:
+    zstore = metadata.open_store(where, read_only=False)
+    if not metadata.exists(zstore):
+        return []
+    damage, trusted = metadata.find_damage(zstore, volatile)
+    if not damage:
+        return damage
+    if trusted is None:
+        raise metadata.MetadataError(metadata.describe(damage, fix(None)))
+    left = metadata.restore(zstore, layout(trusted), damage, trusted)
+    if left:
+        raise metadata.MetadataError(metadata.describe(
+            left, "These cannot be laid out again from the layout. " + fix(None)))
+    log(metadata.describe(damage, f"restored from the layout and {metadata.COPY_NAME} "
+                                  f"(no chunk was touched)"))
+    return damage

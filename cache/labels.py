@@ -13,16 +13,22 @@ this layout is pipeline/label_decoding.py's job. Layout::
     scalars        (N, S) int32            distinct scalar labels per image, zero padded
     present        (N, G) bool             image holds a label whose primary category is g
     chunk_label_pixels (C, L) int64        |L_c| summed over each image chunk
-    label_pixels   (L,) int64              |L_c| over the dataset (written when complete)
+    label_pixels   (L,) int64              |L_c| over the dataset (laid out with the rest,
+                                           written when complete)
     label_files    (N, 32) uint8           per image: stamp and digest of its label PNGs
                                            (pipeline/dataset_files.py), written with its
                                            chunk; absent in caches made before it
     done           (C,) uint8              1 once chunk c is fully written (resume bookkeeping)
+    attrs-copy.json                        the root attrs as laid out and the digest of
+                                           every array's zarr.json (cache/metadata.py):
+                                           damaged metadata is named and restored by
+                                           ``cache_labels.py --repair``
 
 P = the largest number of PNG entries in one index.csv row (at least 1), S = the
 largest number of scalar entries. Writing is resumable chunk by chunk: ``done`` is set
-only after a chunk's data is written, and ``layout_ready`` only after every array exists
-(a half set-up is laid out again). Every chunk carries a CRC32C (``cache/zarr_io.py``).
+only after a chunk's data is written, and ``layout_ready`` (with the metadata digests and
+the copy of the root attrs: cache/metadata.seal) only after every array exists (a half
+set-up is laid out again). Every chunk carries a CRC32C (``cache/zarr_io.py``).
 
     open_for_build(path, fingerprint, overwrite)   the group to build into (refuses others)
     lay_out(path, meta, dims, chunk_images)        a new empty layout (mode "w")
@@ -40,6 +46,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from cache import metadata
 from cache.store import is_url, location, store_location, writing
 from cache.zarr_io import (WRITE_CONFIG, MissingChunks, chunk_key, read_flags, read_whole,
                            writable, zstd_codecs)
@@ -97,16 +104,22 @@ class LabelCache:
         try:
             self.label_pixels = np.asarray(read_whole(group["label_pixels"]),
                                            dtype=np.int64)                      # (L,)
-        except MissingChunks as e:
-            lost = store_location(group.store, chunk_key(group["label_pixels"], e.chunks[0]))
-            raise LabelCacheError(
-                f"{path}: label_pixels chunk {e.chunks[0]} ({lost}) is missing on disk; run "
-                f"scripts/cache_labels.py --dataset DATASET --out {path} --repair (rewrites "
-                f"it)") from None
+        except Exception as e:                  # noqa: BLE001 - named below
+            from cache.integrity import describe, label_fix, scan_array
+            damage = scan_array(group["label_pixels"])
+            if not damage:
+                raise
+            raise LabelCacheError(describe(damage, label_fix(path, a))) from e
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelCache":
+        """The complete cache at ``path``; LabelCacheError when there is none or it is
+        incomplete, MetadataError (a RunError) naming damaged metadata and the repair."""
         path = str(location(path))
+        if not metadata.exists(metadata.open_store(path)):
+            raise LabelCacheError(f"{path}: no label cache here")
+        from cache.integrity import check_label_metadata
+        check_label_metadata(path)
         try:
             g = zarr.open_group(path, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -213,7 +226,11 @@ def open_for_build(path: str, fingerprint: str, overwrite: bool) -> zarr.Group:
     with writing(path):         # a full disk or read-only filesystem names the cache
         g = zarr.open_group(path, mode="w" if overwrite else "a")
     if overwrite:
-        return g
+        return zarr.open_group(path, mode="w")
+    if metadata.exists(metadata.open_store(path)):
+        from cache.integrity import check_label_metadata
+        check_label_metadata(path)      # MetadataError naming the file and --repair
+    g = zarr.open_group(path, mode="a")
     a = dict(g.attrs)
     if a and a.get("format") != FORMAT:
         raise LabelCacheError(f"{path}: exists and is not a label cache; choose another path")
@@ -263,8 +280,19 @@ def _lay_out(path: str, meta: dict, dims: tuple[int, int, int, int, int],
                    compressors=zstd, fill_value=0, config=cfg)
     g.create_array("done", shape=(C,), chunks=(1,), dtype="uint8", fill_value=0, config=cfg,
                    compressors=[Crc32cCodec()])
-    g.attrs["layout_ready"] = True       # written last: a half set-up is redone
+    g.create_array("label_pixels", shape=(L,), chunks=(L,), dtype="int64", compressors=zstd,
+                   fill_value=0, config=cfg)
+    metadata.seal(g, "layout_ready")     # written last: a half set-up is redone
     return g
+
+
+def layout_metadata(attrs: dict) -> dict[str, bytes]:
+    """{store key: bytes} of every zarr.json of a label cache whose sealed root attrs are
+    ``attrs`` (its copy, cache/metadata.py), laid out again in memory."""
+    dims = (int(attrs["dataset"]["num_images"]), int(attrs["num_slots"]),
+            int(attrs["num_scalar_slots"]), *(int(v) for v in attrs["dataset"]["seg_size"]))
+    return metadata.layout_bytes(
+        lambda mem: lay_out(mem, attrs, dims, int(attrs["chunk_images"])), attrs)
 
 
 class LabelCacheWriter:
@@ -310,10 +338,13 @@ class LabelCacheWriter:
     def finish(self) -> LabelCache:
         """Write label_pixels (the sum over chunks), mark the cache complete, open it."""
         g = self.group
-        L = int(g["chunk_label_pixels"].shape[1])
+        total = g["chunk_label_pixels"][:].sum(axis=0)
         with writing(f"{self.path}/label_pixels"):
-            g.create_array("label_pixels", data=g["chunk_label_pixels"][:].sum(axis=0),
-                           chunks=(L,), compressors=zstd_codecs(), overwrite=True)
+            if "label_pixels" in g:                 # laid out with the rest
+                writable(g["label_pixels"])[:] = total
+            else:                                   # a layout begun before it was
+                g.create_array("label_pixels", data=total, chunks=total.shape,
+                               compressors=zstd_codecs(), overwrite=True)
         with writing(f"{self.path}/zarr.json"):
             g.attrs["complete"] = True
         return LabelCache(g, self.path)

@@ -13,7 +13,16 @@ Layout written by extraction (``cache/activations.py`` owns the arrays)::
         layer_shapes: {layer name: [K, h, w]},
         block_images: B (images per resume unit; every image chunk lies in one block),
         compression: "lz4" | "zstd", layout_complete: true once every array exists,
-        versions: {torch, numpy, zarr, python, tool}
+        versions: {torch, numpy, zarr, python, tool},
+        metadata_sha256: {node: sha256 of its zarr.json} for every node laid out
+                  (written with layout_complete; cache/metadata.py)
+    RUN/attrs-copy.json   {"attrs": the root attrs as sealed, "sha256": of them}: the
+                          second copy of the run's identity, written atomically (temp
+                          file, rename) just before layout_complete. The root zarr.json is
+                          the only other place the identity lives: a truncated or edited
+                          one is named with the repair command, and extract.py --repair
+                          restores it from this copy (and any array's or group's zarr.json
+                          from the layout those attrs describe) without touching a chunk
     RUN/layers/<node>/activations   (N, K, h, w) float16|float32, chunks (n, k, h, w)
                                     with n dividing B (~2 MB raw), Blosc-lz4 (default) or
                                     zstd, then CRC32C, fill 0, write_empty_chunks
@@ -34,9 +43,13 @@ with ``%XX``; ``layer_nodes`` records the mapping, so readers never guess.
 
 Other stages add their own nodes (e.g. thresholds, cubes) inside ``layers/<node>/``
 (``layer_group``) or beside ``layers/``, write reports under ``RUN/results/``
-(``results_dir``), and never change the root attrs.
+(``results_dir``), and never change the root attrs (cache.metadata.update_root_attrs is
+the one way to: it rewrites the copy with them).
 
 Readers for the scoring stage (each takes a run path or the group ``open_run`` gave):
+``open_run`` checks every zarr.json against its digest first (a few milliseconds: one
+small read per node), and ``child`` names an unreadable node of a run made before
+digests; both raise cache.metadata.MetadataError (a RunError) with the repair command.
 ``read_run_attrs``, ``layer_names``, ``activations`` (N, K, h, w), ``maxima`` (N, K),
 ``check_layer`` / ``check_complete`` (raise RunError on a missing layer or an
 unfinished extraction), ``layer_group``, ``run_path``, ``results_dir``,
@@ -105,14 +118,13 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     path = location(path)
     store: Any = path
     if mode in ("r", "r+"):
-        if not is_url(path) and not (Path(path) / "zarr.json").is_file():
+        if not is_url(path) and not any((Path(path) / n).is_file()
+                                        for n in ("zarr.json", "attrs-copy.json")):
             raise RunError(f"{path}: not a run (no zarr.json); run scripts/extract.py "
                            f"--out {path} first")
-        try:
-            group = zarr.open_group(store, mode=mode)
-        except Exception as e:
-            raise RunError(f"{path}: cannot open the run ({type(e).__name__}: {e}); "
-                           f"re-extract with --overwrite") from e
+        from cache.integrity import check_run_metadata
+        check_run_metadata(path)            # MetadataError naming the file and the fix
+        group = zarr.open_group(store, mode=mode)
         if group.attrs.get("format") != RUN_FORMAT:
             raise RunError(f"{path}: a Zarr group but not a netdissect run "
                            f"(format={group.attrs.get('format')!r})")
@@ -468,20 +480,31 @@ def layer_group(run: "str | os.PathLike | zarr.Group", layer: str, mode: str = "
     group = as_group(run)
     node = _node_name(group, layer)
     if mode == "r":
-        return group[f"layers/{node}"]
+        return child(group, f"layers/{node}")
     if mode not in ("a", "r+"):
         raise ValueError(f"mode must be r, r+ or a, got {mode!r}")
-    return zarr.open_group(run_path(group), mode="r+")[f"layers/{node}"]
+    return child(zarr.open_group(run_path(group), mode="r+"), f"layers/{node}")
+
+
+def child(group: zarr.Group, key: str):
+    """``group[key]`` (a node of a run); unreadable metadata (a run made before metadata
+    digests, cache/metadata.py) is a MetadataError naming the file and the fix."""
+    from cache.metadata import child as named_child
+    from cache.integrity import run_fix
+    def fix() -> str:
+        root = zarr.open_group(group.store, mode="r") if group.path else group
+        return run_fix(run_path(root), dict(root.attrs))
+    return named_child(group, key, fix)
 
 
 def activations(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
     """(N, K, h, w) float16|float32 cached activations of ``layer`` (lazy zarr.Array)."""
-    return layer_group(run, layer)["activations"]
+    return child(layer_group(run, layer), "activations")
 
 
 def maxima(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
     """(N, K) float32 per-image maxima over (h, w) of the stored activations."""
-    return layer_group(run, layer)["maxima"]
+    return child(layer_group(run, layer), "maxima")
 
 
 def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
@@ -504,7 +527,7 @@ def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
 def read_progress(group: zarr.Group) -> np.ndarray:
     """(num_blocks,) bool: blocks fully written. A marker cut short by a kill reads as
     not done (that block is simply redone)."""
-    return read_flags(group["progress"]) == 1
+    return read_flags(child(group, "progress")) == 1
 
 
 def progress(run: "str | os.PathLike | zarr.Group") -> tuple[int, int]:
@@ -522,9 +545,13 @@ def check_complete(run: "str | os.PathLike | zarr.Group") -> None:
     """Raise RunError unless every block of the run has been extracted."""
     done, total = progress(run)
     if done != total:
-        raise RunError(f"{run_path(as_group(run))}: extraction is incomplete ({done} of "
-                       f"{total} blocks); rerun the same scripts/extract.py command to "
-                       f"finish it")
+        from cache.integrity import is_derived, rotate_command
+        group = as_group(run)
+        attrs = dict(group.attrs)
+        how = (f"rerun {rotate_command(attrs, run_path(group))}" if is_derived(attrs) else
+               "rerun the same scripts/extract.py command")
+        raise RunError(f"{run_path(group)}: extraction is incomplete ({done} of "
+                       f"{total} blocks); {how} to finish it")
 
 
 def check_layer(run: "str | os.PathLike | zarr.Group", layer: str) -> None:

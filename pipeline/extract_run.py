@@ -14,6 +14,8 @@ from typing import Callable
 import zarr
 
 from cache import activations as cache_acts
+from cache.integrity import check_run_metadata, repair_run_metadata
+from cache.metadata import COPY_NAME, MetadataError
 from cache.store import RUN_FORMAT, LOCK_NAME, RunError
 from pipeline.extract_config import ExtractConfig, ExtractSetup
 
@@ -59,10 +61,14 @@ def differences(old: dict, new: dict) -> list[str]:
 def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
                    ) -> tuple[zarr.Group, int, bool]:
     """(group, block_images, created)."""
-    if (out / "zarr.json").is_file():
+    if (out / "zarr.json").is_file() or (out / COPY_NAME).is_file():
         try:
+            if not c.overwrite:
+                _check_metadata(out, c.repair, log)
             group = zarr.open_group(out, mode="r+")
             old = dict(group.attrs)
+        except MetadataError:
+            raise
         except Exception as e:
             if not c.overwrite:
                 raise RunError(f"--out {out}: zarr.json is unreadable ({type(e).__name__}: "
@@ -90,3 +96,12 @@ def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
                        f"choose a new or empty directory")
     return (cache_acts.create_run(out, s.attrs, c.batch_size, c.compression,
                                   image_files=True), c.batch_size, True)
+
+
+def _check_metadata(out: Path, repair: bool, log: Log) -> None:
+    """With ``repair``, restore damaged metadata of the run from its layout and the copy of
+    its root attrs (cache/metadata.py); then raise MetadataError if any is left damaged
+    (it names the file and the repair command)."""
+    if repair:
+        repair_run_metadata(out, log)
+    check_run_metadata(out)

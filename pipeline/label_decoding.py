@@ -3,8 +3,8 @@
 Per image chunk: every image's segmentation planes and scalar labels in canonical form
 (cache/labelsets.py), its category presence and the chunk's label pixel counts |L_c|.
 Chunks are decoded in worker processes and written as they finish; the build resumes
-where a killed one stopped, and ``repair=True`` first re-decodes only the chunks that
-fail their checksum (cache/integrity.py). A local build holds ``LABELS.zarr.lock`` (a
+where a killed one stopped, and ``repair=True`` first restores damaged metadata from the
+layout and re-decodes only the chunks that fail their checksum (cache/integrity.py). A local build holds ``LABELS.zarr.lock`` (a
 second builder of the same cache is refused); the cache may also live at an fsspec URL
 (no lock).
 """
@@ -20,7 +20,7 @@ import zarr
 from tqdm import tqdm
 
 from cache import labels as label_store
-from cache.integrity import repair_label_cache
+from cache.integrity import repair_label_cache, repair_label_metadata
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
 from cache.store import RunError, RunLock, is_url, location
@@ -182,6 +182,8 @@ def _build(dataset: BrodenDataset, path: str, chunk_images: int, workers: int | 
     """build_label_cache's work, with the lock held (arguments as there)."""
     fp = dataset.fingerprint()
     P, S = slot_counts(dataset)
+    if repair and not overwrite:
+        repair_label_metadata(path, log)    # damaged zarr.json restored from the layout
     g = label_store.open_for_build(path, fp, overwrite)
     if repair and g.attrs.get("layout_ready"):
         repair_label_cache(g, log)

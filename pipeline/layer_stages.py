@@ -144,7 +144,7 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
     ``check=False``: the caller has already checked that every chunk is on disk."""
     from pipeline.quantiles import exact_thresholds     # dask: imported only when needed
     source = layer_source(run, layer)
-    stored = read_thresholds(store.layer_group(run, layer), source)
+    stored = read_thresholds(store.layer_group(run, layer), source, log)
     todo = _missing(None if stored is None else stored[0], levels)
     if todo:
         t0 = time.perf_counter()
@@ -174,8 +174,10 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     levels = config.all_levels()
     source = cube_source(run, layer, labels)
     group = store.layer_group(run, layer)
-    stored = read_cube(group, source)
+    stored = read_cube(group, source, log)
     todo = _missing(None if stored is None else stored.levels, levels)
+    if not todo:        # stored thresholds beside a reused cube: damaged ones recomputed
+        layer_thresholds(run, layer, levels, log=log, client=config.client, check=False)
     if todo:
         lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client,
                                  check=False)

@@ -4,7 +4,8 @@
     python scripts/rotate.py RUN --layers L [--alphas 0,0.2,0.4,0.6,0.8,1] [--seed 0]
         [--baseline combination] [--label-cache PATH] [--dataset DIR] [--quantile 0.005]
         [--iou-threshold 0.04] [--categories object,...] [--out DIR] [--device auto]
-        [--dtype float32] [--reports] [--scheduler ADDRESS | --cluster local:N] [--quiet]
+        [--dtype float32] [--reports] [--repair] [--scheduler ADDRESS | --cluster local:N]
+        [--quiet]
 
 The experiment is pipeline/experiments/rotation.py's run_experiment; this script parses
 and prints. For each alpha, Q^alpha (Q uniform on SO(K), drawn from --seed) is applied to the cached activations of layer L chunk by chunk, into a derived run
@@ -51,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stored dtype of derived runs (default float32: rotated values "
                         "are signed; float16 sources stay exact)")
     cli.add_compute(p)
+    p.add_argument("--repair", action="store_true",
+                   help="check every chunk of complete derived runs (CRC32C, missing) and "
+                        "rewrite only the blocks holding damaged ones")
     p.add_argument("--reports", action="store_true",
                    help="also write each derived run's results/<layer>.json/.csv/.html "
                         "(as score.py does; seconds per derived run)")
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     def body() -> None:
         spec = RotationSpec(layer=a.layers[0], alphas=cli.parse_alphas(a.alphas),
                             seed=a.seed, baseline=a.baseline, dtype=a.dtype, out=a.out,
-                            reports=a.reports)
+                            reports=a.reports, repair=a.repair)
         config = cli.score_config(a, levels=(a.quantile,))
         res = run_experiment(a.run, spec, config, label_cache=a.label_cache,
                              scheduler=a.scheduler, cluster=a.cluster)

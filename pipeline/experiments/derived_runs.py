@@ -24,7 +24,8 @@ import numpy as np
 import zarr
 
 from cache import activations as cache_acts
-from cache import store
+from cache import metadata, store
+from cache.integrity import repair_run
 from cache.store import RunError, RunLock
 
 
@@ -71,7 +72,7 @@ def derived_is_complete(out: str | os.PathLike, fingerprint: str) -> bool:
 def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike, *,
                           transform: dict | None = None, dtype: str = "float32",
                           compute_dtype: str = "float64", compression: str = "lz4",
-                          progress: bool = True) -> Path:
+                          progress: bool = True, repair: bool = False, log=print) -> Path:
     """Write (or finish, or reuse) a derived run at ``out`` whose single layer ``layer``
     holds r = M f(x) at every spatial position, for every image of ``run``'s ``layer``.
 
@@ -85,7 +86,9 @@ def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike
     source, multiplies in ``compute_dtype``, stores ``dtype`` and the per-image maxima of
     the stored values (B, K) float32, then marks the block done. A run at ``out`` with
     the same fingerprint is resumed (finished blocks kept; complete -> nothing written);
-    a run with another fingerprint is cleared and rewritten. Returns ``out``.
+    a run with another fingerprint, or whose metadata is damaged, is cleared and
+    rewritten. ``repair``: first check every chunk of the finished blocks and rewrite
+    the blocks holding damaged ones (cache/integrity.repair_run). Returns ``out``.
     """
     src = store.as_group(run)
     store.check_layer(src, layer)
@@ -107,6 +110,8 @@ def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike
     with RunLock(out, "rotation"):
         if _resumable(out, fp):
             group = zarr.open_group(out, mode="r+")
+            if repair:
+                repair_run(group, [layer], log)
         else:
             group = cache_acts.create_run(
                 out, _derived_attrs(src, attrs, acts, layer, transform, fp, dtype), block,
@@ -117,8 +122,9 @@ def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike
 
 def _resumable(out: Path, fingerprint: str) -> bool:
     """True if ``out`` holds a derived run of this model fingerprint whose layout is
-    complete (its finished blocks are kept and the rest written)."""
-    if not store.is_run_dir(out):
+    complete and whose metadata is intact (its finished blocks are kept and the rest
+    written)."""
+    if not store.is_run_dir(out) or metadata.find_damage(metadata.open_store(out))[0]:
         return False
     g = zarr.open_group(out, mode="r")
     return (g.attrs.get("model", {}).get("fingerprint") == fingerprint

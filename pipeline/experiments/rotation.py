@@ -37,7 +37,8 @@ class RotationSpec:
     """What to rotate: ``layer`` of the run, at ``alphas`` in [0, 1] of Q drawn from
     ``seed``; ``baseline``: None or "combination"; ``dtype`` of the derived runs;
     ``out``: directory of the derived runs, table and chart (default RUN/rotations);
-    ``reports``: also write each derived run's results files (seconds per run)."""
+    ``reports``: also write each derived run's results files (seconds per run);
+    ``repair``: check every chunk of complete derived runs and rewrite damaged blocks."""
     layer: str
     alphas: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     seed: int = 0
@@ -45,6 +46,7 @@ class RotationSpec:
     dtype: str = "float32"
     out: str | os.PathLike | None = None
     reports: bool = False
+    repair: bool = False
 
 
 @dataclass
@@ -91,11 +93,12 @@ def _derived_run(run, spec: RotationSpec, out: Path, Q: np.ndarray, K: int, kind
     what = f"{kind} a={alpha}" if kind == "rotation" else kind
     fp = derived_fingerprint(source_identity(run, spec.layer), spec.layer,
                              transform_record(transform, M, spec.dtype))
-    if derived_is_complete(dest, fp):
+    if derived_is_complete(dest, fp) and not spec.repair:
         log(f"[{what}] reusing the derived run {dest}")
     else:
         write_transformed_run(run, spec.layer, M, dest, transform=transform,
-                              dtype=spec.dtype, progress=config.progress)
+                              dtype=spec.dtype, progress=config.progress,
+                              repair=spec.repair, log=log)
         log(f"[{what}] derived run {dest}: {time.perf_counter() - t0:.1f} s")
     return dest
 
