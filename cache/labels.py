@@ -47,8 +47,8 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from cache import metadata
-from cache.store import is_url, location, store_location, writing
-from cache.zarr_io import (WRITE_CONFIG, MissingChunks, chunk_key, read_flags, read_whole,
+from cache.store import is_url, location, writing
+from cache.zarr_io import (WRITE_CONFIG, read_flags, read_whole,
                            writable, zstd_codecs)
 
 FORMAT = "netdissect-labels"
@@ -170,12 +170,12 @@ class LabelCache:
         arr = self.group["label_files"]
         try:
             return np.asarray(read_whole(arr))
-        except MissingChunks as e:
-            lost = store_location(arr.store, chunk_key(arr, e.chunks[0]))
-            raise LabelCacheError(
-                f"{self.path}: label_files chunk {e.chunks[0]} ({lost}) is missing on disk; "
-                f"run scripts/cache_labels.py --dataset DATASET --out {self.path} --repair "
-                f"(re-decodes it)") from None
+        except Exception as e:                  # noqa: BLE001 - named below
+            from cache.integrity import describe, label_fix, scan_array
+            damage = scan_array(arr)
+            if not damage:
+                raise
+            raise LabelCacheError(describe(damage, label_fix(self.path, self.attrs))) from e
 
     @property
     def content_key(self) -> str | None:

@@ -77,7 +77,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-from cache.zarr_io import MissingChunks, chunk_key, read_flags, read_whole
+from cache.zarr_io import read_flags, read_whole
 
 RUN_FORMAT = "netdissect-run"
 RUN_VERSION = 1
@@ -517,11 +517,12 @@ def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
     arr = group["image_files"]
     try:
         return np.asarray(read_whole(arr))
-    except MissingChunks as e:
-        lost = store_location(arr.store, chunk_key(arr, e.chunks[0]))
-        raise RunError(f"{run_path(group)}: image_files chunk {e.chunks[0]} ({lost}) is "
-                       f"missing on disk; rerun the scripts/extract.py command that made the "
-                       f"run with --repair") from None
+    except Exception as e:                      # noqa: BLE001 - named below
+        from cache.integrity import describe, run_fix, scan_array
+        damage = scan_array(arr)
+        if not damage:
+            raise
+        raise RunError(describe(damage, run_fix(run_path(group), dict(group.attrs)))) from e
 
 
 def read_progress(group: zarr.Group) -> np.ndarray:

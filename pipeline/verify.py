@@ -22,7 +22,7 @@ import zarr
 
 from cache import integrity, metadata, store
 from cache.cube import CUBE_ARRAYS, THRESHOLD_ARRAYS, node_problem
-from cache.labels import default_label_cache_path
+from cache.labels import LabelCacheError, default_label_cache_path
 
 DAMAGED, STALE, INCOMPLETE = "damaged", "stale", "incomplete"
 
@@ -101,7 +101,10 @@ def check_stored_results(t: Target) -> list[Finding]:
     out = []
     for layer in store.layer_names(t.group):
         g = store.layer_group(t.group, layer)
-        source = layer_source(t.group, layer)
+        try:
+            source = layer_source(t.group, layer)
+        except (store.RunError, LabelCacheError):
+            continue            # what it reads is damaged: check_run_chunks names it
         labels = _label_cache(t)
         wanted = {"quantiles": (THRESHOLD_ARRAYS, source),
                   "cube": (CUBE_ARRAYS, cube_source(t.group, layer, labels) if labels else
@@ -124,12 +127,14 @@ def check_stored_results(t: Target) -> list[Finding]:
 
 
 def _label_cache(t: Target):
-    """The run's label cache (--label-cache or the default path) when complete and
-    openable, else None."""
-    from cache.labels import LabelCache, LabelCacheError
+    """The run's label cache (--label-cache or the default path) when complete, of the
+    run's dataset and readable, else None (check_label_cache names why; a cube is then
+    judged without the label-PNG digests)."""
+    from cache.labels import LabelCache
     fp = t.attrs["dataset"]["fingerprint"]
     try:
         labels = LabelCache.open(t.label_cache or default_label_cache_path(fp))
+        labels.content_key                      # reads label_files
     except (LabelCacheError, store.RunError, OSError, KeyError):
         return None
     return labels if labels.fingerprint == fp else None
@@ -159,7 +164,10 @@ def check_dataset_files(t: Target) -> list[Finding]:
     if ds.fingerprint() != t.attrs["dataset"]["fingerprint"]:
         return []                                   # check_dataset names it (with --dataset)
     out = []
-    stored = store.image_records(t.group)
+    try:
+        stored = store.image_records(t.group)
+    except store.RunError:
+        stored = None                   # damaged: check_run_chunks names it
     if stored is not None:
         c = find_changes(ds, stored, image_files, t.full)
         if c.stale:

@@ -179,3 +179,25 @@ def test_cache_labels_on_a_complete_cache_decodes_changed_pngs(tiny_data, tmp_pa
     for name in ("planes", "scalars", "present", "label_pixels", "label_files"):
         np.testing.assert_array_equal(LabelCache.open(lab).group[name][:],
                                       ref.group[name][:], err_msg=name)
+
+
+def test_verify_names_changed_files_and_full_hashes_everything(tiny_data, tmp_path):
+    from pipeline.verify import verify_run
+    data, run, lab = _scored_copy(tiny_data, tmp_path)
+    assert verify_run(run, str(lab))[0] == []
+    ds = BrodenDataset(data)
+    jpg = data / "images" / image_files(ds, 3)[0]
+    same = jpg.read_bytes()
+    _replace_keeping_mtime(jpg, bytes(reversed(same)))       # same size and mtime
+    assert verify_run(run, str(lab))[0] == []                # the stat check cannot see it
+    found, notes = verify_run(run, str(lab), full=True)
+    assert [f.what for f in found] == [f"{run}/image_files"], found
+    assert found[0].state == "stale" and "row 4 of index.csv" in found[0].problem
+    assert "--repair" in found[0].fix and any("every file hashed" in n for n in notes)
+
+    jpg.write_bytes(same)
+    row = next(i for i in range(len(ds)) if label_files(ds, i))
+    (data / "images" / label_files(ds, row)[0]).write_bytes(b"not the same")
+    found, _ = verify_run(run, str(lab))
+    assert [f.what for f in found] == [f"{lab}/label_files"], found
+    assert "scripts/cache_labels.py" in found[0].fix
