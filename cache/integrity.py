@@ -38,7 +38,7 @@ from zarr.core.sync import sync
 
 from cache import activations as acts
 from cache import labels, metadata, store
-from cache.zarr_io import absent_chunks, chunk_key, clear_flags, read_flags
+from cache.zarr_io import absent_chunks, chunk_key, clear_flags, read_flags, read_whole
 
 Log = Callable[[str], None]
 SHOWN = 10          # damaged chunks named in one message
@@ -133,6 +133,18 @@ def _run_arrays(group: zarr.Group, layers: Sequence[str]) -> list[zarr.Array]:
     arrays = [a for name in layers
               for a in (store.activations(group, name), store.maxima(group, name))]
     return arrays + ([group["image_files"]] if "image_files" in group else [])
+
+
+def read_named(arr: zarr.Array, fix: str, error: type = store.RunError) -> np.ndarray:
+    """``arr[:]`` (an array read whole), or ``error`` naming every missing or damaged
+    chunk (:func:`describe`) with ``fix``."""
+    try:
+        return np.asarray(read_whole(arr))
+    except Exception as e:                      # noqa: BLE001 - named below
+        damage = scan_array(arr)
+        if not damage:
+            raise
+        raise error(describe(damage, fix)) from e
 
 
 def describe(damage: Sequence[Damage], fix: str) -> str:

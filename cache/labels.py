@@ -166,16 +166,10 @@ class LabelCache:
 
     def file_records(self) -> np.ndarray:
         """(N, 32) uint8 label-file records (pipeline/dataset_files.py); LabelCacheError
-        when a chunk is missing on disk."""
-        arr = self.group["label_files"]
-        try:
-            return np.asarray(read_whole(arr))
-        except Exception as e:                  # noqa: BLE001 - named below
-            from cache.integrity import describe, label_fix, scan_array
-            damage = scan_array(arr)
-            if not damage:
-                raise
-            raise LabelCacheError(describe(damage, label_fix(self.path, self.attrs))) from e
+        naming a chunk that is missing or damaged."""
+        from cache.integrity import label_fix, read_named
+        return read_named(self.group["label_files"], label_fix(self.path, self.attrs),
+                          LabelCacheError)
 
     @property
     def content_key(self) -> str | None:

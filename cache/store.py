@@ -77,7 +77,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-from cache.zarr_io import read_flags, read_whole
+from cache.zarr_io import read_flags
 
 RUN_FORMAT = "netdissect-run"
 RUN_VERSION = 1
@@ -510,19 +510,12 @@ def maxima(run: "str | os.PathLike | zarr.Group", layer: str) -> zarr.Array:
 def image_records(run: "str | os.PathLike | zarr.Group") -> np.ndarray | None:
     """(N, 32) uint8 records of the images a run was extracted from (stamp, digest:
     pipeline/dataset_files.py), or None for a run without them (derived, synthetic, or
-    made before they were recorded). RunError when a chunk is missing on disk."""
+    made before they were recorded). RunError naming a chunk that is missing or damaged."""
     group = as_group(run)
     if "image_files" not in group:
         return None
-    arr = group["image_files"]
-    try:
-        return np.asarray(read_whole(arr))
-    except Exception as e:                      # noqa: BLE001 - named below
-        from cache.integrity import describe, run_fix, scan_array
-        damage = scan_array(arr)
-        if not damage:
-            raise
-        raise RunError(describe(damage, run_fix(run_path(group), dict(group.attrs)))) from e
+    from cache.integrity import read_named, run_fix
+    return read_named(group["image_files"], run_fix(run_path(group), dict(group.attrs)))
 
 
 def read_progress(group: zarr.Group) -> np.ndarray:
