@@ -35,7 +35,7 @@ def test_sealed_run_records_every_node_and_a_copy_of_its_root(run):
     copy = json.loads((run / metadata.COPY_NAME).read_text())
     assert copy["attrs"] == attrs and copy["sha256"] == metadata.sha256(attrs)
     assert set(attrs[metadata.DIGESTS]) == {
-        "layers", "progress", *(f"layers/{n}{a}" for n in sf.LAYERS
+        "layers", "progress", "image_files", *(f"layers/{n}{a}" for n in sf.LAYERS
                                 for a in ("", "/activations", "/maxima"))}
 
 
