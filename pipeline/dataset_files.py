@@ -108,23 +108,24 @@ class Changes:
 
 
 def find_changes(ds: BrodenDataset, stored: np.ndarray, files: Files,
-                 full: bool = False) -> Changes:
-    """Compare ``stored`` (n, 32) records of rows [0, n) with the files now: stat every
-    file; hash the rows whose stamp differs (every row with ``full``)."""
+                 full: bool = False, rows: Sequence[int] | None = None) -> Changes:
+    """Compare ``stored`` (n, 32) records of ``rows`` (default [0, n)) with the files
+    now: stat every file; hash the rows whose stamp differs (every row with ``full``)."""
     root = _root(ds)
+    rows = range(stored.shape[0]) if rows is None else rows
     out = Changes(checked=int(stored.shape[0]))
-    for i in range(stored.shape[0]):
-        names = files(ds, i)
+    for j, i in enumerate(rows):
+        names = files(ds, int(i))
         stamp = _stamp(root, names)
-        if not full and stamp == stored[i, :16].tobytes():
+        if not full and stamp == stored[j, :16].tobytes():
             continue
         digest = _digest(root, names)
-        if digest != stored[i, 16:].tobytes():
-            out.stale.append(i)
+        if digest != stored[j, 16:].tobytes():
+            out.stale.append(int(i))
             if len(out.stale) == 1:
                 out.first = names
-        elif stamp != stored[i, :16].tobytes():
-            out.restamped[i] = np.frombuffer(stamp + digest, dtype=np.uint8)
+        elif stamp != stored[j, :16].tobytes():
+            out.restamped[int(i)] = np.frombuffer(stamp + digest, dtype=np.uint8)
     return out
 
 

@@ -181,12 +181,18 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
 
 def _repair_images(group: zarr.Group, s: ExtractSetup, log: Log) -> None:
     """Mark the finished blocks holding an image whose file changed since it was
-    extracted (pipeline/dataset_files.py) as not done, so the resume re-extracts them."""
-    stored = store.image_records(group)
-    if stored is None:
+    extracted (pipeline/dataset_files.py) as not done, so the resume re-extracts them.
+    Called after the chunk repair: only the records of blocks still done are read."""
+    if "image_files" not in group:
         return
-    changes = find_changes(s.dataset, stored, image_files)
-    block = int(group.attrs["block_images"])
+    arr, block = group["image_files"], int(group.attrs["block_images"])
+    done = [int(b) for b in np.flatnonzero(store.read_progress(group))]  # the damaged
+    rows = [i for b in done for i in range(*cache_acts.block_range(b, block, arr.shape[0]))]
+    if not rows:                                          # blocks are redone anyway
+        return
+    stored = np.concatenate([arr[slice(*cache_acts.block_range(b, block, arr.shape[0]))]
+                             for b in done])
+    changes = find_changes(s.dataset, stored, image_files, rows=rows)
     blocks = sorted({i // block for i in changes.stale})
     if blocks:
         log(f"{changes.describe('image files')}: re-extracting block(s) {blocks}")
