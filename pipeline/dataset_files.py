@@ -98,6 +98,18 @@ class Changes:
     restamped: dict[int, np.ndarray] = field(default_factory=dict)
     checked: int = 0
 
+    def units(self, size: int) -> list[int]:
+        """The units of ``size`` rows (run blocks, label-cache chunks) holding a stale row."""
+        return sorted({i // size for i in self.stale})
+
+    def restamp(self, arr) -> None:
+        """Write the refreshed records of :attr:`restamped` into ``arr`` ((n, 32) zarr
+        array of the records, opened writable)."""
+        stored = np.asarray(arr[:])
+        for i, rec in self.restamped.items():
+            stored[i] = rec
+        arr[:] = stored
+
     def describe(self, what: str) -> str:
         """'3 image file(s) changed since ... (first: images/x.jpg, row 7)'."""
         if not self.stale:

@@ -193,7 +193,7 @@ def _repair_images(group: zarr.Group, s: ExtractSetup, log: Log) -> None:
     stored = np.concatenate([arr[slice(*cache_acts.block_range(b, block, arr.shape[0]))]
                              for b in done])
     changes = find_changes(s.dataset, stored, image_files, rows=rows)
-    blocks = sorted({i // block for i in changes.stale})
+    blocks = changes.units(block)
     if blocks:
         log(f"{changes.describe('image files')}: re-extracting block(s) {blocks}")
         clear_flags(group["progress"], blocks)

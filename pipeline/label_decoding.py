@@ -4,7 +4,8 @@ Per image chunk: every image's segmentation planes and scalar labels in canonica
 (cache/labelsets.py), its category presence and the chunk's label pixel counts |L_c|.
 Chunks are decoded in worker processes and written as they finish; the build resumes
 where a killed one stopped, and ``repair=True`` first restores damaged metadata from the
-layout and re-decodes only the chunks that fail their checksum (cache/integrity.py). A local build holds ``LABELS.zarr.lock`` (a
+layout and re-decodes only the chunks that fail their checksum (cache/integrity.py). A
+local build holds ``LABELS.zarr.lock`` (a
 second builder of the same cache is refused); the cache may also live at an fsspec URL
 (no lock).
 """
@@ -85,7 +86,8 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     """Decode every image of ``dataset`` into a label cache at ``path`` and return it.
 
     Resumes an interrupted build of the same dataset; a complete cache is checked
-    against the dataset's label PNGs (:func:`refresh_label_cache`) and returned. A cache of another dataset at ``path`` is refused unless ``overwrite``.
+    against the dataset's label PNGs (:func:`refresh_label_cache`) and returned. A
+    cache of another dataset at ``path`` is refused unless ``overwrite``.
     All categories are cached, whatever subset ``dataset`` selected. ``repair``:
     first check every finished chunk and re-decode those that fail their checksum.
     Raises RunLockedError while another process builds the same (local) cache.
@@ -140,11 +142,11 @@ def refresh_label_cache(dataset: BrodenDataset, labels: LabelCache, *, full: boo
     changes = find_changes(dataset, labels.file_records(), label_files, full)
     if not changes.stale:
         if changes.restamped:
-            _restamp(labels, changes.restamped, log)
+            _restamp(labels, changes, log)
         return labels
     with _build_lock(labels.path):
         g = zarr.open_group(labels.path, mode="r+")
-        chunks = sorted({i // labels.chunk_images for i in changes.stale})
+        chunks = changes.units(labels.chunk_images)
         log(f"{labels.path}: {changes.describe('label PNGs')}; decoding label chunk(s) "
             f"{chunks[:10]}{' ...' if len(chunks) > 10 else ''} again")
         g.attrs["complete"] = False
@@ -153,16 +155,12 @@ def refresh_label_cache(dataset: BrodenDataset, labels: LabelCache, *, full: boo
                       False, log)
 
 
-def _restamp(labels: LabelCache, restamped: dict, log) -> None:
+def _restamp(labels: LabelCache, changes, log) -> None:
     """Store the new stamps of label PNGs touched without a change (a shortcut for the
     next check only: a cache that cannot be written is used as it is)."""
     try:
         with _build_lock(labels.path):
-            arr = writable(zarr.open_group(labels.path, mode="r+")["label_files"])
-            stored = np.asarray(arr[:])
-            for i, rec in restamped.items():
-                stored[i] = rec
-            arr[:] = stored
+            changes.restamp(writable(zarr.open_group(labels.path, mode="r+")["label_files"]))
     except (OSError, LabelCacheError, RunError) as e:
         log(f"note: could not refresh the label-file stamps of {labels.path} ({e}); the "
             f"files whose mtime changed are hashed again next time")

@@ -10,10 +10,10 @@ The method, top to bottom (scripts/score.py is this plus argument parsing and pr
                                                            results document, CSV, HTML
 
 ``score_run`` does exactly that, with the optional IoU-threshold sweep, exports and a
-Dask cluster, under the run's lock when something will be stored in the run (a label
-cache to build, thresholds or a cube to compute: a second writer of a local run is
-refused); a run whose every asked level is stored is only read, so it is reported from
-while another process holds its lock, or on a read-only filesystem with
+Dask cluster, under the run's lock when something will be stored in the run
+(thresholds or a cube to compute: a second writer of a local run is refused; the label
+cache has its own lock); a run whose every asked level is stored is only read, so it is
+reported from while another process holds its lock, or on a read-only filesystem with
 ``ScoreConfig.results_dir`` (--results-dir) placing the report files elsewhere. The
 per-layer stages themselves are in pipeline/layer_stages.py.
 """
@@ -120,7 +120,7 @@ def check_run_images(run, ds: BrodenDataset, log=print) -> None:
     changes = find_changes(ds, stored, image_files)
     if changes.stale:
         block = int(store.read_run_attrs(run)["block_images"])
-        blocks = sorted({i // block for i in changes.stale})
+        blocks = changes.units(block)
         raise store.RunError(
             f"{store.run_path(run)}: {changes.describe('image files')}: the activations of "
             f"block(s) {blocks[:10]}{' ...' if len(blocks) > 10 else ''} are stale; rerun "
@@ -130,10 +130,7 @@ def check_run_images(run, ds: BrodenDataset, log=print) -> None:
         try:                            # the stamps are only a shortcut: a run that is
             with store.RunLock(store.run_path(run), "stamp refresh"):    # busy or
                 group = zarr.open_group(store.run_path(run), mode="r+")  # read-only
-                arr = writable(group["image_files"])                     # is left as is
-                for i, rec in changes.restamped.items():
-                    stored[i] = rec
-                arr[:] = stored
+                changes.restamp(writable(group["image_files"]))         # is left as is
         except (OSError, store.RunError) as e:
             log(f"note: could not refresh the image stamps of {store.run_path(run)} ({e}); "
                 f"the images whose mtime changed are hashed again next time")

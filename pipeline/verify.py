@@ -174,7 +174,7 @@ def check_dataset_files(t: Target) -> list[Finding]:
             block = int(t.attrs["block_images"])
             out.append(Finding(f"{t.run}/image_files", STALE,
                                f"{c.describe('image files')}; block(s) "
-                               f"{sorted({i // block for i in c.stale})[:10]}",
+                               f"{c.units(block)[:10]}",
                                f"{integrity.extract_command(t.attrs, t.run)} --repair"))
     labels = _label_cache(t)
     if labels is not None and labels.has_file_records:
