@@ -19,6 +19,7 @@ SCRIPTS = {
     "score.py": (True, True),
     "rotate.py": (True, True),
     "train_demo_model.py": (False, True),
+    "unpack.py": (False, False),
     "verify.py": (False, False),
 }
 
