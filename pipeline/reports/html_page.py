@@ -14,7 +14,10 @@ run's activation cache (never the network):
   indices (0-based rows of index.csv) are in the strip's ``data-images`` attribute.
 
 Every image is embedded as a base64 ``data:`` URI (chart PNG, strips JPEG), so the page
-opens from disk and survives being moved or mailed; nothing else is written. A small inline
+opens from disk and survives being moved or mailed; nothing else is written. Every name
+from the dataset, the run or the document (labels, categories, layer, model, paths) goes
+through ``html.escape`` (quotes too), so a name holding markup shows as text and runs
+nothing (tests/test_untrusted_names.py checks it in headless Chromium). A small inline
 script sets ``data-images-loaded="loaded/total"`` on ``<body>`` once the page has loaded
 (used by the headless-browser test).
 """
@@ -48,11 +51,13 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
     if doc.get("null"):
         n = doc["null"]
         sig = s.get("significant_detectors", {})
-        out.append(f"<p>Null model: {', '.join(n['kinds'])}; {n['permutations']} "
-                   f"permutations on {n['images']} images (seed {n['seed']}); detectors "
-                   f"with p &le; {sig.get('alpha')}: "
-                   + ", ".join(f"{k} {v}" for k, v in sig.items() if k != "alpha")
-                   + "</p>")
+        e = html.escape
+        out.append(f"<p>Null model: {e(', '.join(map(str, n['kinds'])))}; "
+                   f"{e(str(n['permutations']))} permutations on {e(str(n['images']))} "
+                   f"images (seed {e(str(n['seed']))}); detectors with p &le; "
+                   f"{e(str(sig.get('alpha')))}: "
+                   + ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in sig.items()
+                               if k != "alpha") + "</p>")
     out += _units_section(doc, strips, top, note)
     out.append("</table>" + _LOADED_SCRIPT + "</body></html>\n")
     return "\n".join(out)
@@ -74,8 +79,9 @@ def _summary_section(doc: dict) -> list[str]:
         f"<h1>Layer {e(layer)}</h1>",
         f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
         f"{e(str(run.get('dataset', {}).get('path')))} "
-        f"({run.get('dataset', {}).get('num_images')} images); {s['units']} units; "
-        f"quantile {s['quantile']}, IoU &gt; {s['iou_threshold']}; schema "
+        f"({e(str(run.get('dataset', {}).get('num_images')))} images); "
+        f"{e(str(s['units']))} units; quantile {e(str(s['quantile']))}, IoU &gt; "
+        f"{e(str(s['iou_threshold']))}; schema "
         f"{e(doc['schema'])} v{doc['schema_version']}, created {e(doc['created'])}</p>",
         "<h2>Detectors</h2><p><b>unique (top)</b>: distinct top labels among detector "
         "units; <b>unique (per-cat)</b>: per category, distinct best-in-category labels of "

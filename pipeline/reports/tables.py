@@ -8,13 +8,16 @@ the threshold, summed: the published convention), each as a total and per catego
 CSV rows (``*_rows``: (header, rows), written with :func:`pipeline.files.write_csv`)
 hold the totals, then ``<cat>-detectors``, ``<cat>-unique_top_labels``,
 ``<cat>-per_category_sum`` per category; the comparison CSV is tidy (a row per source and
-category) because its sources may score different categories.
+category) because its sources may score different categories. These CSVs are for people:
+a name a spreadsheet would run as a formula is made inert
+(:func:`pipeline.reports.spreadsheet.inert_table`).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 from pipeline.reports.netdissect_csv import ResultTable
+from pipeline.reports.spreadsheet import inert_table
 
 #: (total key, per-category key, short column name) of each counting convention.
 CONVENTIONS = (("detectors", "detectors_per_category", "det"),
@@ -72,7 +75,7 @@ def sweep_rows(summaries: Sequence[dict]) -> tuple[list[str], list[list]]:
     cats = categories_of(summaries)
     header = ["iou_threshold", *count_columns(cats)]
     rows = [[s["iou_threshold"], *count_values(s, cats)] for s in summaries]
-    return header, rows
+    return inert_table(header, rows)
 
 
 def sweep_table(summaries: Sequence[dict], title: str = "") -> str:
@@ -92,7 +95,7 @@ def rotation_rows(points: Sequence[RotationPoint]) -> tuple[list[str], list[list
     header = ["transform", "alpha", *count_columns(cats)]
     rows = [[kind, "" if alpha is None else float(alpha), *count_values(s, cats)]
             for kind, alpha, s in points]
-    return header, rows
+    return inert_table(header, rows)
 
 
 def rotation_table(points: Sequence[RotationPoint], title: str = "") -> str:
@@ -134,7 +137,7 @@ def comparison_rows(tables: Sequence[ResultTable], summaries: Sequence[dict]
             rows.append([t.name, c, s["units"], s["iou_threshold"], *vals])
         rows.append([t.name, "total", s["units"], s["iou_threshold"],
                      *(s[tot] for tot in TOTALS)])
-    return header, rows
+    return inert_table(header, rows)
 
 
 def comparison_table(tables: Sequence[ResultTable], summaries: Sequence[dict]) -> str:
