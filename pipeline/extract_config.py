@@ -41,7 +41,7 @@ class ExtractConfig:
     layers: Sequence[str]
     out: str | Path
     weights: str | Path | None = None
-    trust_checkpoint: bool = False          # --trust-checkpoint: full unpickler for --weights
+    trust_checkpoint: bool = False  # --trust-checkpoint: full unpickler, model files
     batch_size: int = 32
     workers: int | None = None           # None: default_workers()
     device: str = "auto"                 # auto | cpu | cuda | cuda:N

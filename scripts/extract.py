@@ -57,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
     p.add_argument("--model", required=True,
                    help="demo | path/file.py:function | package.module:function | "
-                        "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] | TorchScript file")
+                        "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] | TorchScript or pickled "
+                        "model file (with --trust-checkpoint)")
     cli.add_layers(p, required=True,
                    help="comma-separated layer names (e.g. conv3,conv5 or layer4)")
     p.add_argument("--out", required=True, help="run directory to create or resume")
@@ -66,8 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      "is stripped; read with torch's safe loader")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a --weights file the safe loader refuses with the full "
-                        "unpickler, which runs any code the file names: only for files "
-                        "you trust")
+                        "unpickler, which runs any code the file names, and allow a "
+                        "TorchScript or whole pickled model as --model (programs): only "
+                        "for files you trust; prints a warning")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per forward pass and per resume block (default 32)")
     p.add_argument("--workers", type=int, default=None,

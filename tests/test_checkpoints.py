@@ -80,11 +80,33 @@ def test_safetensors_weights_load(tmp_path):
         load_model(TINY, weights=tmp_path / "bad.safetensors")
 
 
-def test_whole_pickled_module_needs_trust(tmp_path):
+def test_whole_pickled_module_needs_trust(tmp_path, capsys):
     path = tmp_path / "whole.pt"
     torch.save(load_model(TINY), path)
     with pytest.raises(UntrustedCheckpoint, match="TinyNet"):
         load_model(TINY, weights=path)
+    with pytest.raises(UntrustedCheckpoint, match=r"--model .*whole.pt.*TinyNet"):
+        load_model(str(path))                       # a whole model as --model: the same
+    assert "warning" not in capsys.readouterr().err
+    m = load_model(str(path), trust_checkpoint=True)
+    assert "warning: --trust-checkpoint" in capsys.readouterr().err
+    sd = load_model(TINY).state_dict()
+    assert all(torch.equal(m.state_dict()[k], sd[k]) for k in sd)
+
+
+def test_torchscript_model_is_a_program_and_needs_trust(tmp_path, capsys):
+    path = tmp_path / "program.pt"
+    feats = load_model(TINY).features
+    torch.jit.trace(feats, torch.zeros(1, 3, 16, 16)).save(str(path))
+    with pytest.raises(UntrustedCheckpoint) as e:
+        load_model(str(path))
+    assert "TorchScript file is a program" in str(e.value) and "--trust-checkpoint" in str(e.value)
+    assert "warning" not in capsys.readouterr().err
+    m = load_model(str(path), trust_checkpoint=True)
+    err = capsys.readouterr().err
+    assert "warning: --trust-checkpoint" in err and str(path) in err and "TorchScript" in err
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(m(x), feats(x))
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def test_torchscript_spec_exposes_forward_outputs(tmp_path):
     eager = dict_out()
     path = tmp_path / "scripted.pt"
     torch.jit.script(eager).save(str(path))
-    m = load_model(str(path))
+    m = load_model(str(path), trust_checkpoint=True)
     assert model_fingerprint(m) == model_fingerprint(eager)
     assert conv_layer_names(m, (16, 16)) == ["c1", "c2"]
     assert resolve_layers(m, ["c2"], (16, 16)) == {"c2": (6, 8, 8)}
@@ -63,12 +63,12 @@ def test_torchscript_spec_exposes_forward_outputs(tmp_path):
     feats = tiny_net().features.eval()
     traced = tmp_path / "traced.pth"
     torch.jit.trace(feats, torch.zeros(1, 3, 16, 16)).save(str(traced))
-    mt = load_model(str(traced))
+    mt = load_model(str(traced), trust_checkpoint=True)
     assert conv_layer_names(mt, (16, 16)) == ["output"]
     # a state-dict file is not TorchScript: the error says how to pass it
     sd_file = tmp_path / "weights.pt"
     torch.save(feats.state_dict(), sd_file)
-    with pytest.raises(ModelError, match="not a TorchScript file.*--weights"):
+    with pytest.raises(ModelError, match="not a TorchScript file or a pickled model.*--weights"):
         load_model(str(sd_file))
 
 

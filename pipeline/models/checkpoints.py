@@ -51,13 +51,19 @@ class UntrustedCheckpoint(ModelError):
     """A checkpoint asks the unpickler for types outside :data:`SAFE_GLOBALS`."""
 
 
-def read_checkpoint(path: str | Path, trust: bool = False) -> Any:
+def trust_warning(path: str | Path, what: str) -> None:
+    """The stderr warning of --trust-checkpoint: ``path`` is loaded ``what``."""
+    print(f"warning: {TRUST_FLAG}: loading {path} {what}", file=sys.stderr)
+
+
+def read_checkpoint(path: str | Path, trust: bool = False, flag: str = "--weights") -> Any:
     """The object in the checkpoint at ``path``, on the CPU (module docstring).
     ``trust``: a file the safe loader refuses is loaded with the full unpickler (which
-    runs whatever code it names), after a warning on stderr."""
+    runs whatever code it names), after a warning on stderr; ``flag`` is the option that
+    named the file (in messages)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"--weights {path}: file not found")
+        raise ModelError(f"{flag} {path}: file not found")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
@@ -66,25 +72,25 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         unsafe = _unsafe_globals(path, e)
         if not unsafe:
-            raise ModelError(f"--weights {path}: not a torch checkpoint "
+            raise ModelError(f"{flag} {path}: not a torch checkpoint "
                              f"({str(e).splitlines()[0]})") from None
         if not trust:
             raise UntrustedCheckpoint(
-                f"--weights {path}: the checkpoint asks the unpickler for "
+                f"{flag} {path}: the checkpoint asks the unpickler for "
                 f"{', '.join(unsafe)}, which the safe loader does not create (unpickling "
                 f"them can run code from the file). Save its state_dict (or a "
                 f".safetensors file) instead, or, if you trust where the file comes from, "
                 f"pass {TRUST_FLAG} to load it with the full unpickler") from None
-        print(f"warning: {TRUST_FLAG}: loading {path} with the full unpickler, which runs "
-              f"any code the file names (it asks for {', '.join(unsafe)})", file=sys.stderr)
+        trust_warning(path, f"with the full unpickler, which runs any code the file names "
+                            f"(it asks for {', '.join(unsafe)})")
         try:
             return torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as full:
-            raise ModelError(f"--weights {path}: the full unpickler failed too "
+            raise ModelError(f"{flag} {path}: the full unpickler failed too "
                              f"({type(full).__name__}: {full})") from None
     except Exception as e:                              # noqa: BLE001 - not a checkpoint
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelError(f"--weights {path}: not a torch checkpoint "
+        raise ModelError(f"{flag} {path}: not a torch checkpoint "
                          f"({type(e).__name__}: {first})") from None
 
 
@@ -104,12 +110,12 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise ModelError(f"--weights {path}: reading .safetensors needs the safetensors "
+        raise ModelError(f"{path}: reading .safetensors needs the safetensors "
                          f"package (pip install safetensors)") from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:                              # noqa: BLE001
-        raise ModelError(f"--weights {path}: not a safetensors file ({e})") from None
+        raise ModelError(f"{path}: not a safetensors file ({e})") from None
 
 
 def unwrap_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:

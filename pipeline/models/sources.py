@@ -10,8 +10,10 @@ A SPEC is one of:
 - ``torchvision:NAME`` / ``timm:NAME`` (optionally ``:key=value,...`` keyword
   arguments, e.g. ``torchvision:resnet18:num_classes=365``): an architecture with
   random weights (pass ``--weights``), only when that package imports.
-- a TorchScript file (``.pt``/``.pth``/``.ts``/... loadable by ``torch.jit.load``);
-  its layers are what its ``forward`` returns (see :mod:`pipeline.models.hooks`).
+- a model file (``.pt``/``.pth``/``.ts``/...): TorchScript (loadable by
+  ``torch.jit.load``; its layers are what its ``forward`` returns, see
+  :mod:`pipeline.models.hooks`) or a whole pickled ``nn.Module``. Either runs code from
+  the file, so both need ``--trust-checkpoint`` (``trust``), which prints a warning.
 
 :data:`SOURCES` is the registry: the first source whose ``matches(spec)`` is true
 builds the model. A new source (e.g. Hugging Face) is one function ``spec -> nn.Module``
@@ -25,6 +27,7 @@ import importlib
 import importlib.util
 import sys
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +35,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from pipeline.models.checkpoints import load_weights
+from pipeline.models.checkpoints import (TRUST_FLAG, UntrustedCheckpoint, load_weights,
+                                         read_checkpoint, trust_warning)
 from pipeline.models.demo import load_demo
 from pipeline.models.errors import ModelError
 
@@ -143,19 +147,48 @@ def _factory_model(spec: str) -> nn.Module:
     return model
 
 
-def _torchscript_model(spec: str) -> nn.Module:
-    """A TorchScript file, loaded on the CPU."""
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip holding ``<root>/constants.pkl`` or ``<root>/code/``
+    (a torch.save checkpoint has neither)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _file_model(spec: str, weights: Weights, trust: bool = False) -> nn.Module:
+    """A model file: TorchScript (a program: only with ``trust``, --trust-checkpoint, after
+    a warning) or a whole pickled ``nn.Module`` (read as a checkpoint: its classes need
+    ``trust`` too); then ``weights``, if given."""
     path = Path(spec)
     if not path.is_file():
         raise ModelError(f"--model {spec!r}: file not found")
-    try:
-        with warnings.catch_warnings():     # torch 2.9+: "torch.jit.load is deprecated"
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu")
-    except Exception as e:
-        raise ModelError(f"--model {spec!r}: not a TorchScript file (torch.jit.load: "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); for a "
-                         f"checkpoint of weights pass --model ARCH --weights {spec}") from None
+    if _is_torchscript(path):
+        if not trust:
+            raise UntrustedCheckpoint(
+                f"--model {spec}: a TorchScript file is a program, and torch runs its code "
+                f"when the model runs. If you trust where it comes from, pass {TRUST_FLAG}; "
+                f"or give the architecture as --model and its weights as --weights (a "
+                f"state_dict or .safetensors file)")
+        trust_warning(path, "as TorchScript, a program that runs when the model runs")
+        try:
+            with warnings.catch_warnings():  # torch 2.9+: "torch.jit.load is deprecated"
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise ModelError(f"--model {spec!r}: not a TorchScript file (torch.jit.load: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                             ) from None
+    else:
+        model = read_checkpoint(path, trust, flag="--model")
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"--model {spec!r}: not a TorchScript file or a pickled model "
+                             f"(it holds a {type(model).__name__}); for a checkpoint of "
+                             f"weights pass --model ARCH --weights {spec}")
+    if weights is not None:
+        load_weights(model, weights, trust)
+    return model
 
 
 # Checked in order: a zoo spec also contains ":" and must match before a factory spec.
@@ -167,7 +200,7 @@ SOURCES: tuple[ModelSource, ...] = (
     ModelSource("timm", lambda spec: spec.startswith("timm:"), _then_weights(_zoo_model)),
     ModelSource("factory", lambda spec: ":" in spec and not _looks_like_file(spec),
                 _then_weights(_factory_model)),
-    ModelSource("torchscript", _looks_like_file, _then_weights(_torchscript_model)),
+    ModelSource("file", _looks_like_file, _file_model),
 )
 
 
