@@ -295,7 +295,8 @@ class RunLock:
     taken over from a holder that ended without releasing it (a kill) is noted on
     stderr, naming its pid and purpose, and the temp files it left in the locked
     directory are removed (and listed). A lock file that cannot be written (a full
-    disk, a read-only filesystem) raises an OSError naming it.
+    disk, a read-only filesystem) raises an OSError naming it. A locked directory that
+    holds symbolic links out of itself is refused (:func:`check_no_links_out`).
     """
 
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
@@ -336,6 +337,11 @@ class RunLock:
             raise
         self._fd = fd
         _HELD_LOCK_FDS.add(fd)
+        try:
+            check_no_links_out(target)
+        except RunError:
+            self.release()
+            raise
         if pid:
             print(f"note: the previous {what or 'writer'} of {target} (pid {pid}) ended "
                   f"without finishing; resuming", file=sys.stderr)
@@ -360,6 +366,40 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def links_out(root: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(link, what it points to) for every symbolic link under ``root`` (not followed)
+    whose target lies outside ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    real_root = os.path.realpath(root)
+    out, todo = [], [str(root)]
+    while todo:                          # scandir's d_type: no stat per chunk file
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if os.path.commonpath([real_root, real]) != real_root:
+                        out.append((Path(e.path), os.readlink(e.path)))
+                elif e.is_dir():
+                    todo.append(e.path)
+    return sorted(out)
+
+
+def check_no_links_out(root: str | os.PathLike) -> None:
+    """RunError listing the links under ``root`` that point outside it: a writer of a run
+    or label cache (e.g. one unpacked from elsewhere) would change the files they point
+    to. Checked when a writer takes the lock (:class:`RunLock`)."""
+    found = links_out(root)
+    if found:
+        shown = "; ".join(f"{p} -> {t}" for p, t in found[:5])
+        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        raise RunError(f"{root} holds {len(found)} symbolic link(s) pointing outside it: "
+                       f"{shown}{more}. Writing here would change the files they point "
+                       f"to: replace them by copies (e.g. `cp -rL {root} NEW` and use NEW) "
+                       f"or remove them")
 
 
 def _holder(fd: int) -> tuple[str, str]:

@@ -104,6 +104,22 @@ def add_compute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="local:N", default=None,
                    help="start a LocalCluster of N worker processes for the quantiles and "
                         "the tally (default: neither, the local threaded scheduler)")
+    p.add_argument("--tls-ca-file", metavar="PEM", default=None,
+                   help="TLS for a tls:// --scheduler, as `dask scheduler --tls-ca-file`: "
+                        "the CA that signed the cluster's certificates (default: Dask's "
+                        "distributed.comm.tls config)")
+    p.add_argument("--tls-cert", metavar="PEM", default=None,
+                   help="this client's certificate for a tls:// --scheduler")
+    p.add_argument("--tls-key", metavar="PEM", default=None,
+                   help="this client's private key (unless --tls-cert holds it)")
+
+
+def scheduler_security(a: argparse.Namespace, log=print):
+    """The Security of ``--scheduler`` from the --tls-* options
+    (:func:`pipeline.distributed.scheduler_security`)."""
+    from pipeline.distributed import scheduler_security as security
+    return security(a.scheduler, {"--tls-ca-file": a.tls_ca_file, "--tls-cert": a.tls_cert,
+                                  "--tls-key": a.tls_key}, log)
 
 
 def parse_levels(text: str) -> list[float]:

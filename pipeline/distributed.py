@@ -3,6 +3,7 @@
     with dask_scheduler(scheduler="tcp://host:8786") as client: ...   # existing cluster
     with dask_scheduler(cluster="local:4") as client: ...             # LocalCluster
     with dask_scheduler() as client: ...       # client None: the local threaded default
+    with dask_scheduler("tls://host:8786", security=scheduler_security(...)) as client: ...
 
 Inside the block, Dask computations (the exact quantiles of ``pipeline/quantiles.py``)
 run on the client's cluster, and :func:`replay_cube_dask` counts the IoU cube as a graph
@@ -61,6 +62,51 @@ def local_cluster(workers: int, directory: str, threads_per_worker: int = 1):
                             local_directory=directory)
 
 
+#: The TLS options of a tls:// --scheduler (named as `dask scheduler` / `dask worker` name
+#: them) -> the Security field each sets; unset ones come from Dask's config
+#: (distributed.comm.tls.ca-file / .client.cert / .client.key, e.g. DASK_DISTRIBUTED__...).
+TLS_OPTIONS = {"--tls-ca-file": "tls_ca_file", "--tls-cert": "tls_client_cert",
+               "--tls-key": "tls_client_key"}
+_TLS_CONFIG = {"--tls-ca-file": "distributed.comm.tls.ca-file",
+               "--tls-cert": "distributed.comm.tls.client.cert"}
+
+
+def scheduler_security(scheduler: str | None, tls: dict[str, str | None] | None = None,
+                       log=print):
+    """The ``distributed.security.Security`` of a connection to ``scheduler``: for a
+    ``tls://`` address, TLS with the files of ``tls`` (flag -> path, :data:`TLS_OPTIONS`)
+    over Dask's TLS config, encryption required; None for any other address (and a note
+    when a ``tcp://`` address is not on this machine: its pickles travel unencrypted and
+    unauthenticated). SchedulerError for TLS files without a ``tls://`` address, a file
+    that does not exist, or a ``tls://`` address with no CA or certificate anywhere."""
+    import dask
+    given = {flag: path for flag, path in (tls or {}).items() if path}
+    is_tls = bool(scheduler) and scheduler.startswith("tls://")
+    if given and not is_tls:
+        raise SchedulerError(f"{', '.join(given)} apply to a tls:// --scheduler address, "
+                             f"got {scheduler or 'none'}: give --scheduler tls://HOST:PORT")
+    for flag, path in given.items():
+        if not Path(path).is_file():
+            raise SchedulerError(f"{flag} {path}: no such file")
+    if not is_tls:
+        host = (scheduler or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if scheduler and host not in ("127.0.0.1", "localhost", "::1"):
+            log(f"dask: {scheduler} is plain TCP: task pickles travel unencrypted and "
+                f"anyone who reaches the scheduler can run code on its workers; use a "
+                f"tls:// scheduler with {', '.join(TLS_OPTIONS)} on an untrusted network")
+        return None
+    from distributed.security import Security     # (importing it loads Dask's TLS config)
+    missing = [f for f, key in _TLS_CONFIG.items()
+               if f not in given and not dask.config.get(key, None)]
+    if missing:
+        raise SchedulerError(f"--scheduler {scheduler} needs TLS files: give "
+                             f"{', '.join(missing)} (and --tls-key unless the certificate "
+                             f"file holds the key), or set them in Dask's distributed.comm.tls "
+                             f"config")
+    return Security(require_encryption=True,
+                    **{TLS_OPTIONS[flag]: path for flag, path in given.items()})
+
+
 def check_scheduler_args(scheduler: str | None, cluster: str | None) -> None:
     """Raise SchedulerError for both given or a malformed --cluster (before any work)."""
     if scheduler and cluster:
@@ -71,10 +117,11 @@ def check_scheduler_args(scheduler: str | None, cluster: str | None) -> None:
 
 @contextmanager
 def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
-                   log=print) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` connected to ``scheduler`` (an address) or to a new
-    LocalCluster (``cluster="local:N"``), set as Dask's scheduler for the block, and close
-    what was opened afterwards; yield None (threaded scheduler) when neither is given."""
+                   log=print, security=None) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` connected to ``scheduler`` (an address; ``security``:
+    its :func:`scheduler_security`) or to a new LocalCluster (``cluster="local:N"``), set
+    as Dask's scheduler for the block, and close what was opened afterwards; yield None
+    (threaded scheduler) when neither is given."""
     check_scheduler_args(scheduler, cluster)
     if not scheduler and not cluster:
         yield None
@@ -88,9 +135,12 @@ def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
             tmp = store.temp_dir(DASK_DIRS)
             lc = local_cluster(parse_cluster(cluster), tmp)
         try:
-            client = Client(lc if lc is not None else scheduler, timeout="30s")
-        except (OSError, TimeoutError) as e:
-            raise SchedulerError(f"--scheduler {scheduler}: cannot connect ({e}); start "
+            client = Client(lc if lc is not None else scheduler, timeout="30s",
+                            **({"security": security} if security is not None else {}))
+        except (OSError, TimeoutError, TypeError, ValueError) as e:
+            tls = (f" (check {', '.join(TLS_OPTIONS)}: the scheduler's CA must have signed "
+                   f"the certificate)" if security is not None else "")
+            raise SchedulerError(f"--scheduler {scheduler}: cannot connect ({e}){tls}; start "
                                  f"one with `dask scheduler` and workers with `dask worker "
                                  f"{scheduler}`, or use --cluster local:N") from e
         try:

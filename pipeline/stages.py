@@ -190,13 +190,14 @@ class Exports:
 
 def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None = None,
               label_cache: str | os.PathLike | None = None, sweep: Sequence[float] | None = None,
-              scheduler: str | None = None, cluster: str | None = None,
+              scheduler: str | None = None, cluster: str | None = None, security=None,
               exports: Exports | None = None,
               on_layer: Callable[[LayerScore], None] | None = None,
               log=print) -> list[LayerScore]:
     """Score ``layers`` (default every layer) of the run at ``run_location`` (path or URL):
     label cache, thresholds, cube, results files, optional ``sweep`` (IoU thresholds)
-    and ``exports``; on a Dask cluster when ``scheduler`` or ``cluster`` is given.
+    and ``exports``; on a Dask cluster when ``scheduler`` (``security``: its
+    :func:`pipeline.distributed.scheduler_security`) or ``cluster`` is given.
     ``on_layer`` is called with each LayerScore as soon as that layer is done.
     Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
     from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
@@ -220,7 +221,7 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
     check_categories(labels, config.categories)
     writes = needs_writing(run, layers, labels, config)
     with scoring_lock(run) if writes else contextlib.nullcontext():
-        with dask_scheduler(scheduler, cluster) as client:
+        with dask_scheduler(scheduler, cluster, log, security) as client:
             if client is not None:
                 check_shared(run, labels)
             config.client = client

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
                             reports=a.reports, repair=a.repair)
         config = cli.score_config(a, levels=(a.quantile,))
         res = run_experiment(a.run, spec, config, label_cache=a.label_cache,
-                             scheduler=a.scheduler, cluster=a.cluster)
+                             scheduler=a.scheduler, cluster=a.cluster,
+                             security=cli.scheduler_security(a))
         print(res.table)
         print(f"  table: {res.csv_path}\n  chart: {res.chart_path} (per-category sum, as "
               f"the paper's Figure 4)")

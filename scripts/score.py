@@ -90,7 +90,8 @@ def main(argv=None) -> int:
                                   null=cli.null_config(a), results_dir=a.results_dir)
         score_run(a.run, config, layers=a.layers, label_cache=a.label_cache,
                   sweep=cli.parse_thresholds(a.sweep) if a.sweep else None,
-                  scheduler=a.scheduler, cluster=a.cluster, exports=exports,
+                  scheduler=a.scheduler, cluster=a.cluster,
+                  security=cli.scheduler_security(a), exports=exports,
                   on_layer=lambda s: print_layer(s, exports))
 
     return cli.run_main(

@@ -127,3 +127,59 @@ def test_memory_url_run_and_label_cache(setup):
     with pytest.raises(SchedulerError, match="memory:// exists only inside this process"):
         check_shared(url, labels)
     fs.rm(name, recursive=True)
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    """A TLS-only LocalCluster (one in-process worker) and the PEM files of its CA, a
+    client certificate and key (one self-signed pair: Security.temporary)."""
+    from distributed import LocalCluster
+    from distributed.security import Security
+    pytest.importorskip("cryptography")              # what Security.temporary needs
+    sec = Security.temporary()
+    d = tmp_path_factory.mktemp("tls")
+    files = {"ca": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
+    files["ca"].write_text(sec.tls_ca_file)
+    files["cert"].write_text(sec.tls_client_cert)
+    files["key"].write_text(sec.tls_client_key)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tls://",
+                      host="127.0.0.1", security=sec, dashboard_address=None) as lc:
+        yield lc.scheduler_address, files
+
+
+def test_score_cli_on_a_tls_scheduler(setup, tls_cluster, tmp_path):
+    """--scheduler tls://... with --tls-* scores over TLS (bit for bit); without the files
+    it is refused before connecting, with the options named."""
+    address, f = tls_cluster
+    assert address.startswith("tls://")
+    run = sf.copy_fresh(setup["run"], tmp_path / "run")
+    r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--levels",
+               "0.005,0.02", "--quiet", "--layer", "features.3", "--scheduler", address,
+               "--tls-ca-file", f["ca"], "--tls-cert", f["cert"], "--tls-key", f["key"])
+    assert f"dask: 1 worker(s) at {address}" in r.stdout
+    sf.assert_cubes_equal(sf.stored_cube(run), sf.stored_cube(setup["ref"]))
+    r = sf.cli("scripts/score.py", run, "--label-cache", setup["labels"].path, "--quiet",
+               "--scheduler", address, check=False)
+    assert r.returncode == 2 and "needs TLS files: give --tls-ca-file, --tls-cert" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tls-ca-file", "ca.pem"], "apply to a tls:// --scheduler address, got none"),
+    (["--scheduler", "tcp://127.0.0.1:8786", "--tls-cert", "c.pem"],
+     "apply to a tls:// --scheduler address, got tcp://127.0.0.1:8786"),
+    (["--scheduler", "tls://127.0.0.1:8786", "--tls-ca-file", "missing.pem"],
+     "--tls-ca-file missing.pem: no such file"),
+])
+def test_bad_tls_arguments(setup, args, message):
+    r = sf.cli("scripts/score.py", setup["ref"], "--label-cache", setup["labels"].path,
+               "--quiet", *args, check=False)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_plain_tcp_to_another_machine_is_named():
+    from pipeline.distributed import scheduler_security
+    said = []
+    assert scheduler_security("tcp://10.0.0.5:8786", log=said.append) is None
+    assert len(said) == 1 and "unencrypted" in said[0] and "--tls-ca-file" in said[0]
+    assert scheduler_security("tcp://127.0.0.1:8786", log=said.append) is None
+    assert scheduler_security(None, log=said.append) is None and len(said) == 1

@@ -412,3 +412,26 @@ def test_sibling_write_failures_of_a_full_disk_print_no_traceback():
     assert r.returncode == 1, r.stderr
     assert "cannot write /data/run/x: the disk is full" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "never retrieved" not in r.stderr, r.stderr
+
+
+def test_a_run_with_a_link_out_is_not_written(tiny_run, tiny_labels, tmp_path):
+    """A run (e.g. unpacked from elsewhere) holding a symbolic link out of itself is
+    refused by every writer, the links listed; the file it points to is untouched;
+    links inside the run are fine."""
+    run = sf.copy_fresh(tiny_run, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (run / "inside").symlink_to(run / "zarr.json")
+    deep = next(p for p in sorted(run.rglob("*")) if p.is_dir() and p.parent != run)
+    (deep / "planted").symlink_to(victim)
+    r = sf.cli("scripts/score.py", run, "--label-cache", tiny_labels.path, "--layer",
+               "features.3", *LEVELS, "--quiet", check=False)
+    assert r.returncode == 2, r.stderr
+    assert "1 symbolic link(s) pointing outside it" in r.stderr
+    assert f"{deep / 'planted'} -> {victim}" in r.stderr
+    assert victim.read_text() == "mine" and not (run / "results").exists()
+    assert store.links_out(run) == [(deep / "planted", str(victim))]
+    (deep / "planted").unlink()
+    sf.cli("scripts/score.py", run, "--label-cache", tiny_labels.path, "--layer",
+           "features.3", *LEVELS, "--quiet")
+    assert (run / "results" / "features.3.json").is_file()

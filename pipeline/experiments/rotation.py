@@ -116,7 +116,7 @@ def _score_derived(dest: Path, spec: RotationSpec, labels, config: ScoreConfig) 
 def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
                    label_cache: str | os.PathLike | None = None,
                    scheduler: str | None = None, cluster: str | None = None,
-                   log=print) -> RotationResult:
+                   security=None, log=print) -> RotationResult:
     """Rotate ``spec.layer`` of the run at ``run_location`` at every alpha (and the
     baseline), score each derived run and write the table and chart (module docstring).
     Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
@@ -135,7 +135,7 @@ def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
         jobs.append((spec.baseline, None))
     Q = rot.random_rotation(K, spec.seed)
     points = []
-    with dask_scheduler(scheduler, cluster) as client:
+    with dask_scheduler(scheduler, cluster, log, security) as client:
         if client is not None:
             check_shared(run, labels)
         config.client = client
