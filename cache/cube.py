@@ -8,6 +8,7 @@ Inside a layer's Zarr group::
     cube/thresholds        (V, K) float64   the thresholds the counts were made at
     cube/label_pixels      (L,) int64       |L_c|
                                             attrs: levels, source, categories, complete
+    tally_partial/{a,b}    a replay in progress: its counts so far (:class:`TallyCheckpoint`)
 
 Both nodes' attrs also hold ``digest``: the sha256 of their other attrs and their arrays'
 zarr.json (cache/metadata.py), written in the same write as the final attrs. A node whose
@@ -24,6 +25,7 @@ threshold array reads as absent and is recomputed from the caches.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,3 +194,69 @@ def write_cube(layer: zarr.Group, cube: Cube, source: dict) -> Cube:
     _seal_node(g, {"levels": [float(v) for v in cube.levels], "source": source,
                    "categories": list(cube.categories), "complete": True}, CUBE_ARRAYS)
     return cube
+
+
+# ------------------------------------------------------------- replay checkpoints
+PARTIAL = "tally_partial"
+PARTIAL_ARRAYS = ("intersect_by_c", "activation_by_c")
+
+
+class TallyCheckpoint:
+    """The counts of a layer's replay in progress, so that a scoring killed inside the
+    replay resumes from the tiles it finished (:func:`pipeline.replay.replay_cube`).
+
+    Inside the layer's group, ``tally_partial/a`` and ``tally_partial/b`` are written in
+    turn, each with the Tally counts ``intersect_by_c`` (V + 1, K, L) and
+    ``activation_by_c`` (V + 1, K, G) int64 and attrs ``key`` (what is counted: the cube
+    source, levels, a SHA-256 of the thresholds, the tile ranges), ``done`` (start images
+    of the finished tiles), ``images`` and ``seq``, sealed with a digest after the arrays
+    (as the cube is). A kill while one slot is written leaves the other intact, so a kill
+    loses at most the tiles finished since the last save (a save every ``every`` seconds;
+    0: after every tile) and those in flight. :meth:`clear` removes both once the cube
+    is stored.
+    """
+
+    def __init__(self, layer: zarr.Group, key: dict, every: float = 30.0, log=None):
+        import json
+        self.layer, self.every, self.log = layer, float(every), log
+        self.key = json.loads(json.dumps(key))          # as stored (lists, not tuples)
+        self.seq = 0
+        self._last = time.monotonic()
+
+    def load(self) -> tuple[dict, list[int]] | None:
+        """(counts: the two arrays and ``images``, done tile starts) of the newest intact
+        slot for this key, or None."""
+        best = None
+        for slot in ("a", "b"):
+            g = stored_node(self.layer, f"{PARTIAL}/{slot}", PARTIAL_ARRAYS,
+                            lambda a: a.get("key") == self.key, self.log)
+            got = None if g is None else _read(g, PARTIAL_ARRAYS, self.log)
+            if got is not None and (best is None or g.attrs["seq"] > best[0]):
+                best = (int(g.attrs["seq"]), dict(zip(PARTIAL_ARRAYS, got),
+                                                  images=int(g.attrs["images"])),
+                        [int(s) for s in g.attrs["done"]])
+        if best is None:
+            return None
+        self.seq = best[0] + 1
+        return best[1], best[2]
+
+    def due(self) -> bool:
+        """Whether ``every`` seconds have passed since the last save (or the start)."""
+        return time.monotonic() - self._last >= self.every
+
+    def save(self, state: dict, done) -> None:
+        """Store a Tally's ``state`` (:meth:`pipeline.tally.Tally.state_dict`) as the
+        counts of the tiles starting at ``done``, in the slot not holding the newest."""
+        g = self.layer.require_group(PARTIAL).create_group(
+            "ab"[self.seq % 2], overwrite=True, attributes={"key": None})
+        for name in PARTIAL_ARRAYS:
+            _array(g, name, np.asarray(state[name], dtype=np.int64))
+        _seal_node(g, {"key": self.key, "done": sorted(int(s) for s in done),
+                       "images": int(state["images"]), "seq": self.seq}, PARTIAL_ARRAYS)
+        self.seq += 1
+        self._last = time.monotonic()
+
+    def clear(self) -> None:
+        """Remove the checkpoint (the cube is stored)."""
+        if PARTIAL in self.layer:
+            del self.layer[PARTIAL]

@@ -20,9 +20,11 @@ ValueError naming the layer, the units and the fix.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -30,7 +32,8 @@ import numpy as np
 
 from cache import store
 from cache.integrity import check_present
-from cache.cube import Cube, read_cube, read_thresholds, write_cube, write_thresholds
+from cache.cube import (Cube, TallyCheckpoint, read_cube, read_thresholds, write_cube,
+                        write_thresholds)
 from cache.labels import LabelCache
 from pipeline import sweep as sweep_mod
 from pipeline.dataset_files import content_key
@@ -44,6 +47,8 @@ from pipeline.reports.tables import sweep_rows
 from pipeline.scoring import Dissection, dissect
 
 DEFAULT_LEVELS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
+#: Seconds between checkpoints of a layer's replay (cache.cube.TallyCheckpoint; 0: every tile).
+CHECKPOINT_ENV = "NETDISSECT_CHECKPOINT_SECONDS"
 
 
 @dataclass
@@ -63,6 +68,8 @@ class ScoreConfig:
     top_images: int = 8                     # HTML report: top images per unit (0: none)
     dataset: Any = None                     # ... read from here (None: the run's record)
     results_dir: Any = None                 # report files here (None: RUN/results)
+    checkpoint_seconds: float = field(      # save the replay's counts this often
+        default_factory=lambda: float(os.environ.get(CHECKPOINT_ENV, 30)))
 
     def all_levels(self) -> list[float]:
         if not 0.0 < float(self.quantile) < 1.0:
@@ -184,12 +191,14 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
                                  check=False)
         t0 = time.perf_counter()
         with named_failures(run, layer, labels):
-            new = _replay(run, layer, labels, lv, T, config)
+            new, checkpoint = _replay(run, layer, labels, lv, T, config, source, log)
         n = new.intersect.shape[1]
         log(f"[{layer}] IoU cube at {[float(q) for q in lv]}: {time.perf_counter() - t0:.1f} s "
             f"({store.activations(run, layer).shape[0]} images, {n} units)")
         with _writing_layer(run, layer):
             stored = write_cube(store.layer_group(run, layer, mode="a"), new, source)
+            if checkpoint is not None:
+                checkpoint.clear()
     return stored.select(levels)
 
 
@@ -208,17 +217,29 @@ def layer_stored(run, layer: str, labels: LabelCache, config: ScoreConfig) -> bo
 
 
 def _replay(run, layer: str, labels: LabelCache, levels, T: np.ndarray,
-            config: ScoreConfig) -> Cube:
-    """The threaded replay (default) or, with ``config.client``, the Dask graph."""
+            config: ScoreConfig, source: dict, log=print
+            ) -> tuple[Cube, TallyCheckpoint | None]:
+    """(cube, its checkpoint to clear once the cube is stored): the threaded replay
+    (default), checkpointed in the layer's group every ``config.checkpoint_seconds``
+    (resumed from a checkpoint of the same counts), or, with ``config.client``, the Dask
+    graph (not checkpointed: a killed graph is counted again)."""
     if config.client is not None:
         from pipeline.distributed import replay_cube_dask
         return replay_cube_dask(run, layer, labels, levels, T, device=config.device,
                                 tile_images=config.tile_images,
-                                compute_kwargs={"scheduler": config.client})
-    from pipeline.replay import replay_cube            # torch: only when replaying
-    return replay_cube(store.activations(run, layer), store.maxima(run, layer), labels,
-                       levels, T, device=config.device, tile_images=config.tile_images,
-                       workers=config.workers, progress=config.progress, desc=f"tally {layer}")
+                                compute_kwargs={"scheduler": config.client}), None
+    from pipeline.replay import replay_cube, tile_ranges  # torch: only when replaying
+    acts = store.activations(run, layer)
+    key = {"source": source, "levels": [float(q) for q in levels],
+           "thresholds": hashlib.sha256(np.ascontiguousarray(T, np.float64)).hexdigest(),
+           "tiles": tile_ranges(acts, labels, config.tile_images)}
+    checkpoint = TallyCheckpoint(store.layer_group(run, layer, mode="a"), key,
+                                 config.checkpoint_seconds, log)
+    cube = replay_cube(acts, store.maxima(run, layer), labels, levels, T,
+                       device=config.device, tile_images=config.tile_images,
+                       workers=config.workers, progress=config.progress,
+                       desc=f"tally {layer}", checkpoint=checkpoint, log=log)
+    return cube, checkpoint
 
 
 def dissect_cube(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: float,

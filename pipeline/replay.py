@@ -14,6 +14,7 @@ runs the same reduction as a Dask graph.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -120,7 +121,8 @@ def _worker_count(start: int, stop: int) -> Tally:
 def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray, *,
                 device: str | torch.device = "auto", tile_images: int | None = None,
                 workers: int | None = None, processes: bool | None = None,
-                progress: bool = True, desc: str = "tally") -> Cube:
+                progress: bool = True, desc: str = "tally", checkpoint=None,
+                log=print) -> Cube:
     """Count I, activation per category and |L_c| for every level.
 
     acts: (N, K, h, w) zarr array; maxima: (N, K) zarr array; thresholds (V, K) float64
@@ -128,7 +130,10 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
     ``workers``: tiles counted at once (default one per core on CPU, 1 on CUDA);
     ``processes``: count them in worker processes. Default: on CPU, for caches other
     processes can open, when ``workers`` > 1 was asked for, or by default for caches of at
-    least PROCESS_MIN_VALUES values with two tiles per worker.
+    least PROCESS_MIN_VALUES values with two tiles per worker. ``checkpoint``
+    (a :class:`cache.cube.TallyCheckpoint` or None): the counts of the tiles finished
+    before are loaded from it and those tiles skipped; the counts so far are saved to it
+    when it is due and on Ctrl-C or an error. Same Cube, bit for bit, whether resumed or not.
     """
     dev = resolve_device(device) if isinstance(device, str) else device
     ranges = tile_ranges(acts, labels, tile_images)
@@ -146,6 +151,9 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
         raise ValueError("worker processes count on CPU only; use one process per GPU")
     total = Tally(thresholds, labels.num_labels, len(labels.categories),
                   tuple(acts.shape[2:]), tuple(labels.seg_size), device=dev)
+    total, done = _resume(total, checkpoint, ranges, desc, log)
+    todo = [r for r in ranges if r[0] not in done]
+    saved = len(done)                   # tiles in the newest checkpoint
     threads = torch.get_num_threads()
     pool, fn = _pool(acts, maxima, labels, thresholds, dev, workers, processes)
     if not processes and workers > 1:
@@ -153,13 +161,19 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
     try:
         if processes:
             _start_workers(pool, workers)
-        with tqdm(total=acts.shape[0], unit="img", desc=desc, disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for part in bounded_map(pool, fn, ranges, depth=workers + 1):
+        with tqdm(total=acts.shape[0], initial=total.images, unit="img", desc=desc,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for start, part in bounded_map(pool, _tagged(fn), todo, depth=workers + 1):
                 total.merge(part)
+                done.add(start)
                 bar.update(part.images)
+                if checkpoint is not None and checkpoint.due() and len(done) < len(ranges):
+                    checkpoint.save(total.state_dict(), done)
+                    saved = len(done)
     except BaseException as e:          # Ctrl-C or an error: stop the workers at once
         _terminate(pool)
+        if checkpoint is not None and saved < len(done) < len(ranges):
+            checkpoint.save(total.state_dict(), done)       # the finished tiles are kept
         if isinstance(e, BrokenProcessPool):
             raise WorkerDied(f"a tally worker process died ({e}). If it ran out of memory, "
                              f"score with fewer --workers or a smaller --tile-images; a script "
@@ -171,6 +185,29 @@ def replay_cube(acts, maxima, labels: LabelCache, levels, thresholds: np.ndarray
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
     return tally_cube(total, levels, labels)
+
+
+def _resume(total: Tally, checkpoint, ranges: list[tuple[int, int]], desc: str, log
+            ) -> tuple[Tally, set[int]]:
+    """(``total`` holding the counts ``checkpoint`` stored, the start images of the
+    tiles they count); (``total``, empty) without a stored checkpoint."""
+    saved = None if checkpoint is None else checkpoint.load()
+    if saved is None:
+        return total, set()
+    counts, done = saved
+    total = Tally.from_state({**total.state_dict(), **counts}, device=total.device)
+    log(f"{desc}: resuming from a checkpoint: {len(done)} of {len(ranges)} tiles "
+        f"({total.images} images) were counted before the interruption")
+    return total, set(done)
+
+
+def _tagged(fn: Callable[[int, int], Tally]) -> Callable[[int, int], tuple[int, Tally]]:
+    """fn(start, stop) -> (start, its Tally): which tile a finished part counted."""
+    return functools.partial(_start_and, fn)
+
+
+def _start_and(fn, start: int, stop: int) -> tuple[int, Tally]:
+    return start, fn(start, stop)
 
 
 def _pool(acts, maxima, labels: LabelCache, thresholds: np.ndarray, dev: torch.device,

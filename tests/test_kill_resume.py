@@ -159,6 +159,7 @@ class Script:
     random_moments: int = 2
     prepare: Callable[[Path, dict], None] = lambda w, fx: None
     env: dict[str, str] = field(default_factory=dict)
+    rerun_says: str = ""            # what the rerun after a deterministic moment prints
 
 
 def _fresh_run(w: Path, fx: dict) -> None:
@@ -167,6 +168,7 @@ def _fresh_run(w: Path, fx: dict) -> None:
 
 RUN_THRESHOLDS = "run/layers/features.3/quantiles/thresholds/zarr.json"
 DERIVED = "run/rotations/features.3-seed0-a1"
+PARTIAL = "run/layers/features.3/tally_partial"      # the replay's checkpoint slots
 SCRIPTS: dict[str, Script] = {
     "synthetic": Script(
         lambda w, fx: [SLOW, "render", "0.05", "scripts/make_synthetic_broden.py", "--out",
@@ -192,6 +194,13 @@ SCRIPTS: dict[str, Script] = {
         {"label-cache-build": exists("cache"),      # both locks held (one chunk: no workers)
          "tally-workers": workers_up(where=RUN_THRESHOLDS)},
         random_moments=0, prepare=_fresh_run, env={"NETDISSECT_CACHE": "{w}/cache"}),
+    "score-tiles": Script(                          # killed inside the replay
+        lambda w, fx: [SLOW, "tally", "0.1", "scripts/score.py", w / "run", "--label-cache",
+                       fx["labels"], "--layers", "features.3", "--levels", "0.005,0.02",
+                       "--tile-images", 2, "--workers", 1, "--quiet"],
+        {"checkpointed": exists(f"{PARTIAL}/b/zarr.json")}, random_moments=0,
+        prepare=_fresh_run, env={"NETDISSECT_CHECKPOINT_SECONDS": "0"},
+        rerun_says="tally features.3: resuming from a checkpoint"),
     "score-cluster": Script(
         lambda w, fx: ["scripts/score.py", w / "run", "--label-cache", fx["labels"],
                        "--layers", "features.3", "--levels", "0.005,0.02", "--cluster",
@@ -287,6 +296,8 @@ def test_kill9_then_immediate_rerun_is_identical_and_leaves_no_process(fx, name,
         proc.stdout.close()
     assert r.returncode == 0, f"rerun failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
     assert "being written by another" not in r.stdout + r.stderr
+    if not moment.startswith("random-"):
+        assert script.rerun_says in r.stdout + r.stderr, r.stdout + r.stderr
     assert not left, f"processes of the killed run or the rerun are alive: {sorted(left)}"
     went_on = SPAWN_CUT_SHORT.sub(lambda m: "" if "multiprocessing/spawn.py" in m[0] else m[0],
                                   said)

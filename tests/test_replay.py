@@ -76,3 +76,78 @@ def test_small_caches_use_threads_unless_workers_are_asked_for(setup, monkeypatc
     np.testing.assert_array_equal(got.intersect, want.intersect)
     replay(setup, tile_images=4, workers=2, processes=False)
     assert started == [2]
+
+
+CUBE_FIELDS = ("intersect", "activation", "label_pixels", "thresholds")
+
+
+def _checkpoint(tmp_path, key=None):
+    from cache.cube import TallyCheckpoint
+    group = zarr.open_group(str(tmp_path / "layer"), mode="a")
+    return TallyCheckpoint(group, key or {"what": "test"}, every=0, log=lambda m: None)
+
+
+def _stop_after(monkeypatch, n: int) -> list:
+    """count_tile raises KeyboardInterrupt on its (n + 1)-th call; returns the starts of
+    the calls made."""
+    import pipeline.replay as rp
+    real, calls = rp.count_tile, []
+
+    def counting(acts, maxima, labels, thr, start, stop):
+        calls.append(start)
+        if len(calls) > n:
+            raise KeyboardInterrupt
+        return real(acts, maxima, labels, thr, start, stop)
+    monkeypatch.setattr(rp, "count_tile", counting)
+    return calls
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_replay_resumes_from_its_checkpoint_bit_identical(setup, tmp_path,
+                                                                      monkeypatch, workers):
+    """Stopped after some tiles (Ctrl-C), a replay with the same checkpoint counts only
+    the other tiles and ends with the uninterrupted cube."""
+    want = replay(setup, workers=1, processes=False, tile_images=4)        # 8 tiles
+    calls = _stop_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        replay(setup, workers=workers, processes=False, tile_images=4,
+               checkpoint=_checkpoint(tmp_path))
+    monkeypatch.undo()
+    kept = _checkpoint(tmp_path).load()[1]          # the tiles merged before the stop
+    assert 1 <= len(kept) <= 3          # (a tile finishing with the failing one may not be)
+    calls = _stop_after(monkeypatch, 100)
+    said = []
+    got = replay(setup, workers=workers, processes=False, tile_images=4,
+                 checkpoint=_checkpoint(tmp_path), log=said.append)
+    assert sorted(calls) == [s for s in range(0, 32, 4) if s not in kept]
+    assert said and f"{len(kept)} of 8 tiles ({4 * len(kept)} images)" in said[0]
+    for name in CUBE_FIELDS:
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+def test_checkpoint_of_other_counts_or_a_torn_slot_is_not_used(setup, tmp_path, monkeypatch):
+    want = replay(setup, workers=1, processes=False, tile_images=4)
+    _stop_after(monkeypatch, 5)             # a save after each tile merged: slots a, b
+    with pytest.raises(KeyboardInterrupt):
+        replay(setup, workers=1, processes=False, tile_images=4,
+               checkpoint=_checkpoint(tmp_path))
+    monkeypatch.undo()
+    group = zarr.open_group(str(tmp_path / "layer"), mode="a")
+    slots = {s: dict(group[f"tally_partial/{s}"].attrs) for s in "ab"}
+    newest = max(slots, key=lambda s: slots[s]["seq"])
+    other = "ab"[("ab".index(newest) + 1) % 2]
+    n = len(slots[other]["done"])
+    assert len(slots[newest]["done"]) == n + 1 and n >= 3
+    group[f"tally_partial/{newest}"].attrs["key"] = None     # killed while writing it
+    calls = _stop_after(monkeypatch, 100)
+    said = []
+    got = replay(setup, workers=1, processes=False, tile_images=4,
+                 checkpoint=_checkpoint(tmp_path), log=said.append)
+    assert len(calls) == 8 - n and f"{n} of 8 tiles" in said[0]
+    for name in CUBE_FIELDS:
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    monkeypatch.undo()
+    calls = _stop_after(monkeypatch, 100)           # another key: counted from the start
+    replay(setup, workers=1, processes=False, tile_images=4,
+           checkpoint=_checkpoint(tmp_path, key={"what": "other"}))
+    assert len(calls) == 8
