@@ -442,16 +442,19 @@ def results_dir(run: "str | os.PathLike | zarr.Group") -> Path | str:
 
 @contextmanager
 def results_output(run: "str | os.PathLike | zarr.Group",
-                   elsewhere: str | os.PathLike | None = None
+                   elsewhere: str | os.PathLike | None = None, scoring: str = ""
                    ) -> Iterator[tuple[Path, str]]:
     """``with results_output(run) as (local_dir, final): ...``: write report files into
     ``local_dir``; ``final`` is where they end up (``RUN/results``, or ``elsewhere``
-    when given: score.py --results-dir, for a run that is read-only). For a local
+    when given: score.py --results-dir, for a run that is read-only; then the folder
+    ``scoring`` below it, for a named scoring, score.py --name). For a local
     target they are the same directory; for a URL run ``local_dir`` is temporary
     (``netdissect-results-<pid>-*``, removed when the block ends) and its files are
     uploaded with fsspec when the block ends without an error. Temp files a killed
     writer left there are removed first (and listed)."""
     final = location(elsewhere) if elsewhere is not None else results_dir(run)
+    if scoring:
+        final = f"{final}/{scoring}" if isinstance(final, str) else final / scoring
     if not isinstance(final, str):
         with writing(final):
             final.mkdir(parents=True, exist_ok=True)

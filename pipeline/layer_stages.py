@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,12 +42,15 @@ from pipeline.null_model import NullConfig, null_p_values
 from pipeline.reports import document as results_doc
 from pipeline.reports.charts import sweep_chart
 from pipeline.files import write_csv, write_json, write_text
+from pipeline.reports.images import DEFAULT_TOP_IMAGES
 from pipeline.reports.spreadsheet import formula_cells
 from pipeline.reports.netdissect_csv import csv_rows
 from pipeline.reports.tables import sweep_rows
 from pipeline.scoring import Dissection, dissect
 
 DEFAULT_LEVELS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
+DEFAULT_QUANTILE, DEFAULT_IOU = 0.005, 0.04
+_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 #: Seconds between checkpoints of a layer's replay (cache.cube.TallyCheckpoint; 0: every tile).
 CHECKPOINT_ENV = "NETDISSECT_CHECKPOINT_SECONDS"
 
@@ -55,8 +59,8 @@ CHECKPOINT_ENV = "NETDISSECT_CHECKPOINT_SECONDS"
 class ScoreConfig:
     """What score.py was asked for. ``levels`` are the cube's quantile levels (the
     defaults plus ``quantile``); results are reported at ``quantile``."""
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
+    quantile: float = DEFAULT_QUANTILE
+    iou_threshold: float = DEFAULT_IOU
     categories: Sequence[str] | None = None
     device: str = "auto"
     levels: Sequence[float] = DEFAULT_LEVELS
@@ -65,11 +69,47 @@ class ScoreConfig:
     progress: bool = True
     null: NullConfig | None = None          # run the null model (pipeline/null_model.py)
     client: Any = None                      # distributed.Client: score on its cluster
-    top_images: int = 8                     # HTML report: top images per unit (0: none)
+    top_images: int = DEFAULT_TOP_IMAGES    # HTML report: top images per unit (0: none)
     dataset: Any = None                     # ... read from here (None: the run's record)
     results_dir: Any = None                 # report files here (None: RUN/results)
     checkpoint_seconds: float = field(      # save the replay's counts this often
         default_factory=lambda: float(os.environ.get(CHECKPOINT_ENV, 30)))
+    name: str | None = None                 # --name: this scoring's results folder
+
+    def scoring_name(self) -> str:
+        """Where this scoring's report files go under ``results/``: ``--name`` when
+        given, else a name made of the settings that change the numbers and differ
+        from the defaults (e.g. ``q0.01_iou0.08_cat-object+part``,
+        ``null-image-p1000-n500-s0``), or "" (the plain ``results/<layer>.*``) for the
+        default scoring. So scorings with other settings sit beside each other and never
+        overwrite the default one. (``top_images`` only changes the page:
+        :meth:`page_name`.)"""
+        if self.name is not None:
+            if not _NAME.fullmatch(self.name) or self.name in (".", ".."):
+                raise ValueError(f"--name {self.name!r}: use letters, digits, '.', '_', "
+                                 f"'+' and '-' (a folder name under results/)")
+            return self.name
+        parts = []
+        if float(self.quantile) != DEFAULT_QUANTILE:
+            parts.append(f"q{float(self.quantile):g}")
+        if float(self.iou_threshold) != DEFAULT_IOU:
+            parts.append(f"iou{float(self.iou_threshold):g}")
+        if self.categories:
+            cats = "+".join(self.categories)
+            parts.append(f"cat-{cats}" if _NAME.fullmatch(cats) else
+                         f"cat-{hashlib.sha256(cats.encode()).hexdigest()[:10]}")
+        if self.null is not None:
+            n = self.null
+            parts.append(f"null-{'+'.join(n.kinds)}-p{n.permutations}-n{n.images or 'all'}"
+                         f"-s{n.seed}")
+        return "_".join(parts)
+
+    def page_name(self, layer_file: str) -> str:
+        """The HTML page's file name: ``<layer>.html`` with the default number of top
+        images, ``<layer>.top<N>.html`` with another, so a page without images (or with
+        more) never replaces the default one."""
+        top = "" if self.top_images == DEFAULT_TOP_IMAGES else f".top{self.top_images}"
+        return f"{layer_file}{top}.html"
 
     def all_levels(self) -> list[float]:
         if not 0.0 < float(self.quantile) < 1.0:
@@ -288,9 +328,10 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     doc = results_doc.build_document(
         d, cube.intersect[v], cube.activation[v], cube.label_pixels, cube.categories,
         labels.label_names, cube.thresholds[v], layer=layer, quantile=config.quantile,
-        levels=cube.levels, run=meta, null=null, null_config=null_cfg)
+        levels=cube.levels, run=meta, null=null, null_config=null_cfg,
+        name=config.scoring_name())
     name = store.layer_file_name(layer)
-    with store.results_output(run, config.results_dir) as (out, final):
+    with store.results_output(run, config.results_dir, config.scoring_name()) as (out, final):
         write_json(results_doc.document_path(out, name), doc)
         header, rows = csv_rows(doc)
         write_csv(out / f"{name}.csv", header, rows)
@@ -298,7 +339,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         from pipeline.reports.html_page import layer_report
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
                             progress=config.progress, log=log)
-        write_text(out / f"{name}.html", page)
+        write_text(out / config.page_name(name), page)
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 
@@ -313,14 +354,14 @@ def _note_formulas(layer: str, name: str, header, rows, log) -> None:
             f"read {name}.html")
 
 
-def layer_sweep(run, layer: str, d: Dissection, thresholds, results_dir=None
-                ) -> tuple[list[dict], Path, Path]:
+def layer_sweep(run, layer: str, d: Dissection, thresholds, results_dir=None,
+                scoring: str = "") -> tuple[list[dict], Path, Path]:
     """Sweep the IoU threshold over ``d``'s labelling (no replay); write
-    <run>/results/<layer>.sweep.csv and .sweep.png (into ``results_dir`` when given).
-    Returns (summaries, csv, png)."""
+    <run>/results[/<scoring>]/<layer>.sweep.csv and .sweep.png (under ``results_dir``
+    when given). Returns (summaries, csv, png)."""
     summaries = sweep_mod.sweep(d.units, d.categories, thresholds)
     name = store.layer_file_name(layer)
-    with store.results_output(run, results_dir) as (out, final):
+    with store.results_output(run, results_dir, scoring) as (out, final):
         write_csv(out / f"{name}.sweep.csv", *sweep_rows(summaries))
         sweep_chart(out / f"{name}.sweep.png", summaries,
                     title=f"{layer}: detectors against the IoU threshold")

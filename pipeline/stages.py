@@ -242,7 +242,8 @@ def score_layer(run, layer: str, labels: LabelCache, config: ScoreConfig,
     out = LayerScore(layer, cube, d, summary, csv_path, time.perf_counter() - t0)
     if sweep:
         t1 = time.perf_counter()
-        out.sweep, *files = layer_sweep(run, layer, d, sweep, config.results_dir)
+        out.sweep, *files = layer_sweep(run, layer, d, sweep, config.results_dir,
+                                        config.scoring_name())
         out.sweep_files = tuple(files)
         out.sweep_seconds = time.perf_counter() - t1
     if exports and exports.iou:

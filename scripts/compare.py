@@ -21,7 +21,7 @@ import _bootstrap  # noqa: F401
 
 from cache.store import RunError
 from pipeline import cli
-from pipeline.reports.compare import compare, load_sources, write_comparison
+from pipeline.reports.compare import compare, load_sources, settings_lines, write_comparison
 from pipeline.reports.document import ResultsError
 from pipeline.reports.netdissect_csv import ResultCSVError
 from pipeline.reports.tables import comparison_table
@@ -35,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "(default all)")
     p.add_argument("--iou-threshold", type=float, default=0.04,
                    help="a unit is a detector when its IoU exceeds this (default 0.04)")
+    p.add_argument("--scoring", metavar="NAME", default="",
+                   help="take run directories' named scoring NAME (a folder under "
+                        "results/, see score.py --name; default: the plain results)")
     p.add_argument("--out", default=None,
                    help="directory for comparison.csv and comparison.png (default: none "
                         "written)")
@@ -45,9 +48,10 @@ def main(argv=None) -> int:
     a = parse_args(argv)
 
     def body() -> None:
-        tables = load_sources(a.sources, a.layers)
+        tables = load_sources(a.sources, a.layers, a.scoring)
         summaries = compare(tables, a.iou_threshold)
         print(comparison_table(tables, summaries))
+        print("\n".join(settings_lines(tables, a.iou_threshold)))
         if a.out:
             csv_path, png = write_comparison(a.out, tables, summaries)
             print(f"wrote {csv_path} and {png}")

@@ -59,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="write the report files (<layer>.json, .csv, .html, sweeps) into "
                         "DIR instead of RUN/results (e.g. for a run on a read-only "
                         "filesystem)")
+    p.add_argument("--name", metavar="NAME", default=None,
+                   help="this scoring's folder under results/ (default: made of the "
+                        "settings that differ from the defaults, e.g. q0.01_iou0.08, so "
+                        "scorings never overwrite each other; the default settings write "
+                        "results/<layer>.* as before)")
     cli.add_quiet(p)
     return p.parse_args(argv)
 
@@ -87,7 +92,8 @@ def main(argv=None) -> int:
 
     def body() -> None:
         config = cli.score_config(a, cli.parse_levels(a.levels), top_images=a.top_images,
-                                  null=cli.null_config(a), results_dir=a.results_dir)
+                                  null=cli.null_config(a), results_dir=a.results_dir,
+                                  name=a.name)
         score_run(a.run, config, layers=a.layers, label_cache=a.label_cache,
                   sweep=cli.parse_thresholds(a.sweep) if a.sweep else None,
                   scheduler=a.scheduler, cluster=a.cluster,

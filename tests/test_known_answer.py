@@ -51,10 +51,11 @@ def _run(args, env) -> subprocess.CompletedProcess:
     return cli(*args, env=env)
 
 
-def _read_results(run: Path) -> tuple[dict[int, dict[str, str]], dict]:
-    with open(run / "results" / f"{LAYER}.csv", newline="") as f:
+def _read_results(run: Path, q: float) -> tuple[dict[int, dict[str, str]], dict]:
+    res = run / "results" / f"q{q:g}"              # a named scoring (not the default q)
+    with open(res / f"{LAYER}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    with open(run / "results" / f"{LAYER}.json") as f:
+    with open(res / f"{LAYER}.json") as f:
         js = json.load(f)
     return {int(r["unit"]): r for r in rows}, js
 
@@ -78,7 +79,7 @@ def dissected(tmp_path_factory):
         _run(["scripts/score.py", run, "--label-cache", tmp / "labels.zarr", "--quantile",
               str(q), "--export-iou", iou_path, "--export-thresholds", tmp / f"T_{q}.npy",
               "--quiet"], env)
-        rows, js = _read_results(run)
+        rows, js = _read_results(run, q)
         out[q] = {"rows": rows, "json": js, "iou": np.load(iou_path),
                   "T": np.load(tmp / f"T_{q}.npy")}
     return out

@@ -200,7 +200,7 @@ def planted(tmp_path_factory):
                       null=NullConfig(permutations=R, images=None, seed=0))
     cube = layer_cube(run, "planted", labels, cfg, log=lambda *a: None)
     layer_results(run, "planted", cube, labels, cfg, log=lambda *a: None)
-    doc = json.load(open(run / "results" / "planted.json"))
+    doc = json.load(open(run / "results" / cfg.scoring_name() / "planted.json"))
     return {"run": run, "labels": labels, "cube": cube, "doc": doc}
 
 
@@ -272,11 +272,11 @@ def known_answer(tmp_path_factory):
     score = ["scripts/score.py", run, "--label-cache", tmp / "labels.zarr", "--quantile",
              "0.05", "--quiet"]
     _ok(score, env)
-    plain = _rows(run / "results" / "units.csv")
+    plain = _rows(run / "results" / "q0.05" / "units.csv")
     out = _ok(score + ["--null", "--null-permutations", "50", "--null-images", "all"], env)
+    null = run / "results" / "q0.05_null-image+spatial-p50-nall-s0"   # beside the plain one
     return {"run": run, "env": env, "score": score, "plain": plain, "stdout": out.stdout,
-            "rows": _rows(run / "results" / "units.csv"),
-            "doc": json.load(open(run / "results" / "units.json"))}
+            "rows": _rows(null / "units.csv"), "doc": json.load(open(null / "units.json"))}
 
 
 @pytest.mark.slow
@@ -313,9 +313,10 @@ def test_only_one_kind(known_answer):
                                      "--null-images", "100", "--null-seed", "3"],
             known_answer["env"])
     assert "null model (image; 20 permutations, 100 images)" in r.stdout
-    rows = _rows(known_answer["run"] / "results" / "units.csv")
+    res = known_answer["run"] / "results" / "q0.05_null-image-p20-n100-s3"
+    rows = _rows(res / "units.csv")
     assert rows[0][-1] == "p_image" and "p_spatial" not in rows[0]
-    doc = json.load(open(known_answer["run"] / "results" / "units.json"))
+    doc = json.load(open(res / "units.json"))
     assert doc["config"]["null"] == {"kinds": ["image"], "permutations": 20, "images": 100,
                                      "seed": 3}
 
@@ -348,7 +349,8 @@ def test_random_weight_units_mostly_not_significant(tmp_path):
          "--out", run, "--workers", "0", "--no-progress"])
     _ok(["scripts/score.py", run, "--label-cache", tmp_path / "l.zarr", "--quiet", "--null",
          "--null-images", "all"])
-    doc = json.load(open(run / "results" / "features.3.json"))
+    doc = json.load(open(run / "results" / "null-image+spatial-p100-nall-s0" /
+                         "features.3.json"))
     p = np.array([u["p_image"] for u in doc["units"]])
     assert p.size == 16
     assert np.mean(p <= 0.05) <= 0.25, p

@@ -142,8 +142,9 @@ def test_score_cli_top_images(report, tmp_path):
     shutil.copytree(report["run"], run)        # stored cube: no replay
     cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer", LAYER,
         "--levels", "0.005,0.02", "--quiet", "--top-images", "3")
-    strips = _strips((run / "results" / f"{LAYER}.html").read_text())
+    strips = _strips((run / "results" / f"{LAYER}.top3.html").read_text())
     assert len(strips) == 16 and all(len(s["images"]) == 3 for s in strips)
+    assert (run / "results" / f"{LAYER}.html").read_text() == report["html"]   # kept
     r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
             LAYER, "--quiet", "--top-images", "-1", check=False)
     assert r.returncode == 2 and "--top-images" in r.stderr

@@ -34,7 +34,7 @@ def scored(tmp_path_factory, tiny_data):
     cli("scripts/score.py", run, "--label-cache", labels, "--levels", "0.005", "--quiet",
         "--iou-threshold", "0.03", "--export-iou", tmp / "iou.npy",
         "--export-thresholds", tmp / "T.npy")
-    res = run / "results"
+    res = run / "results" / "iou0.03"                 # the scoring named by its setting
     text = (res / f"{LAYER}.json").read_text()
     return {"tmp": tmp, "run": run, "labels": labels, "res": res, "text": text,
             "doc": json.loads(text)}
@@ -56,7 +56,8 @@ def test_schema_and_run_metadata(scored):
     assert set(doc["versions"]) == {"tool", "python", "numpy", "torch", "zarr"}
     assert doc["config"] == {"quantile": 0.005, "levels_in_cube": [0.005],
                              "iou_threshold": 0.03, "categories": lc.categories,
-                             "all_categories": lc.categories, "null": None}
+                             "all_categories": lc.categories, "null": None,
+                             "name": "iou0.03"}
     assert doc["null"] is None
     json.loads(scored["text"], parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
 

@@ -82,10 +82,11 @@ def test_rescoring_needs_no_replay(scored):
             "0.005,0.02", "--layer", LAYER, "--iou-threshold", "0.1", "--categories",
             "object,texture", "--quantile", "0.02", "--quiet")
     assert "IoU cube" not in r.stdout and "quantiles" not in r.stdout
-    rows = list(csv.DictReader(open(scored["run"] / "results" / f"{LAYER}.csv")))
+    res = scored["run"] / "results" / "q0.02_iou0.1_cat-object+texture"
+    rows = list(csv.DictReader(open(res / f"{LAYER}.csv")))
     assert [k for k in rows[0] if k.endswith("-iou")] == ["object-iou", "texture-iou"]
     assert {r["category"] for r in rows} <= {"object", "texture"}
-    summary = json.load(open(scored["run"] / "results" / f"{LAYER}.json"))["summary"]
+    summary = json.load(open(res / f"{LAYER}.json"))["summary"]
     assert summary["iou_threshold"] == 0.1 and summary["quantile"] == 0.02
     assert summary["categories"] == ["object", "texture"]
 
@@ -97,7 +98,7 @@ def test_new_quantile_replays_only_that_level(scored, tmp_path):
     assert "IoU cube at [0.01]" in r.stdout and "exact quantiles at [0.01]" in r.stdout
     _, iou, _ = reference_iou(scored, 0.01)
     np.testing.assert_array_equal(np.load(tmp_path / "iou01.npy"), iou)
-    summary = json.load(open(scored["run"] / "results" / f"{LAYER}.json"))["summary"]
+    summary = json.load(open(scored["run"] / "results" / "q0.01" / f"{LAYER}.json"))["summary"]
     assert summary["levels_in_cube"] == [0.005, 0.01, 0.02]
 
 

@@ -93,7 +93,7 @@ def test_dataset_names_reach_the_results(scored):
 
 @pytest.mark.slow
 def test_report_runs_no_script_of_a_name(scored):
-    page_path = scored["run"] / "results" / f"{LAYER}.html"
+    page_path = scored["run"] / "results" / f"{LAYER}.top2.html"
     page = page_path.read_text()
     doc = scored["doc"]
     for u in doc["units"]:                                  # every name shown, as text

@@ -28,17 +28,20 @@ from pipeline.reports.netdissect_csv import ResultCSVError, ResultTable, read_re
 from pipeline.reports.tables import comparison_rows
 
 
-def load_sources(paths: Sequence[str | os.PathLike], layers: Sequence[str] | None = None
-                 ) -> list[ResultTable]:
+def load_sources(paths: Sequence[str | os.PathLike], layers: Sequence[str] | None = None,
+                 scoring: str = "") -> list[ResultTable]:
     """ResultTables of every source (module docstring); ``layers`` selects layers of run
-    directories. Names are file stems or ``<run>/<layer>``, made unique with ``#2``..."""
+    directories, ``scoring`` their named scoring (default the plain one). Names are file
+    stems or ``<run>/<layer>``, made unique with ``#2``..."""
     tables: list[ResultTable] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            tables += run_tables(path, layers)
+            tables += run_tables(path, layers, scoring)
         elif path.is_file() and path.suffix.lower() == ".json":
-            tables.append(to_table(read_document(path), path.stem))
+            doc = read_document(path)
+            named = doc["config"].get("name")
+            tables.append(to_table(doc, f"{path.stem}[{named}]" if named else path.stem))
         elif path.is_file():
             tables.append(read_result_csv(path))
         else:
@@ -51,6 +54,34 @@ def load_sources(paths: Sequence[str | os.PathLike], layers: Sequence[str] | Non
         if seen[t.name] > 1:
             t.name = f"{t.name}#{seen[t.name]}"
     return tables
+
+
+def settings_lines(tables: Sequence[ResultTable], iou_threshold: float) -> list[str]:
+    """What each source was scored with (quantile, categories, scoring name; a CSV
+    says nothing: "settings not recorded"), then a ``warning:`` line for each setting the
+    sources differ in, since their counts are then not comparable as they stand."""
+    lines, seen = [], {"quantile": set(), "categories": set()}
+    for t in tables:
+        s = t.settings
+        if not s:
+            lines.append(f"  {t.name}: settings not recorded (a result CSV)")
+            continue
+        cats = s["categories"] if s["categories"] != s["all_categories"] else ["all"]
+        seen["quantile"].add(s["quantile"])
+        seen["categories"].add(tuple(s["categories"]))
+        extra = "".join([f", scoring {s['scoring']!r}" if s["scoring"] else "",
+                         ", with the null model" if s["null"] else ""])
+        lines.append(f"  {t.name}: quantile {s['quantile']:g}, scored at IoU > "
+                     f"{s['iou_threshold']:g}, categories {'+'.join(cats)}{extra}")
+    if len(seen["quantile"]) > 1:
+        lines.append(f"warning: the sources were scored at different quantiles "
+                     f"({', '.join(f'{q:g}' for q in sorted(seen['quantile']))}): their "
+                     f"unit masks differ, so their counts are not comparable as they stand")
+    if len(seen["categories"]) > 1:
+        lines.append("warning: the sources were scored on different categories: a unit's "
+                     "label is its best concept among the categories scored, so counts "
+                     "differ where categories are missing ('-' cells)")
+    return [f"sources (all counted again at IoU > {iou_threshold:g}):", *lines]
 
 
 def compare(tables: Sequence[ResultTable], iou_threshold: float = 0.04) -> list[dict]:

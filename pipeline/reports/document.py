@@ -12,7 +12,9 @@ the HTML page, :mod:`pipeline.reports.html_page`) is generated from it, and
                 preprocessing, extraction_versions, label_cache {path, fingerprint}
     versions:   of the scoring (tool, python, numpy, torch, zarr)
     config:     quantile, levels_in_cube, iou_threshold, categories (scored),
-                all_categories, null (NullConfig as run, or null)
+                all_categories, null (NullConfig as run, or null), name (the scoring's
+                folder under results/, "" for the default scoring; absent before it
+                existed: read as "")
     thresholds: quantile, T (K floats)
     summary:    count_detectors() at iou_threshold + layer, quantile, levels_in_cube
                 [+ significant_detectors when the null was run]
@@ -80,7 +82,7 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
                    label_pixels: np.ndarray, categories: Sequence[str],
                    label_names: Sequence[str], thresholds: np.ndarray, *, layer: str,
                    quantile: float, levels: Sequence[float], run: dict,
-                   null=None, null_config: dict | None = None) -> dict:
+                   null=None, null_config: dict | None = None, name: str = "") -> dict:
     """The results document of one layer (module docstring).
 
     intersect (K, L), activation (K, G) over all G ``categories``, label_pixels (L,) at
@@ -118,7 +120,7 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
         "versions": scoring_versions(),
         "config": {"quantile": float(quantile), "levels_in_cube": [float(q) for q in levels],
                    "iou_threshold": float(d.iou_threshold), "categories": list(d.categories),
-                   "all_categories": cats, "null": null_config},
+                   "all_categories": cats, "null": null_config, "name": name},
         "thresholds": {"quantile": float(quantile), "T": [float(t) for t in thresholds]},
         "summary": summary,
         "units": units,
@@ -200,14 +202,21 @@ def to_table(doc: dict, name: str | None = None) -> ResultTable:
                                        int(b["intersect"]), float(b["iou"]))
                       for c, b in ((c, u["best"][c]) for c in cats)})
     extra = {col: [repr(float(u[col])) for u in doc["units"]] for col in p_columns(doc)}
+    cfg = doc["config"]
+    settings = {"quantile": cfg.get("quantile"), "iou_threshold": cfg.get("iou_threshold"),
+                "categories": list(cfg.get("categories") or []),
+                "all_categories": list(cfg.get("all_categories") or cats),
+                "scoring": cfg.get("name", ""), "null": bool(cfg.get("null"))}
     return ResultTable(name or doc["run"].get("layer", "layer"), cats, units, stats, extra,
-                       str(doc["run"].get("path", "")))
+                       str(doc["run"].get("path", "")), settings)
 
 
-def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None
-               ) -> list[ResultTable]:
-    """ResultTables of a run's scored layers (from their results documents), named
-    ``<run dir name>/<layer>``, in the run's layer order. ``layers`` selects some."""
+def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None,
+               scoring: str = "") -> list[ResultTable]:
+    """ResultTables of a run's scored layers (from the results documents of the
+    ``scoring`` named, default the plain results/<layer>.json), named
+    ``<run dir name>/<layer>`` (``<run dir name>[<scoring>]/<layer>`` for a named one), in
+    the run's layer order. ``layers`` selects some."""
     from cache import store
     run = store.open_run(run_dir, mode="r")
     names = store.layer_names(run)
@@ -217,7 +226,13 @@ def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None
             raise ResultsError(f"--layers: {unknown} not in the run {run_dir} (it has "
                                f"{names})")
         names = [l for l in names if l in layers]
-    rdir = store.results_dir(run)
+    rdir = Path(store.results_dir(run))
+    if scoring:
+        rdir = rdir / scoring
+        if not rdir.is_dir():
+            raise ResultsError(f"{run_dir}: no scoring named {scoring!r} (no {rdir}); it "
+                               f"has {scorings(run_dir) or 'only the default scoring'}")
+    tag = f"[{scoring}]" if scoring else ""
     tables = []
     for layer in names:
         path = document_path(rdir, store.layer_file_name(layer))
@@ -226,8 +241,17 @@ def run_tables(run_dir: str | os.PathLike, layers: Sequence[str] | None = None
                 raise ResultsError(f"{run_dir}: layer {layer!r} has not been scored (no "
                                    f"{path}); run scripts/score.py {run_dir} --layer {layer}")
             continue
-        tables.append(to_table(read_document(path), f"{Path(run_dir).name}/{layer}"))
+        tables.append(to_table(read_document(path), f"{Path(run_dir).name}{tag}/{layer}"))
     if not tables:
-        raise ResultsError(f"{run_dir}: no scored layer (no results/<layer>.json); run "
+        raise ResultsError(f"{run_dir}: no scored layer (no {rdir}/<layer>.json); run "
                            f"scripts/score.py {run_dir} first")
     return tables
+
+
+def scorings(run_dir: str | os.PathLike) -> list[str]:
+    """The named scorings of a run: the folders of results/ holding results documents."""
+    from cache import store
+    rdir = Path(store.results_dir(run_dir))
+    if not rdir.is_dir():
+        return []
+    return sorted(d.name for d in rdir.iterdir() if d.is_dir() and any(d.glob("*.json")))

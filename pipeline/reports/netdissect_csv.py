@@ -70,6 +70,7 @@ class ResultTable:
     stats: list[dict[str, CategoryStats]] = field(default_factory=list)
     extra: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
+    settings: dict = field(default_factory=dict)    # quantile, categories, scoring (documents)
 
     def summary(self, iou_threshold: float = 0.04) -> dict:
         """Detector counts under both conventions (pipeline.scoring.count_detectors)."""
