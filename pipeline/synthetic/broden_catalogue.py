@@ -231,10 +231,10 @@ def _roles(drafts, objects, parts, mats, scenes, textures):
     p_ade_objects = np.concatenate([
         p_obj, SECONDARY * p_part_ade[[parts.index(k) for k in dbl_parts]],
         3 * SECONDARY * p_mat_first[[mats.index(k) for k in dbl_mats]]])
-    # Pascal: one main thing (person on half of them), context objects as extras.
+    # Pascal: one main thing (person on 60% of them), context objects as extras.
     things = [k for k in objects if not drafts[k].stuff]
     w_pas = _zipf(len(things), 1.0, 1.3)
-    w_pas[things.index(objects[_OBJECTS.index("person")])] = w_pas.sum()
+    w_pas[things.index(objects[_OBJECTS.index("person")])] = 1.5 * w_pas.sum()
     w_pas /= w_pas.sum()
     first_pas = np.zeros(len(ade_objects))
     first_pas[[ade_objects.index(k) for k in things]] = w_pas
