@@ -80,9 +80,9 @@ PATTERNS = ("banded", "blotchy", "chequered", "crosshatched", "dotted", "grid",
 #: Share of images holding each colour label, measured on 800 images of the renderer
 #: (seed 1, full size); it only places the colour labels among the others.
 COLOR_SHARE: dict[str, float] = {
-    "black": 0.35, "blue": 0.66, "brown": 0.65, "grey": 0.80, "green": 0.42,
-    "orange": 0.16, "pink": 0.40, "purple": 0.30, "red": 0.32, "white": 0.49,
-    "yellow": 0.23}
+    "black": 0.57, "blue": 0.48, "brown": 0.78, "grey": 0.79, "green": 0.38,
+    "orange": 0.37, "pink": 0.46, "purple": 0.20, "red": 0.22, "white": 0.52,
+    "yellow": 0.18}
 
 
 #: Colours of the named stuff (the others get a random paint colour).
@@ -176,8 +176,8 @@ def _names(named: tuple, prefix: str, n: int, doubles: int) -> list[tuple[str, b
 
 @dataclass
 class _Draft:
-    """A label before numbering: name, primary and other categories, its shares per
-    (source, category) role and its expected image count."""
+    """A label before numbering: name, primary and other categories, expected image
+    count at full size, whether scene images draw it as a band."""
     name: str
     category: str
     also: tuple[str, ...] = ()
@@ -256,47 +256,45 @@ def _roles(drafts, objects, parts, mats, scenes, textures):
 
 
 def _looks(drafts: list[_Draft], order: np.ndarray) -> Looks:
-    """Fixed looks of the labels, indexed by label number (drafts[order[i]] = label
-    i + 1); drawn from a generator of their own (the same for every dataset)."""
+    """Fixed looks of the labels, drawn per label in catalogue order from a generator of
+    their own (so a label looks the same whatever its number and in every dataset), then
+    indexed by label number (drafts[order[i]] is label i + 1)."""
     from pipeline.synthetic.canvas import _PAINT
-    L = NUM_LABELS + 1
+    n = NUM_LABELS
     rng = np.random.default_rng(1197)
-    paint = [np.asarray(v, np.float32) for n in COLOR_NAMES for v in _PAINT[n]]
-    rgb = np.stack([paint[i] for i in rng.integers(len(paint), size=L)])
-    kind = rng.integers(len(MATERIAL_NAMES), size=L)
-    shape = rng.integers(3, size=L)
-    aspect = np.exp(rng.uniform(-0.6, 0.6, size=L))
-    bh, bw = rng.uniform(0.6, 0.8, size=L), rng.uniform(0.6, 0.8, size=L)
-    y0, x0 = rng.uniform(0, 1, size=L) * (1 - bh), rng.uniform(0, 1, size=L) * (1 - bw)
+    paint = [np.asarray(v, np.float32) for c in COLOR_NAMES for v in _PAINT[c]]
+    rgb = np.stack([paint[i] for i in rng.integers(len(paint), size=n)])
+    kind = rng.integers(len(MATERIAL_NAMES), size=n)
+    shape = rng.integers(3, size=n)
+    aspect = np.exp(rng.uniform(-0.6, 0.6, size=n))
+    bh, bw = rng.uniform(0.6, 0.8, size=n), rng.uniform(0.6, 0.8, size=n)
+    y0, x0 = rng.uniform(0, 1, size=n) * (1 - bh), rng.uniform(0, 1, size=n) * (1 - bw)
     box = np.stack([y0, x0, y0 + bh, x0 + bw], axis=1)
-    stuff = np.zeros(L, bool)
-    depth = rng.uniform(0, 1, size=L)
-    for i, k in enumerate(order, start=1):
-        d = drafts[k]
-        stuff[i] = d.stuff
-        if d.category == "material" and d.name in MATERIAL_NAMES:
-            kind[i] = MATERIAL_NAMES.index(d.name)
-        elif d.category == "material":
-            kind[i] = i % len(MATERIAL_NAMES)
+    depth = rng.uniform(0, 1, size=n)
+    for k, d in enumerate(drafts):
+        if d.category == "material":          # materials: their own texture kind
+            kind[k] = (MATERIAL_NAMES.index(d.name) if d.name in MATERIAL_NAMES
+                       else k % len(MATERIAL_NAMES))
         if d.name in _STUFF_RGB:
-            rgb[i] = _STUFF_RGB[d.name]
+            rgb[k] = _STUFF_RGB[d.name]
         if d.name in ("sky", "ceiling"):
-            depth[i] = -1.0                 # bands on top
+            depth[k] = -1.0                      # bands on top
         elif d.name in ("floor", "road", "grass", "water", "sand", "snow"):
-            depth[i] = 2.0                  # bands at the bottom
-    return Looks(rgb, kind, shape, aspect, box, stuff, depth)
+            depth[k] = 2.0                       # bands at the bottom
+    stuff = np.array([d.stuff for d in drafts])
+
+    def by_number(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros_like(a[:1]), a[order]])
+    return Looks(*(by_number(a) for a in (rgb, kind, shape, aspect, box, stuff, depth)))
 
 
 @functools.lru_cache(maxsize=1)
 def broden_catalogue() -> BrodenCatalogue:
     """The catalogue (built once per process; the same every time)."""
     drafts, spec = _drafts()
-    shares: dict[tuple[str, str], np.ndarray] = {}
     for src, cats in spec.items():
-        for cat, (kind, ix, arrays) in cats.items():
-            role = Role(kind, np.asarray(ix), arrays["p"], arrays.get("first"))
-            share = role.share()
-            shares[src, cat] = share
+        for kind, ix, arrays in cats.values():
+            share = Role(kind, np.asarray(ix), arrays["p"], arrays.get("first")).share()
             for k, s in zip(ix, share):
                 drafts[k].expected += SOURCE_IMAGES[src] * s
     # numbers by expected frequency, ties by catalogue order

@@ -23,13 +23,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from pipeline.synthetic.broden_catalogue import PATTERNS, BrodenCatalogue, broden_catalogue
 from pipeline.synthetic.broden_sources import SOURCES, draw, image_sources
 from pipeline.synthetic.canvas import Canvas, Region, Texture, clutter
 from pipeline.synthetic.catalogue import CATEGORIES, MATERIAL_NAMES
 from pipeline.synthetic.colors import color_labels, downsample_rgb
-from pipeline.synthetic.render import SyntheticImage, check_request, image_split, sample_rows
+from pipeline.synthetic.render import SyntheticImage, check_request, image_split
 from pipeline.synthetic.textures import random_shape, texture_pattern
 
 #: Part planes (part-of-part levels) at most.
@@ -73,9 +74,10 @@ class _PartCanvas(Canvas):
         """A random gain and pixel noise, quantised: (ih, iw, 3) uint8."""
         gain = (np.float32(self.rng.uniform(0.85, 1.12))
                 * (1 + self.rng.uniform(-0.05, 0.05, 3)).astype(np.float32))
-        img = self.rgb * gain
+        img = self.rgb                                  # finished in place
+        img *= gain
         img += (2.0 * self.noise)[:, :, None]
-        return np.clip(img, 0, 255).astype(np.uint8)
+        return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
 @dataclass
@@ -236,7 +238,7 @@ def render_broden_image(index: int, seed: int, num_images: int, image_size=224,
     cat = broden_catalogue()
     source = SOURCES[image_sources(num_images, seed)[index]]
     rng = np.random.default_rng([seed, 20, index])
-    cv = _PartCanvas(ih, iw, rng, np.random.default_rng([seed, 23, index]))
+    cv = _PartCanvas(sh, sw, rng, np.random.default_rng([seed, 23, index]))
     roles = cat.roles[source]
     scalars: dict[str, list[int]] = {c: [] for c in CATEGORIES}
     if source in ("ade20k", "pascal"):
@@ -252,9 +254,11 @@ def render_broden_image(index: int, seed: int, num_images: int, image_size=224,
         textures = draw(roles["texture"], rng)
         scalars["texture"] = [int(t) for t in textures[:3]]
         _textures(cv, cat, textures[:3])
-    image = cv.finish()
+    small = cv.finish()
+    image = small if (sh, sw) == (ih, iw) else np.asarray(
+        Image.fromarray(small).resize((iw, ih), Image.BILINEAR))
     return SyntheticImage(index=index, source=source, split=image_split(index, seed),
-                          image=image, planes=_planes(cv, cat, image, source, (sh, sw)),
+                          image=image, planes=_planes(cv, cat, image, source),
                           scalars=scalars, scene=_name(cat, scalars["scene"]),
                           texture=_name(cat, scalars["texture"]))
 
@@ -263,20 +267,19 @@ def _name(cat: BrodenCatalogue, labels: list[int]) -> str | None:
     return cat.concepts[labels[0] - 1].name if labels else None
 
 
-def _planes(cv: _PartCanvas, cat: BrodenCatalogue, image: np.ndarray, source: str,
-            seg_hw: tuple[int, int]) -> dict[str, list[np.ndarray]]:
-    """The label planes of the source's categories at segmentation size: colour named
-    from the pixels, object, the part levels in use, material; empty planes dropped."""
-    sh, sw = seg_hw
-    ry, rx = sample_rows(cv.ih, sh), sample_rows(cv.iw, sw)
+def _planes(cv: _PartCanvas, cat: BrodenCatalogue, image: np.ndarray, source: str
+            ) -> dict[str, list[np.ndarray]]:
+    """The label planes of the source's categories (the canvas is at segmentation
+    size): colour named from the image box-downsampled to it, object, the part levels
+    in use, material; empty planes dropped."""
     planes: dict[str, list[np.ndarray]] = {c: [] for c in CATEGORIES}
-    colors = cat.color_numbers[color_labels(downsample_rgb(image, sh, sw))].astype(np.int32)
-    planes["color"] = [colors]
+    small = downsample_rgb(image, cv.ih, cv.iw)
+    planes["color"] = [cat.color_numbers[color_labels(small)].astype(np.int32)]
     if source in ("ade20k", "pascal"):
-        planes["object"] = [np.ascontiguousarray(cv.obj[ry][:, rx])]
-        planes["part"] = [np.ascontiguousarray(p[ry][:, rx]) for p in cv.levels]
+        planes["object"] = [cv.obj]
+        planes["part"] = list(cv.levels)
     if source == "opensurfaces":
-        planes["material"] = [np.ascontiguousarray(cv.mat[ry][:, rx])]
+        planes["material"] = [cv.mat]
     for c in planes:
         planes[c] = [p for p in planes[c] if p.any()]
     return planes
