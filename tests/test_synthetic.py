@@ -395,16 +395,24 @@ def test_scenes_are_distinguishable_by_a_simple_classifier():
 
 # ----------------------------------------------------------------------------- CLI + errors
 
-def test_cli_writes_a_readable_dataset(tmp_path, capsys):
+def _cli():
+    """scripts/make_synthetic_broden.py loaded by its path."""
     path = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_broden.py"
     spec = importlib.util.spec_from_file_location("make_synthetic_broden", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("profile,labels", [("demo", 81), ("broden", 1197)])
+def test_cli_writes_a_readable_dataset(tmp_path, capsys, profile, labels):
     out = tmp_path / "cli"
-    assert mod.main(["--out", str(out), "--num-images", "12", "--image-size", "32",
-                     "--seg-size", "16", "--seed", "2", "--workers", "1",
-                     "--no-progress"]) == 0
-    assert "wrote 12 images" in capsys.readouterr().out
+    chosen = [] if profile == "demo" else ["--profile", profile]     # demo: the default
+    assert _cli().main(["--out", str(out), "--num-images", "12", "--image-size", "32",
+                        "--seg-size", "16", "--seed", "2", "--workers", "1",
+                        "--no-progress", *chosen]) == 0
+    assert f"wrote 12 images of profile {profile} ({labels} labels" in \
+        capsys.readouterr().out
     d = BrodenDataset(out)
     assert len(d) == 12 and d.segmentation_size() == (16, 16)
 
@@ -618,16 +626,3 @@ def test_broden_images_look_like_their_labels():
             if m.sum() > 400:
                 near.append(np.abs(g.image[m].mean(0) - cat.looks.rgb[n]).mean())
     assert len(near) > 5 and np.median(near) < 40
-
-
-def test_cli_profile_broden(tmp_path, capsys):
-    path = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_broden.py"
-    spec = importlib.util.spec_from_file_location("make_synthetic_broden", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = tmp_path / "cli"
-    assert mod.main(["--out", str(out), "--profile", "broden", "--num-images", "12",
-                     "--image-size", "32", "--seg-size", "16", "--workers", "1",
-                     "--quiet"]) == 0
-    assert "wrote 12 images of profile broden (1197 labels" in capsys.readouterr().out
-    assert len(BrodenDataset(out)) == 12

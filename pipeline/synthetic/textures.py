@@ -23,6 +23,7 @@ assert set(_MATERIAL_COLORS) == set(MATERIAL_NAMES)
 
 
 def random_shape(cv: Canvas) -> Region | None:
+    """A random rectangle, ellipse or convex polygon of 0.3-0.8 image heights across."""
     r, W = cv.rng, cv.W
     cx, cy = _u(cv, 0.15, W - 0.15), _u(cv, 0.15, 0.85)
     a, b = _u(cv, 0.15, 0.4), _u(cv, 0.15, 0.4)
