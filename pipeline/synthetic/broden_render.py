@@ -9,12 +9,14 @@ Per source (pipeline/synthetic/broden_sources.py draws the labels):
   four parts and the scene: 5-7 labels), a scene scalar that tints the image.
 - ``pascal``: the same objects on unlabelled clutter, one level of parts.
 - ``opensurfaces``: a material background and material shapes.
-- ``dtd``: one to three texture scalars: the first texture's pattern over the whole
-  image, the others blended in.
+- ``dtd``: one to three texture scalars (more than two extra textures drawn: the first
+  two kept): the first texture's pattern over the whole image, the others blended in.
 
 Every label is painted with its own fixed look (colour, material texture, shape:
-:class:`~pipeline.synthetic.broden_catalogue.Looks`), so a model could learn it. The
-colour plane names the rendered pixels as in the demo profile. Everything depends on
+:class:`~pipeline.synthetic.broden_catalogue.Looks`), so a model could learn it. For
+speed the canvas is at segmentation size (the label planes are its maps) and the image
+is its bilinear upsampling to image size; the colour plane names the image's pixels
+box-downsampled to segmentation size, as in the demo profile. Everything depends on
 (seed, number of images, index) alone.
 """
 from __future__ import annotations
