@@ -35,13 +35,17 @@ def _encode_plane(plane: np.ndarray) -> Image.Image:
 
 
 def _pixel_counts(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and their pixel counts over the union of ``planes`` (a pixel counts once)."""
-    st = np.sort(np.stack(planes).reshape(len(planes), -1), axis=0)
-    if len(planes) > 1:
+    """Labels and their pixel counts over the union of ``planes`` (a pixel counts once):
+    (k,) int64 label numbers ascending, (k,) int64 counts."""
+    if len(planes) == 1:
+        st = planes[0].reshape(1, -1)
+    else:
+        st = np.sort(np.stack(planes).reshape(len(planes), -1), axis=0)
         st[1:][st[1:] == st[:-1]] = 0
-    v = st[st != 0]
-    labels, counts = np.unique(v, return_counts=True)
-    return labels.astype(np.int64), counts.astype(np.int64)
+    counts = np.bincount(st.ravel())
+    counts[0] = 0
+    labels = np.flatnonzero(counts)
+    return labels.astype(np.int64), counts[labels].astype(np.int64)
 
 
 @dataclass
