@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.files import write_csv
 from pipeline.parallel import worker_start
 from pipeline.synthetic.catalogue import CATEGORIES, SyntheticConcept
-from pipeline.synthetic.profiles import get_profile
+from pipeline.synthetic.profiles import Profile, get_profile
 from pipeline.synthetic.render import size_hw
 
 
@@ -176,8 +176,8 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
     return rows, freq, pix, cat_freq
 
 
-def _write_tables(out: Path, prof, freq: np.ndarray, pix: np.ndarray, cat_freq: np.ndarray,
-                  npx: int) -> None:
+def _write_tables(out: Path, prof: Profile, freq: np.ndarray, pix: np.ndarray,
+                  cat_freq: np.ndarray, npx: int) -> None:
     """Write c_<category>.csv, category.csv and label.csv of profile ``prof`` from the
     counts of :func:`_write_images`; ``npx`` = sh * sw pixels of a segmentation."""
     # Category maps: every label of its intended primary category, plus the other
