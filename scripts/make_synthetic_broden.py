@@ -1,12 +1,17 @@
 #!/usr/bin/env python
 """Write a synthetic dataset in the Broden on-disk format (see pipeline/synthetic/).
 
-    python scripts/make_synthetic_broden.py --out DIR [--num-images 2000] [--image-size 224]
-        [--seg-size 112] [--seed 0] [--workers N] [--quiet]
+    python scripts/make_synthetic_broden.py --out DIR [--profile demo|broden]
+        [--num-images 2000] [--image-size 224] [--seg-size 112] [--seed 0] [--workers N]
+        [--quiet]
 
 The dataset is pipeline/synthetic/writer.py's write_dataset (the same files for any
---workers); this script checks the arguments and prints what it wrote.
+--workers); this script checks the arguments and prints what it wrote. Profiles
+(pipeline/synthetic/profiles.py): demo (81 concepts, the default) and broden (Broden's
+1,197 labels, sources and frequencies; use it to measure at Broden's scale).
 Example: python scripts/make_synthetic_broden.py --out data/synthetic_broden --num-images 2000
+         python scripts/make_synthetic_broden.py --out data/broden_like --profile broden \
+             --num-images 63305
 """
 from __future__ import annotations
 
@@ -20,12 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import cli  # noqa: E402
 from pipeline.synthetic.catalogue import CATEGORIES  # noqa: E402
+from pipeline.synthetic.profiles import PROFILES, get_profile  # noqa: E402
 from pipeline.synthetic.writer import write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__)
     p.add_argument("--out", required=True, help="output directory (created; files overwritten)")
+    p.add_argument("--profile", choices=tuple(PROFILES), default="demo",
+                   help="what to generate: " + "; ".join(f"{k}: {v}" for k, v in
+                                                       PROFILES.items()))
     p.add_argument("--num-images", type=int, default=2000, help="number of images (default 2000; "
                    "real Broden has 63305)")
     p.add_argument("--image-size", type=int, default=224, help="image side in pixels (224)")
@@ -48,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         out = write_dataset(a.out, num_images=a.num_images, image_size=a.image_size,
                             seg_size=a.seg_size, seed=a.seed, workers=a.workers,
-                            progress=not a.quiet)
+                            progress=not a.quiet, profile=a.profile)
         dt = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        print(f"wrote {a.num_images} images ({', '.join(CATEGORIES)}) to {out} in {dt:.1f} "
-              f"s ({a.num_images / dt:.0f} images/s, {size / 2**20:.0f} MiB on disk)")
+        print(f"wrote {a.num_images} images of profile {a.profile} "
+              f"({len(get_profile(a.profile).concepts)} labels; {', '.join(CATEGORIES)}) "
+              f"to {out} in {dt:.1f} s ({a.num_images / dt:.0f} images/s, "
+              f"{size / 2**20:.0f} MiB on disk)")
 
     return cli.run_main(
         body, (),

@@ -3,6 +3,7 @@ pipeline.broden, ground truth, colour labels, learnability of scenes."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,13 @@ from pipeline.synthetic.colors import color_labels, downsample_rgb, name_colors,
 from pipeline.synthetic.render import (_SOURCE_BLOCK, SyntheticImage, image_source,
                                        image_split, render_image)
 from pipeline.synthetic.writer import write_dataset
+from pipeline.synthetic.broden_catalogue import (CATEGORY_SIZES, NUM_LABELS, SOURCE_CATEGORIES,
+                                                 SOURCE_IMAGES, broden_catalogue)
+from pipeline.synthetic.broden_render import render_broden_image
+from pipeline.synthetic.broden_sources import SOURCES as BRODEN_SOURCES
+from pipeline.synthetic.broden_sources import image_sources, source_counts
 from pipeline.broden import BrodenDataset
+from pipeline.label_decoding import build_label_cache
 
 N, IMG, SEG, SEED = 80, 48, 24, 3
 
@@ -196,8 +203,13 @@ def test_primary_categories_and_multi_category_labels(gen, ds):
 
 def test_statistics_match_decoded_labels(gen, ds):
     """frequency/coverage in c_*.csv, label.csv and category.csv recomputed from the files."""
+    _check_tables(gen, ds, CONCEPTS, SEG)
+
+
+def _check_tables(gen: Path, ds: BrodenDataset, concepts, SEG: int) -> None:
+    """c_*.csv, label.csv and category.csv of ``gen`` agree with its decoded labels."""
     G = len(CATEGORIES)
-    freq = np.zeros((G, len(CONCEPTS) + 1), np.int64)
+    freq = np.zeros((G, len(concepts) + 1), np.int64)
     pix = np.zeros_like(freq)
     cat_freq = np.zeros(G, np.int64)
     for i in range(len(ds)):
@@ -230,7 +242,7 @@ def test_statistics_match_decoded_labels(gen, ds):
         parts = dict(p[:-1].split("(") for p in r["category"].split(";"))
         assert {k: int(v) for k, v in parts.items()} == {
             c: int(freq[g, n]) for g, c in enumerate(CATEGORIES) if c in parts}
-        assert CONCEPTS[n - 1].category in parts
+        assert concepts[n - 1].category in parts
         assert int(r["frequency"]) == sum(int(v) for v in parts.values())
 
 
@@ -383,16 +395,24 @@ def test_scenes_are_distinguishable_by_a_simple_classifier():
 
 # ----------------------------------------------------------------------------- CLI + errors
 
-def test_cli_writes_a_readable_dataset(tmp_path, capsys):
+def _cli():
+    """scripts/make_synthetic_broden.py loaded by its path."""
     path = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_broden.py"
     spec = importlib.util.spec_from_file_location("make_synthetic_broden", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("profile,labels", [("demo", 81), ("broden", 1197)])
+def test_cli_writes_a_readable_dataset(tmp_path, capsys, profile, labels):
     out = tmp_path / "cli"
-    assert mod.main(["--out", str(out), "--num-images", "12", "--image-size", "32",
-                     "--seg-size", "16", "--seed", "2", "--workers", "1",
-                     "--no-progress"]) == 0
-    assert "wrote 12 images" in capsys.readouterr().out
+    chosen = [] if profile == "demo" else ["--profile", profile]     # demo: the default
+    assert _cli().main(["--out", str(out), "--num-images", "12", "--image-size", "32",
+                        "--seg-size", "16", "--seed", "2", "--workers", "1",
+                        "--no-progress", *chosen]) == 0
+    assert f"wrote 12 images of profile {profile} ({labels} labels" in \
+        capsys.readouterr().out
     d = BrodenDataset(out)
     assert len(d) == 12 and d.segmentation_size() == (16, 16)
 
@@ -404,3 +424,205 @@ def test_bad_arguments_are_rejected(tmp_path):
         render_image(0, 0, 32, 64)
     with pytest.raises(ValueError, match="seed"):
         render_image(0, -1, 32, 16)
+
+
+# ----------------------------------------------------------------------------- profiles
+
+def _digest(d: Path) -> str:
+    h = hashlib.sha256()
+    for name, data in _files(d).items():
+        h.update(name.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def test_demo_profile_output_is_unchanged(tmp_path):
+    """The demo profile writes the same bytes as before profiles existed (digest of the
+    files written by commit 086aa50; change it only when the demo is meant to change)."""
+    d = write_dataset(tmp_path / "demo", num_images=24, image_size=48, seg_size=24, seed=3,
+                      workers=1, progress=False)
+    assert _digest(d) == "66ab54de0dce1ab04d4c12a610d9f2641040932f841cd71ad2c6cb44515bc1ee"
+    assert _files(write_dataset(tmp_path / "demo2", num_images=24, image_size=48,
+                                seg_size=24, seed=3, workers=1, progress=False,
+                                profile="demo")) == _files(d)
+
+
+def test_unknown_profile_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="profile must be one of demo, broden"):
+        write_dataset(tmp_path / "x", num_images=2, profile="huge", progress=False)
+
+
+# ----------------------------------------------------------------------------- broden profile
+
+BN, BIMG, BSEG, BSEED = 300, 64, 32, 4
+
+
+@pytest.fixture(scope="module")
+def bgen(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("broden") / "broden"
+    return write_dataset(d, num_images=BN, image_size=BIMG, seg_size=BSEG, seed=BSEED,
+                         workers=1, progress=False, profile="broden")
+
+
+@pytest.fixture(scope="module")
+def bds(bgen) -> BrodenDataset:
+    return BrodenDataset(bgen)
+
+
+@pytest.fixture(scope="module")
+def blabels(bgen, bds, tmp_path_factory):
+    return build_label_cache(bds, tmp_path_factory.mktemp("blab") / "labels.zarr",
+                             chunk_images=64, workers=1, progress=False)
+
+
+def test_broden_catalogue_has_brodens_shape():
+    cat = broden_catalogue()
+    assert [c.number for c in cat.concepts] == list(range(1, NUM_LABELS + 1)) == \
+        list(range(1, 1198))
+    assert len({c.name for c in cat.concepts}) == NUM_LABELS
+    members = Counter(g for c in cat.concepts for g in c.categories)
+    assert dict(members) == CATEGORY_SIZES == {"color": 11, "object": 584, "part": 234,
+                                               "material": 32, "scene": 468, "texture": 47}
+    doubles = Counter(c.categories for c in cat.concepts if c.also)
+    assert doubles == {("object", "part"): 165, ("object", "material"): 14}
+    for name, cats in (("door", ("object", "part")), ("window", ("object", "part")),
+                       ("grass", ("object", "material")), ("head", ("part",)),
+                       ("wall", ("object",)), ("sky", ("object",))):
+        assert cat.concepts[cat.number(name) - 1].categories == cats, name
+    # numbered by expected frequency; heavy tail; wall on most scene images
+    e = cat.expected[1:]
+    assert (np.diff(e) <= 0).all()
+    assert e[0] > 1000 * e[-1] > 0 and 20 <= np.median(e) <= 80
+    assert cat.expected[cat.number("wall")] > 0.7 * SOURCE_IMAGES["ade20k"]
+    # every role draws real labels of its categories
+    for src, roles in cat.roles.items():
+        assert set(roles) == set(SOURCE_CATEGORIES[src]) - {"color"}
+        for c, role in roles.items():
+            assert all(c in cat.concepts[n - 1].categories for n in role.labels), (src, c)
+
+
+def test_broden_source_counts():
+    assert source_counts(63305) == SOURCE_IMAGES == {"ade20k": 22210, "pascal": 10103,
+                                                     "opensurfaces": 25352, "dtd": 5640}
+    for n in (1, 2, 7, 300, 3000, 12345):
+        counts = source_counts(n)
+        assert sum(counts.values()) == n
+        for src, full in SOURCE_IMAGES.items():
+            assert abs(counts[src] - n * full / 63305) < 1, (n, src)
+        seq = image_sources(n, 0)
+        assert Counter(BRODEN_SOURCES[k] for k in seq) == {k: v for k, v in counts.items()
+                                                          if v}
+    assert not np.array_equal(image_sources(300, 0), image_sources(300, 1))
+
+
+def test_broden_tables(bgen, bds):
+    """Broden's category sizes in category.csv and the c_*.csv maps, whatever N; the
+    tables agree with the decoded labels; primary categories as intended."""
+    cats = {r["name"]: r for r in _read(bgen / "category.csv")}
+    assert list(cats) == list(CATEGORIES)
+    assert {c: int(r["count"]) for c, r in cats.items()} == CATEGORY_SIZES
+    for c in CATEGORIES:
+        assert len(_read(bgen / f"c_{c}.csv")) == CATEGORY_SIZES[c]
+    cat = broden_catalogue()
+    assert [r["name"] for r in _read(bgen / "label.csv")] == [c.name for c in cat.concepts]
+    _check_tables(bgen, bds, cat.concepts, BSEG)
+    for c in cat.concepts:          # single-category labels: always; doubles: mostly
+        if not c.also:
+            assert bds.all_categories[bds.primary_category[c.number]] == c.category
+    wrong = [c for c in cat.concepts
+             if bds.all_categories[bds.primary_category[c.number]] != c.category]
+    assert len(wrong) < 0.1 * sum(1 for c in cat.concepts if c.also)
+
+
+def test_broden_sources_and_categories(bds):
+    counts = Counter(r.image.split("/")[0] for r in bds.rows)
+    assert counts == source_counts(BN)
+    for r in bds.rows:
+        src = r.image.split("/")[0]
+        have = {c for c, cell in r.cells.items() if cell}
+        assert have <= set(SOURCE_CATEGORIES[src]) and "color" in have, r.row
+        if src == "ade20k":
+            assert {"object", "scene"} <= have and len(r.cells["scene"]) == 1
+            assert len(r.cells["part"]) <= 4
+        if src == "pascal":
+            assert len(r.cells["part"]) <= 1
+        if src == "dtd":
+            assert 1 <= len(r.cells["texture"]) <= 3
+
+
+def test_broden_label_numbers_use_the_green_channel(bgen, bds):
+    """Label numbers above 255 and 1,024 are written as R + 256*G and read back."""
+    seen = set()
+    for r in bds.rows:
+        for c in ("object", "part"):
+            for name in r.cells[c]:
+                a = np.asarray(Image.open(bgen / "images" / name)).astype(np.int64)
+                assert (a[:, :, 2] == 0).all()
+                seen.update(np.unique(a[:, :, 0] + 256 * a[:, :, 1]).tolist())
+    assert max(seen) > 1024 and sum(v > 1024 for v in seen) >= 3
+    assert sum(v > 255 for v in seen) >= 30
+
+
+def test_broden_pixels_carry_five_to_seven_labels(bds, blabels):
+    """Colour + object + part levels + scene: 5-7 labels on pixels of most ADE images,
+    counted in the label cache built from the files."""
+    t = blabels.read(0, BN)
+    n = (t.planes != 0).sum(axis=1) + (t.scalars != 0).sum(axis=1)[:, None, None]
+    ade = np.array([r.image.startswith("ade20k/") for r in bds.rows])
+    most = n.reshape(BN, -1).max(axis=1)
+    assert most.max() == 7 and most[~ade].max() <= 4      # dtd: colour + 3 textures
+    assert (most[ade] >= 5).mean() > 0.7
+    assert blabels.planes.shape[1] == 6              # colour, object, four part levels
+    assert blabels.num_labels == NUM_LABELS + 1
+
+
+def test_broden_frequencies_are_heavy_tailed_in_number_order(bgen, bds):
+    lab = _read(bgen / "label.csv")
+    freq = np.array([int(r["frequency"]) for r in lab], dtype=float)
+    blocks = [freq[a:b].mean() for a, b in ((0, 20), (20, 100), (100, 400), (400, 1197))]
+    assert all(x > 2 * y for x, y in zip(blocks, blocks[1:])), blocks
+    cat = broden_catalogue()
+    want = cat.expected[1:] * BN / 63305
+    big = want > 5
+    assert np.corrcoef(np.log(freq[big] + 1), np.log(want[big]))[0, 1] > 0.9
+    for src, name in (("ade20k", "wall"), ("pascal", "person")):
+        rows = [i for i, r in enumerate(bds.rows) if r.image.startswith(src + "/")]
+        n = cat.number(name)
+        share = np.mean([n in bds.load_labels(i).label_set() for i in rows])
+        assert share > 0.5, (name, share)
+
+
+def test_broden_reader_matches_ground_truth(bds):
+    for i in range(0, BN, 7):
+        g = render_broden_image(i, BSEED, BN, BIMG, BSEG)
+        lab = bds.load_labels(i)
+        want = [p for c in CATEGORIES for p in g.planes[c]]
+        assert len(lab.planes) == len(want)
+        assert all(np.array_equal(a, b) for a, b in zip(lab.planes, want)), i
+        assert lab.scalars.tolist() == [v for c in CATEGORIES for v in g.scalars[c]]
+        assert bds.rows[i].image.startswith(g.source + "/")
+
+
+def test_broden_same_files_for_any_workers_and_seeded(tmp_path):
+    kw = dict(num_images=40, image_size=48, seg_size=24, progress=False, profile="broden")
+    a = write_dataset(tmp_path / "a", seed=1, workers=1, **kw)
+    b = write_dataset(tmp_path / "b", seed=1, workers=2, **kw)
+    c = write_dataset(tmp_path / "c", seed=2, workers=1, **kw)
+    assert _files(a) == _files(b)
+    assert (a / "index.csv").read_bytes() != (c / "index.csv").read_bytes()
+
+
+def test_broden_images_look_like_their_labels():
+    """Inside an object (away from its parts and edges) the pixels have its look's colour."""
+    cat = broden_catalogue()
+    near = []
+    for i in range(60):
+        g = render_broden_image(i, 0, 60, 96, 96)
+        if g.source != "opensurfaces":
+            continue
+        mat = g.planes["material"][0]
+        for n in np.unique(mat[mat != 0]):
+            m = mat == n
+            if m.sum() > 400:
+                near.append(np.abs(g.image[m].mean(0) - cat.looks.rgb[n]).mean())
+    assert len(near) > 5 and np.median(near) < 40

@@ -1,7 +1,10 @@
 """Synthetic Broden: procedurally rendered images in the exact Broden on-disk format.
 
 Real Broden (63,305 images, 1,197 concepts) cannot be downloaded everywhere, so the
-demo, tests and benchmarks use this generator. Like Broden, images come from
+demo, tests and benchmarks use this generator. It has two profiles (``profiles``):
+``demo`` (the default, 81 concepts, described below) and ``broden`` (Broden's 1,197
+labels, category sizes, sources and heavy-tailed frequencies, drawn fast and
+schematically; see ``broden_catalogue``). In the demo profile, like Broden, images come from
 *sources* that label different categories
 (:data:`pipeline.synthetic.catalogue.SOURCES`):
 
@@ -29,6 +32,11 @@ Modules (import from them; this package re-exports nothing):
 - ``textures``    the ``materials`` and ``textures`` sources.
 - ``render``      one image and its ground truth (:class:`~.render.SyntheticImage`);
                   source and split of an image from (seed, index).
+- ``profiles``    the profiles: labels, source folders, renderer, category-map rule.
+- ``broden_catalogue`` the broden profile's 1,197 labels: categories, doubles, source
+                  roles, expected frequencies, label numbers, looks.
+- ``broden_sources`` the broden profile's source of each image and its label draws.
+- ``broden_render`` one image of the broden profile and its ground truth.
 - ``writer``      the dataset directory: images, label PNGs and the Broden CSV tables.
 - ``activations`` runs of synthetic ReLU-like activations with real layer shapes
                   (benchmarks; no network).

@@ -77,12 +77,10 @@ def image_split(index: int, seed: int) -> str:
     return "val" if np.random.default_rng([seed, 2, index]).random() < VAL_FRACTION else "train"
 
 
-def render_image(index: int, seed: int = 0, image_size: int | Sequence[int] = 224,
-                 seg_size: int | Sequence[int] = 112) -> SyntheticImage:
-    """Render image ``index`` of the dataset of ``seed`` with its ground truth.
-
-    image_size / seg_size: int (square) or (h, w).
-    """
+def check_request(index: int, seed: int, image_size: int | Sequence[int],
+                  seg_size: int | Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((ih, iw), (sh, sw))`` of a render request; ValueError for a negative index or
+    seed, or sizes that are not image >= segmentation >= 8."""
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be >= 0, got index={index}, seed={seed}")
     ih, iw = size_hw(image_size)
@@ -90,6 +88,16 @@ def render_image(index: int, seed: int = 0, image_size: int | Sequence[int] = 22
     if min(ih, iw, sh, sw) < 8 or sh > ih or sw > iw:
         raise ValueError(f"need image_size >= seg_size >= 8, got image {ih}x{iw}, "
                          f"segmentation {sh}x{sw}")
+    return (ih, iw), (sh, sw)
+
+
+def render_image(index: int, seed: int = 0, image_size: int | Sequence[int] = 224,
+                 seg_size: int | Sequence[int] = 112) -> SyntheticImage:
+    """Render image ``index`` of the dataset of ``seed`` with its ground truth.
+
+    image_size / seg_size: int (square) or (h, w).
+    """
+    (ih, iw), (sh, sw) = check_request(index, seed, image_size, seg_size)
     source = image_source(index, seed)
     rng = np.random.default_rng([seed, 0, index])
     cv = Canvas(ih, iw, rng, np.random.default_rng([seed, 3, index]))

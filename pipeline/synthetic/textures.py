@@ -22,7 +22,8 @@ _MATERIAL_COLORS = {
 assert set(_MATERIAL_COLORS) == set(MATERIAL_NAMES)
 
 
-def _random_shape(cv: Canvas) -> Region | None:
+def random_shape(cv: Canvas) -> Region | None:
+    """A random rectangle, ellipse or convex polygon of 0.3-0.8 image heights across."""
     r, W = cv.rng, cv.W
     cx, cy = _u(cv, 0.15, W - 0.15), _u(cv, 0.15, 0.85)
     a, b = _u(cv, 0.15, 0.4), _u(cv, 0.15, 0.4)
@@ -49,11 +50,11 @@ def render_materials(cv: Canvas) -> None:
         cv.paint(cv.rect(0, 0, W, 1), clutter(cv))
     for _ in range(int(r.integers(1, 4))):
         m = names[int(r.integers(len(names)))]
-        cv.paint(_random_shape(cv), cv.material(m, cv.paint_color(_MATERIAL_COLORS[m])), None,
+        cv.paint(random_shape(cv), cv.material(m, cv.paint_color(_MATERIAL_COLORS[m])), None,
                  _L[m])
 
 
-def _texture_pattern(cv: Canvas, kind: str) -> np.ndarray:
+def texture_pattern(cv: Canvas, kind: str) -> np.ndarray:
     """(ih, iw) float in [0, 1]: the mix between the two colours of a texture image."""
     r = cv.rng
     Y, X = cv.y[:, None].astype(np.float64), cv.x[None, :].astype(np.float64)
@@ -114,11 +115,11 @@ def _texture_pattern(cv: Canvas, kind: str) -> np.ndarray:
 
 def render_texture(cv: Canvas, kind: str) -> None:
     """The ``textures`` source: the whole image in texture ``kind``, two contrasting
-    paint colours mixed by :func:`_texture_pattern`."""
+    paint colours mixed by :func:`texture_pattern`."""
     c1 = cv.paint_color()
     c2 = cv.paint_color()
     while np.abs(c1 - c2).sum() < 120:
         c2 = cv.paint_color()
-    t = np.asarray(_texture_pattern(cv, kind), dtype=np.float32)[:, :, None]
+    t = np.asarray(texture_pattern(cv, kind), dtype=np.float32)[:, :, None]
     img = c1 * t + c2 * (1 - t) + (6 * cv.noise)[:, :, None]
     cv.paint(cv.rect(0, 0, cv.W, 1), lambda sy, sx: img[sy, sx])

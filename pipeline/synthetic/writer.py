@@ -1,9 +1,9 @@
 """Write a synthetic Broden directory in the exact Broden on-disk format.
 
 :func:`write_dataset` writes category.csv, label.csv, c_<category>.csv, index.csv and
-the images and label PNGs. Images are rendered by
-:func:`pipeline.synthetic.render.render_image` in worker processes (chunks of
-consecutive indices); the tables are written from the pixel counts the workers return.
+the images and label PNGs of a profile (pipeline/synthetic/profiles.py: ``demo`` or
+``broden``). Images are rendered by the profile's renderer in worker processes (chunks
+of consecutive indices); the tables are written from the pixel counts the workers return.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from PIL import Image
 
 from pipeline.files import write_csv
 from pipeline.parallel import worker_start
-from pipeline.synthetic.catalogue import CATEGORIES, CONCEPTS, SOURCES, SyntheticConcept
-from pipeline.synthetic.render import render_image, size_hw
+from pipeline.synthetic.catalogue import CATEGORIES, SyntheticConcept
+from pipeline.synthetic.profiles import Profile, get_profile
+from pipeline.synthetic.render import size_hw
 
 
 def _stem(index: int, num_images: int) -> str:
@@ -34,13 +35,17 @@ def _encode_plane(plane: np.ndarray) -> Image.Image:
 
 
 def _pixel_counts(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and their pixel counts over the union of ``planes`` (a pixel counts once)."""
-    st = np.sort(np.stack(planes).reshape(len(planes), -1), axis=0)
-    if len(planes) > 1:
+    """Labels and their pixel counts over the union of ``planes`` (a pixel counts once):
+    (k,) int64 label numbers ascending, (k,) int64 counts."""
+    if len(planes) == 1:
+        st = planes[0].reshape(1, -1)
+    else:
+        st = np.sort(np.stack(planes).reshape(len(planes), -1), axis=0)
         st[1:][st[1:] == st[:-1]] = 0
-    v = st[st != 0]
-    labels, counts = np.unique(v, return_counts=True)
-    return labels.astype(np.int64), counts.astype(np.int64)
+    counts = np.bincount(st.ravel())
+    counts[0] = 0
+    labels = np.flatnonzero(counts)
+    return labels.astype(np.int64), counts[labels].astype(np.int64)
 
 
 @dataclass
@@ -51,8 +56,8 @@ class _Record:
 
 
 def _write_one(out: Path, index: int, num_images: int, seed: int, ih: int, iw: int,
-               sh: int, sw: int) -> _Record:
-    g = render_image(index, seed, (ih, iw), (sh, sw))
+               sh: int, sw: int, profile: str) -> _Record:
+    g = get_profile(profile).render(index, seed, num_images, (ih, iw), (sh, sw))
     stem = f"{g.source}/{_stem(index, num_images)}"
     img_dir = out / "images"
     Image.fromarray(g.image).save(img_dir / f"{stem}.jpg", "JPEG", quality=95, subsampling=0)
@@ -77,8 +82,9 @@ def _write_one(out: Path, index: int, num_images: int, seed: int, ih: int, iw: i
 
 
 def _write_chunk(args) -> list[_Record]:
-    out, lo, hi, num_images, seed, ih, iw, sh, sw = args
-    return [_write_one(Path(out), i, num_images, seed, ih, iw, sh, sw) for i in range(lo, hi)]
+    out, lo, hi, num_images, seed, ih, iw, sh, sw, profile = args
+    return [_write_one(Path(out), i, num_images, seed, ih, iw, sh, sw, profile)
+            for i in range(lo, hi)]
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
@@ -92,8 +98,10 @@ def _fmt(x: float) -> str:
 
 def write_dataset(out_dir: str | os.PathLike, num_images: int = 2000,
                   image_size: int | Sequence[int] = 224, seg_size: int | Sequence[int] = 112,
-                  seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
-    """Write a complete synthetic Broden directory and return its path.
+                  seed: int = 0, workers: int | None = None, progress: bool = True,
+                  profile: str = "demo") -> Path:
+    """Write a complete synthetic Broden directory of ``profile`` (``demo`` or
+    ``broden``, pipeline/synthetic/profiles.py) and return its path.
 
     Files (overwritten on rerun): category.csv, label.csv, c_<category>.csv, index.csv,
     images/<source>/<index>.jpg and <index>_<category>[_k].png. ``workers``: processes
@@ -101,25 +109,27 @@ def write_dataset(out_dir: str | os.PathLike, num_images: int = 2000,
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    prof = get_profile(profile)
     ih, iw = size_hw(image_size)
     sh, sw = size_hw(seg_size)
-    render_image(0, seed, (ih, iw), (sh, sw))          # validate arguments early
+    prof.render(0, seed, num_images, (ih, iw), (sh, sw))     # validate arguments early
     out = Path(out_dir)
-    for s in SOURCES:
+    for s in prof.sources:
         (out / "images" / s).mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     chunk = max(1, min(64, num_images // (workers * 8) or 1))
-    jobs = [(str(out), lo, min(lo + chunk, num_images), num_images, seed, ih, iw, sh, sw)
-            for lo in range(0, num_images, chunk)]
+    jobs = [(str(out), lo, min(lo + chunk, num_images), num_images, seed, ih, iw, sh, sw,
+             profile) for lo in range(0, num_images, chunk)]
     header = ["image", "split", "ih", "iw", "sh", "sw", *CATEGORIES]
-    rows, freq, pix, cat_freq = _write_images(jobs, workers, num_images, header, progress)
-    _write_tables(out, freq, pix, cat_freq, sh * sw)
+    rows, freq, pix, cat_freq = _write_images(jobs, workers, num_images, header,
+                                              len(prof.concepts) + 1, progress)
+    _write_tables(out, prof, freq, pix, cat_freq, sh * sw)
     _write_csv(out / "index.csv", header, rows)
     return out
 
 
 def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequence[str],
-                  progress: bool
+                  L: int, progress: bool
                   ) -> tuple[list[list[str]], np.ndarray, np.ndarray, np.ndarray]:
     """Run the image-writing ``jobs`` (:func:`_write_chunk` arguments) in ``workers``
     processes and gather what the tables need.
@@ -127,9 +137,9 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
     Returns the index.csv rows (``header`` columns) in image order, and over categories
     g and labels l: ``freq`` (G, L) int64 images with label l in category g, ``pix``
     (G, L) int64 labelled pixels (scalar labels: sh*sw per image) and ``cat_freq`` (G,)
-    int64 images with category g (G = len(CATEGORIES), L = len(CONCEPTS) + 1).
+    int64 images with category g (G = len(CATEGORIES), L = label numbers + 1).
     """
-    G, L = len(CATEGORIES), len(CONCEPTS) + 1
+    G = len(CATEGORIES)
     freq = np.zeros((G, L), dtype=np.int64)       # images with label l in category g
     pix = np.zeros((G, L), dtype=np.int64)        # labelled pixels (scalar: sh*sw per image)
     cat_freq = np.zeros(G, dtype=np.int64)        # images with category g
@@ -166,16 +176,17 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
     return rows, freq, pix, cat_freq
 
 
-def _write_tables(out: Path, freq: np.ndarray, pix: np.ndarray, cat_freq: np.ndarray,
-                  npx: int) -> None:
-    """Write c_<category>.csv, category.csv and label.csv from the counts of
-    :func:`_write_images`; ``npx`` = sh * sw pixels of a segmentation."""
+def _write_tables(out: Path, prof: Profile, freq: np.ndarray, pix: np.ndarray,
+                  cat_freq: np.ndarray, npx: int) -> None:
+    """Write c_<category>.csv, category.csv and label.csv of profile ``prof`` from the
+    counts of :func:`_write_images`; ``npx`` = sh * sw pixels of a segmentation."""
     # Category maps: every label of its intended primary category, plus the other
-    # categories where it occurred in this dataset.
+    # categories: always (prof.list_all) or where it occurred in this dataset.
+    concepts = prof.concepts
     members: list[list[SyntheticConcept]] = []
     for g, cat in enumerate(CATEGORIES):
-        members.append([c for c in CONCEPTS
-                        if c.category == cat or (cat in c.also and freq[g, c.number] > 0)])
+        members.append([c for c in concepts if c.category == cat or (
+            cat in c.also and (prof.list_all or freq[g, c.number] > 0))])
         _write_csv(out / f"c_{cat}.csv", ["code", "number", "name", "frequency", "coverage"],
                    [[code, c.number, c.name, int(freq[g, c.number]),
                      _fmt(pix[g, c.number] / npx)]
@@ -183,9 +194,10 @@ def _write_tables(out: Path, freq: np.ndarray, pix: np.ndarray, cat_freq: np.nda
     _write_csv(out / "category.csv", ["name", "first", "last", "count", "frequency"],
                [[cat, min(c.number for c in members[g]), max(c.number for c in members[g]),
                  len(members[g]), int(cat_freq[g])] for g, cat in enumerate(CATEGORIES)])
+    member_numbers = [{c.number for c in m} for m in members]
     label_rows = []
-    for c in CONCEPTS:
-        gs = [g for g, cat in enumerate(CATEGORIES) if any(m is c for m in members[g])]
+    for c in concepts:
+        gs = [g for g in range(len(CATEGORIES)) if c.number in member_numbers[g]]
         label_rows.append([c.number, c.name,
                            ";".join(f"{CATEGORIES[g]}({int(freq[g, c.number])})" for g in gs),
                            int(sum(freq[g, c.number] for g in gs)),
