@@ -54,15 +54,15 @@ def dir_mib(path: str | Path) -> float:
 
 # ------------------------------------------------------------------------ stages
 def stage_generate(out: str, num_images: int, image_size: int, seg_size: int, seed: int,
-                   workers: int | None) -> StageResult:
+                   workers: int | None, profile: str = "demo") -> StageResult:
     from pipeline.synthetic.writer import write_dataset
     t0 = time.perf_counter()
     write_dataset(out, num_images=num_images, image_size=image_size, seg_size=seg_size,
-                  seed=seed, workers=workers, progress=False)
+                  seed=seed, workers=workers, progress=False, profile=profile)
     dt = time.perf_counter() - t0
     return StageResult("generate", num_images, dt, disk_mib=dir_mib(out),
-                       notes=f"{image_size}px images, {seg_size}px segmentations, "
-                             f"workers={workers or os.cpu_count()}")
+                       notes=f"{profile} profile, {image_size}px images, {seg_size}px "
+                             f"segmentations, workers={workers or os.cpu_count()}")
 
 
 def stage_labels(dataset: str, out: str, workers: int | None) -> StageResult:
@@ -303,6 +303,7 @@ class BenchPlan:
     batch_size: int
     device: str
     workers: int | None
+    profile: str = "demo"
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -321,18 +322,21 @@ def plan_stages(work: str | Path, num_images: int, stages: Sequence[str] = (), *
                 dataset: str | None = None, image_size: int = 224, seg_size: int = 112,
                 synthetic: tuple[int, ...] | None = None, model: str = "demo",
                 layers: str = "conv5", batch_size: int = 64, device: str = "auto",
-                workers: int | None = None) -> BenchPlan:
+                workers: int | None = None, profile: str = "demo") -> BenchPlan:
     """The plan of a benchmark in ``work``. ``stages`` empty: all of :data:`STAGES` that
     apply, in order (no generate with an existing ``dataset``; activations with
     ``synthetic``, extract of ``model``'s first layer of ``layers`` without it).
-    Paths: WORK/broden_<N>_<image size> (unless ``dataset``), WORK/labels_<dataset
+    ``profile``: of the generated dataset (demo: 81 concepts; broden: 1,197, Broden's
+    statistics). Paths: WORK/broden_<N>_<image size>[_broden] (unless ``dataset``),
+    WORK/labels_<dataset
     name>.zarr, WORK/run_synth_<KxhXw>_<N> or WORK/run_<model>_<N>. ValueError for an
     unknown stage or a nonsense number (naming its flag)."""
     _check_numbers(num_images=num_images, image_size=image_size, seg_size=seg_size,
                    batch_size=batch_size, workers=workers)
     work = Path(work)
     given = dataset
-    dataset = dataset or str(work / f"broden_{num_images}_{image_size}")
+    tag = "" if profile == "demo" else f"_{profile}"
+    dataset = dataset or str(work / f"broden_{num_images}_{image_size}{tag}")
     labels = str(work / f"labels_{Path(dataset).name}.zarr")
     if synthetic:
         run, layer = str(work / f"run_synth_{'x'.join(map(str, synthetic))}_{num_images}"), \
@@ -349,7 +353,7 @@ def plan_stages(work: str | Path, num_images: int, stages: Sequence[str] = (), *
         raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
     return BenchPlan(tuple(stages), work, dataset, labels, run, layer, num_images,
                      image_size, seg_size, synthetic, model, layers, batch_size, device,
-                     workers)
+                     workers, profile)
 
 
 def _check_numbers(**numbers: int | None) -> None:
@@ -368,7 +372,7 @@ def stage_call(plan: BenchPlan, stage: str) -> tuple[Callable[..., StageResult],
     calls = {
         "generate": (stage_generate, dict(out=p.dataset, num_images=p.num_images,
                                           image_size=p.image_size, seg_size=p.seg_size,
-                                          seed=0, workers=p.workers)),
+                                          seed=0, workers=p.workers, profile=p.profile)),
         "labels": (stage_labels, dict(dataset=p.dataset, out=p.labels, workers=p.workers)),
         "extract": (stage_extract, dict(dataset=p.dataset, out=p.run, model=p.model,
                                         layers=p.layers, device=p.device,
@@ -414,3 +418,14 @@ def append_markdown(path: str | Path, results: list[StageResult], num_images: in
     with open(path, "a") as f:
         f.write(text)
     return text
+
+
+def write_json(path: str | Path, results: list[StageResult], argv: Sequence[str]) -> Path:
+    """The results as one JSON file (machine, command, one object per stage with
+    images/s), for runs whose table is read by a program (scripts/gpu_check.sh)."""
+    import json
+    from pipeline.files import write_text
+    doc = {"machine": machine_line(),
+           "command": "python scripts/bench.py " + " ".join(shlex.quote(x) for x in argv),
+           "stages": [dict(asdict(r), images_per_s=r.images_per_s) for r in results]}
+    return write_text(path, json.dumps(doc, indent=1) + "\n")

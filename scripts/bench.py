@@ -3,7 +3,8 @@
 
     python scripts/bench.py [STAGE ...] --work DIR --num-images N
         [--dataset BRODEN_DIR] [--synthetic-activations K,h,w | --model SPEC --layers L]
-        [--image-size 224 --seg-size 112] [--device auto] [--append BENCHMARKS.md] [--quiet]
+        [--image-size 224 --seg-size 112] [--profile demo|broden] [--device auto]
+        [--append BENCHMARKS.md] [--json PATH] [--quiet]
 
 Stages (default: all that apply, in this order): generate (synthetic Broden into
 WORK/broden_N unless --dataset), labels (label cache), extract (a model, with the bare
@@ -25,6 +26,7 @@ import _bootstrap  # noqa: F401
 
 from pipeline import benchmark as B
 from pipeline import cli
+from pipeline.synthetic.profiles import PROFILES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", help="existing Broden directory (skips generate)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--seg-size", type=int, default=112)
+    p.add_argument("--profile", choices=tuple(PROFILES), default="demo",
+                   help="the generated dataset: demo (81 concepts) or broden (1,197 "
+                        "concepts with Broden's statistics; see make_synthetic_broden.py)")
     p.add_argument("--synthetic-activations", help="K,h,w: measure a cache of these shapes")
     p.add_argument("--model", default="demo")
     cli.add_layers(p, help="layers to extract; the first is measured (default conv5)")
@@ -44,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes of generate and labels (default: their own)")
     p.add_argument("--append", help="append the table to this markdown file")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     cli.add_quiet(p, help="print only the final table (no line per stage)")
     a = p.parse_args(argv)
     try:
@@ -53,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             synthetic=B.parse_shape(a.synthetic_activations)
             if a.synthetic_activations else None,
             layers=",".join(a.layers) if a.layers else "conv5",
-            batch_size=a.batch_size, device=a.device, workers=a.workers)
+            batch_size=a.batch_size, device=a.device, workers=a.workers,
+            profile=a.profile)
     except ValueError as e:
         p.error(str(e))
     return a
@@ -68,6 +75,8 @@ def main(argv=None) -> int:
         B.append_markdown(a.append, results, a.num_images,
                           argv if argv is not None else sys.argv[1:])
         print(f"appended to {a.append}")
+    if a.json:
+        print(f"wrote {B.write_json(a.json, results, argv if argv is not None else sys.argv[1:])}")
     return 0
 
 
