@@ -230,9 +230,11 @@ def open_for_build(path: str, fingerprint: str, overwrite: bool) -> zarr.Group:
         raise LabelCacheError(f"{path}: exists and is not a label cache; choose another path")
     if a.get("layout_ready") and a["dataset"]["fingerprint"] != fingerprint:
         raise LabelCacheError(
-            f"{path}: label cache of another dataset (fingerprint "
-            f"{a['dataset']['fingerprint'][:16]} != {fingerprint[:16]}); pass overwrite=True "
-            f"(--rebuild-labels) to rebuild it, or use another path")
+            f"{path} holds the label cache of another dataset ({a['dataset'].get('path')}, "
+            f"fingerprint {a['dataset']['fingerprint'][:16]}; this one's is "
+            f"{fingerprint[:16]}): give another path (score.py --label-cache, "
+            f"cache_labels.py --out), or rebuild it for this dataset with "
+            f"`scripts/cache_labels.py --dataset DATASET --out {path} --rebuild`")
     return g
 
 

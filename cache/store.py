@@ -120,8 +120,13 @@ def open_run(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     if mode in ("r", "r+"):
         if not is_url(path) and not any((Path(path) / n).is_file()
                                         for n in ("zarr.json", "attrs-copy.json")):
-            raise RunError(f"{path}: not a run (no zarr.json); run scripts/extract.py "
-                           f"--out {path} first")
+            if (Path(path) / "index.csv").is_file():
+                raise RunError(f"{path} is a Broden dataset (it holds index.csv), not a "
+                               f"run: extract it first (scripts/extract.py --dataset {path} "
+                               f"--model MODEL --layers LAYERS --out RUN), then score RUN")
+            raise RunError(f"{path}: not a run (no zarr.json); make one with "
+                           f"scripts/extract.py --dataset DATASET --model MODEL --layers "
+                           f"LAYERS --out {path}")
         from cache.integrity import check_run_metadata
         check_run_metadata(path)            # MetadataError naming the file and the fix
         group = zarr.open_group(store, mode=mode)
@@ -325,8 +330,8 @@ class RunLock:
             os.close(fd)
             who = f" (pid {pid})" if pid else ""
             raise RunLockedError(f"{target} is being written by another "
-                                 f"{what or 'extraction'}{who}; wait for it to finish or "
-                                 f"choose another --out") from None
+                                 f"{what or 'extraction'}{who}; wait for it to finish"
+                                 f"{_OTHERWISE.get(self.purpose, '')}") from None
         pid, what = _holder(fd)
         try:
             with writing(path):
@@ -400,6 +405,12 @@ def check_no_links_out(root: str | os.PathLike) -> None:
                        f"{shown}{more}. Writing here would change the files they point "
                        f"to: replace them by copies (e.g. `cp -rL {root} NEW` and use NEW) "
                        f"or remove them")
+
+
+#: What else a writer refused by a lock can do, by the purpose of its own RunLock.
+_OTHERWISE = {"extraction": " or choose another --out",
+              "scoring": ", then score again (or score a copy of the run)",
+              "label-cache build": " (the cache it builds is then used as it is)"}
 
 
 def _holder(fd: int) -> tuple[str, str]:
@@ -585,8 +596,10 @@ def check_complete(run: "str | os.PathLike | zarr.Group") -> None:
         from cache.integrity import is_derived, rotate_command
         group = as_group(run)
         attrs = dict(group.attrs)
-        how = (f"rerun {rotate_command(attrs, run_path(group))}" if is_derived(attrs) else
-               "rerun the same scripts/extract.py command")
+        from cache.integrity import extract_command
+        where = run_path(group)
+        how = (f"rerun {rotate_command(attrs, where)}" if is_derived(attrs) else
+               f"rerun {extract_command(attrs, where)}")
         raise RunError(f"{run_path(group)}: extraction is incomplete ({done} of "
                        f"{total} blocks); {how} to finish it")
 

@@ -216,30 +216,38 @@ def add_null(p: argparse.ArgumentParser) -> None:
                    help="permutation p-values of each unit's best IoU: image shuffle, "
                         "spatial (rigid motion of the mask) or both (default when given "
                         "bare); adds p_image/p_spatial columns (README, 'Null model')")
-    p.add_argument("--null-permutations", type=int, default=100,
+    p.add_argument("--null-permutations", type=int, default=None,
                    help="replicates R of the null model (default 100; smallest p 1/(R+1))")
-    p.add_argument("--null-images", default="500",
+    p.add_argument("--null-images", default=None,
                    help="random subsample of images for the null model, or 'all' "
                         "(default 500)")
-    p.add_argument("--null-seed", type=int, default=0, help="seed of the null model")
+    p.add_argument("--null-seed", type=int, default=None,
+                   help="seed of the null model (default 0)")
 
 
 def null_config(a: argparse.Namespace):
     """The NullConfig asked for by --null* (None without --null); errors name the flag."""
     from pipeline.null_model import KINDS, NullConfig
+    given = [f"--{k.replace('_', '-')}" for k in ("null_permutations", "null_images",
+                                                   "null_seed") if getattr(a, k) is not None]
     if a.null is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --null: add --null (or "
+                             f"leave them out)")
         return None
     kinds = list(KINDS) if a.null == "both" else [k.strip() for k in a.null.split(",")]
-    if a.null_images.strip().lower() == "all":
+    null_images = "500" if a.null_images is None else a.null_images
+    if null_images.strip().lower() == "all":
         images = None
     else:
         try:
-            images = int(a.null_images)
+            images = int(null_images)
         except ValueError:
-            raise ValueError(f"--null-images {a.null_images!r}: expected a number of images "
+            raise ValueError(f"--null-images {null_images!r}: expected a number of images "
                              f"or 'all'") from None
-    cfg = NullConfig(kinds=tuple(kinds), permutations=a.null_permutations, images=images,
-                     seed=a.null_seed)
+    cfg = NullConfig(kinds=tuple(kinds), images=images,
+                     permutations=100 if a.null_permutations is None else a.null_permutations,
+                     seed=0 if a.null_seed is None else a.null_seed)
     cfg.check()
     return cfg
 

@@ -82,7 +82,8 @@ def _decode_chunk(start: int, stop: int, P: int, S: int):
 def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = None, *,
                       chunk_images: int = 256, workers: int | None = None,
                       overwrite: bool = False, progress: bool = True,
-                      repair: bool = False, log=print) -> LabelCache:
+                      repair: bool = False, log=print, start: str | None = None
+                      ) -> LabelCache:
     """Decode every image of ``dataset`` into a label cache at ``path`` and return it.
 
     Resumes an interrupted build of the same dataset; a complete cache is checked
@@ -90,6 +91,7 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
     cache of another dataset at ``path`` is refused unless ``overwrite``.
     All categories are cached, whatever subset ``dataset`` selected. ``repair``:
     first check every finished chunk and re-decode those that fail their checksum.
+    ``start``: a line logged once the build is under way (not when it is refused).
     Raises RunLockedError while another process builds the same (local) cache.
     """
     if chunk_images < 1:
@@ -115,7 +117,8 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
         except LabelCacheError:
             pass
     with _build_lock(path):
-        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log)
+        return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log,
+                      start)
 
 
 def _build_lock(path: str):
@@ -176,7 +179,8 @@ def _layout_meta(dataset: BrodenDataset, fp: str) -> dict:
 
 
 def _build(dataset: BrodenDataset, path: str, chunk_images: int, workers: int | None,
-           overwrite: bool, progress: bool, repair: bool, log) -> LabelCache:
+           overwrite: bool, progress: bool, repair: bool, log, start: str | None = None
+           ) -> LabelCache:
     """build_label_cache's work, with the lock held (arguments as there)."""
     fp = dataset.fingerprint()
     P, S = slot_counts(dataset)
@@ -187,6 +191,8 @@ def _build(dataset: BrodenDataset, path: str, chunk_images: int, workers: int | 
         repair_label_cache(g, log)
     if g.attrs.get("complete"):
         return LabelCache(g, path)
+    if start:
+        log(start)
     if not g.attrs.get("layout_ready"):        # nothing or a half set-up: start over
         sh, sw = dataset.segmentation_size()
         g = label_store.lay_out(path, _layout_meta(dataset, fp),

@@ -56,9 +56,11 @@ def run_dataset(run, dataset: str | os.PathLike | None = None) -> BrodenDataset:
                           f"moved, pass its new location with --dataset)") from None
     if ds.fingerprint() != attrs["dataset"]["fingerprint"]:
         raise LabelCacheError(
-            f"--dataset {ds_path}: its fingerprint {ds.fingerprint()[:16]} differs from the "
-            f"dataset the run was extracted from ({attrs['dataset']['fingerprint'][:16]}); "
-            f"pass the same Broden directory or extract again")
+            f"--dataset {ds_path} is not the dataset the run was extracted from "
+            f"({attrs['dataset']['path']}, {attrs['dataset']['num_images']} images; "
+            f"fingerprints {ds.fingerprint()[:16]} and "
+            f"{attrs['dataset']['fingerprint'][:16]} differ, i.e. index.csv or the label "
+            f"tables differ): pass that Broden directory, or extract this one again")
     return ds
 
 
@@ -87,9 +89,9 @@ def run_label_cache(run, dataset: str | os.PathLike | None = None,
         return labels if ds is None else refresh_label_cache(ds, labels, progress=progress,
                                                              log=log)
     ds = ds or run_dataset(run, dataset)
-    if progress:
-        log(f"building the label cache at {path} (once per dataset)")
-    labels = build_label_cache(ds, path, progress=progress, log=log)
+    labels = build_label_cache(ds, path, progress=progress, log=log,
+                               start=f"building the label cache at {path} (once per dataset)"
+                               if progress else None)
     labels.check_dataset(ds)
     return labels
 
@@ -200,11 +202,13 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
     :func:`pipeline.distributed.scheduler_security`) or ``cluster`` is given.
     ``on_layer`` is called with each LayerScore as soon as that layer is done.
     Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
+    from pipeline.devices import check_device
     from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
     config.all_levels()
     if config.top_images < 0:
         raise ValueError(f"--top-images must be >= 0, got {config.top_images}")
     check_scheduler_args(scheduler, cluster)
+    check_device(config.device, local=not (scheduler or cluster))
     exports = exports or Exports()
     run = store.open_run(run_location, mode="r")
     layers = list(layers or store.layer_names(run))

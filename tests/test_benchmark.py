@@ -49,7 +49,11 @@ def test_each_stage_gets_its_arguments(tmp_path):
     p = B.plan_stages(tmp_path, 32, image_size=64, seg_size=32, layers="conv4,conv5",
                       batch_size=8, device="cpu", workers=1)
     assert B.stage_call(p, "generate") == (B.stage_generate, dict(
-        out=p.dataset, num_images=32, image_size=64, seg_size=32, seed=0, workers=1))
+        out=p.dataset, num_images=32, image_size=64, seg_size=32, seed=0, workers=1,
+        profile="demo"))
+    b = B.plan_stages(tmp_path, 32, profile="broden")
+    assert b.dataset.endswith("broden_32_224_broden")
+    assert B.stage_call(b, "generate")[1]["profile"] == "broden"
     assert B.stage_call(p, "extract") == (B.stage_extract, dict(
         dataset=p.dataset, out=p.run, model="demo", layers="conv4,conv5", device="cpu",
         num_images=32, batch_size=8))

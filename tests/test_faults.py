@@ -184,6 +184,8 @@ def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setu
                         check=False)
         assert second.returncode == 2, second.stdout + second.stderr
         assert "being written by another scoring (pid" in second.stderr
+        assert "wait for it to finish, then score again" in second.stderr
+        assert "--out" not in second.stderr                 # score.py has no --out
         wait_for(Path(str(thresholds).format("features.3")).is_file, proc, "features.3")
         time.sleep(0.3)                                   # inside the tally of features.3
         sf.kill9(proc)

@@ -127,7 +127,10 @@ def test_other_dataset_is_refused(scored, tmp_path):
                           seed=12, workers=1, progress=False)
     r = cli("scripts/score.py", scored["run"], "--dataset", other, "--label-cache",
             tmp_path / "l.zarr", "--quiet", check=False)
-    assert r.returncode == 2 and "differs from the dataset the run was extracted from" in r.stderr
+    assert r.returncode == 2 and "is not the dataset the run was extracted from" in r.stderr
+    from cache import store
+    recorded = store.read_run_attrs(scored["run"])["dataset"]
+    assert f"--dataset {other} is not" in r.stderr and recorded["path"] in r.stderr
 
 
 def test_not_a_run(tmp_path):

@@ -120,10 +120,12 @@ def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
     """Rotate ``spec.layer`` of the run at ``run_location`` at every alpha (and the
     baseline), score each derived run and write the table and chart (module docstring).
     Raises ValueError / RunError / LabelCacheError / BrodenError naming what to fix."""
+    from pipeline.devices import check_device
     from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
     alphas = [float(a) for a in spec.alphas]
     config.all_levels()
     check_scheduler_args(scheduler, cluster)
+    check_device(config.device, local=not (scheduler or cluster))
     run = store.open_run(run_location, mode="r")
     store.check_layer(run, spec.layer)
     out = _out_dir(run, spec)
