@@ -197,6 +197,8 @@ class _Kernel:
         self.set_method = "torch" if label_set_method == "auto" and not numpy_on_cpu \
             else label_set_method
         self.geo = _geometry(self.h, self.w, *seg_size, self.device)
+        self._hbuf: torch.Tensor | None = None  # the (c, k, set) histogram's allocation
+        self._hbuf_zero = True                  # whether it is all zero
 
     def count(self, acts, planes, scalars, present, maxima, hist, cat) -> None:
         """Add the counts of one tile, checked by :meth:`Tally.add`, to ``hist`` (flat
@@ -228,23 +230,25 @@ class _Kernel:
             s0, s1 = sets.offsets[b0], sets.offsets[b1]
             ns = s1 - s0
             H = self._buffer(per_set * ns)
+            self._hbuf_zero = False                 # until _expand has cleared it
             lo = int(torch.searchsorted(cand_b, b0))
             hi = int(torch.searchsorted(cand_b, b1))
             for s in range(lo, hi, self.max_maps):
                 e = min(hi, s + self.max_maps)
                 self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid, s0, ns, H)
             self._expand(H, sets, s0, s1, present, hist, cat)
+            self._hbuf_zero = True
             b0 = b1
 
     def _buffer(self, n: int) -> torch.Tensor:
-        """A zeroed int64 histogram of n entries (reuses one allocation)."""
-        if getattr(self, "_hbuf", None) is None or self._hbuf.numel() < n:
+        """A zeroed int64 histogram of n entries (reuses one allocation, which _expand
+        leaves all zero; zeroed whole only if a count stopped before its _expand)."""
+        if self._hbuf is None or self._hbuf.numel() < n:
             self._hbuf = torch.zeros(max(n, min(self.hist_entries, 4 * n)), dtype=torch.int64,
                                      device=self.device)
-            return self._hbuf[:n]
-        h = self._hbuf[:n]
-        h.zero_()
-        return h
+        elif not self._hbuf_zero:
+            self._hbuf.zero_()
+        return self._hbuf[:n]
 
     def _count_maps(self, acts, b_m, k_m, sid, s0, ns, H) -> None:
         """Bin the active pixels of maps (b_m[i], k_m[i]) into H[(c * K + k) * ns + set - s0].
@@ -370,7 +374,8 @@ class _Kernel:
 
     def _expand(self, H, sets: LabelSets, s0: int, s1: int, present, hist, cat) -> None:
         """Add the (c, k, set) histogram H to the label and category accumulators (flat
-        (V + 1) * K * L and (V + 1) * K * G int64)."""
+        (V + 1) * K * L and (V + 1) * K * G int64) and zero H's non-zero entries (the
+        buffer is all zero again)."""
         ns = s1 - s0
         nz_all = _flatnonzero(H != 0)
         gi = torch.arange(self.G, device=H.device)
@@ -388,6 +393,7 @@ class _Kernel:
             cats = present[sets.image[s]]                       # (nnz, G)
             idx = (ck * self.G)[:, None] + gi[None, :]
             cat.scatter_add_(0, idx.view(-1), (cnt[:, None] * cats).view(-1))
+        H[nz_all] = 0
 
 
 class Tally:
