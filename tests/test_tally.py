@@ -370,6 +370,31 @@ def test_tiles_accumulate(device):
         one.merge(Tally(T2, L, G, (7, 7), (32, 32)))
 
 
+def test_count_interrupted_before_expansion_leaves_no_trace(monkeypatch):
+    """The (c, k, set) histogram buffer is reused between image groups and tiles (each
+    expansion zeroes what it read): a count stopped between binning and expansion must
+    not leak its partial histogram into the next count."""
+    acts, cat, planes, scalars = make_case(85, B=4, ties=False)
+    T = exact_thresholds_inmemory(acts, [0.05, 0.2])
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
+    t = Tally(T, len(cat), 3, (7, 7), (32, 32))
+    t.add(acts, cp, cs, present)
+    once = [c.clone() for c in t.result()]
+    assert once[0].sum() > 0
+
+    def stop(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(t._kernel, "_expand", stop)
+    with pytest.raises(KeyboardInterrupt):
+        t.add(acts, cp, cs, present)
+    monkeypatch.undo()
+    t.add(acts, cp, cs, present)
+    assert t.images == 8
+    for c, c1 in zip(t.result(), once):
+        np.testing.assert_array_equal(c.numpy(), 2 * c1.numpy())
+
+
 def test_iou_from_counts_matches_reference_matrix():
     acts, cat, planes, scalars = make_case(80, ties=False)
     T = exact_thresholds_inmemory(acts, [0.05])
