@@ -9,6 +9,7 @@ import torch
 
 import reference as R
 from cache.labelsets import canonical_planes, canonical_scalars
+import pipeline.label_sets
 from pipeline.label_sets import label_sets
 from pipeline.quantiles import exact_thresholds_inmemory
 from pipeline.tally import Tally, merged, tally_tile
@@ -260,10 +261,17 @@ def test_label_sets_match_unique_rows(method, device):
                                   uniq[inv][:, :, 1:])
 
 
-def test_label_set_method_errors():
-    planes = torch.zeros(1, 1, 4, dtype=torch.int32)
+def test_label_set_method_errors(monkeypatch):
+    planes = torch.tensor([[[0, 1, 1, 0]]], dtype=torch.int32)
+    none = torch.zeros(1, 0, dtype=torch.int64)
     with pytest.raises(ValueError, match="method must be"):
-        label_sets(planes, torch.zeros(1, 0, dtype=torch.int64), 2, "sort")
+        label_sets(planes, none, 2, "sort")
+    assert pipeline.label_sets.numba_available()          # a dependency
+    monkeypatch.setattr(pipeline.label_sets, "_NUMBA", [None])   # as if numba were missing
+    with pytest.raises(ValueError, match="needs numba"):
+        label_sets(planes, none, 2, "numba")
+    s = label_sets(planes, none, 2)                        # auto: torch
+    assert s.sid.tolist() == [[0, 1, 1, 0]] and s.labels.tolist() == [[0], [1]]
     with pytest.raises(ValueError, match="label_set_method"):
         Tally(np.zeros((1, 1)), 2, 1, (1, 1), (1, 1), label_set_method="sort")
     with pytest.raises(ValueError, match="num_labels must be"):
