@@ -27,8 +27,10 @@ upsampling of :mod:`pipeline.upsample`. Work scales with the active pixels:
    binned without upsampling ("uniform"); the rest are upsampled in pixel-major blocks.
    Every bound carries a slack of _SLACK times the largest |corner| (the lerp form may
    round a few ulps past its inputs), so each skip is exact;
-3. each pixel of the tile has a *label-set id*: the index of its (image, canonical
-   label slots) combination among those of the tile (torch.unique). An active pixel
+3. each pixel of the tile has a *label-set id*: the number of its (image, canonical
+   label slots) combination among those of the tile, sets ordered by image
+   (:mod:`pipeline.label_sets`: a compiled hash pass on CPU, rounds of packed
+   torch.unique on CUDA; neither depends on the label numbers). An active pixel
    is binned with one scatter-add at (c, k, set), c = the number of levels it passes
    (c = #{v : T[v, k] < S}, found by testing the sorted levels on shrinking subsets,
    only in pieces whose bound passes a second level);
@@ -49,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .label_sets import LabelSets, label_sets
 from .upsample import axis_pieces
 
 __all__ = ["Tally", "merged", "tally_tile", "piece_length"]
@@ -56,6 +59,9 @@ __all__ = ["Tally", "merged", "tally_tile", "piece_length"]
 # Relative bound on how far the float64 lerp form may round above the largest |corner|
 # of its cell (a few ulps; 2^-40 leaves a wide margin). Skips use it, so they are exact.
 _SLACK = 2.0 ** -40
+
+# labels are held as int32 (the label cache's are uint16)
+MAX_LABELS = 2 ** 31
 
 
 def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
@@ -161,42 +167,6 @@ def _geometry(h: int, w: int, sh: int, sw: int, device) -> _Geometry:
                      t(py), t(px), t(pix), t(valid.all(axis=1)), t(hi_y), t(hi_x))
 
 
-@dataclass
-class _LabelSets:
-    """Label sets of a tile: pixel -> set id; sets ordered by image."""
-    sid: torch.Tensor       # (B, sh * sw) int64 global set id of each pixel
-    image: torch.Tensor     # (NS,) int64 image of each set
-    labels: torch.Tensor    # (NS, P + S) int64 plane labels of the set + scalars of its image
-    offsets: list           # (B + 1,) first set of each image
-
-
-def _label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int) -> _LabelSets:
-    """planes (B, P, sh*sw) int64 canonical slots, scalars (B, S) int64."""
-    B, P, n = planes.shape
-    dev = planes.device
-    img = torch.arange(B, device=dev)
-    bits = max(1, int(num_labels - 1).bit_length())
-    bbits = max(1, int(B - 1).bit_length())
-    if P * bits + bbits <= 62:
-        key = img[:, None].expand(B, n) << (P * bits)
-        for p in range(P):
-            key = key | (planes[:, p] << (p * bits))
-        uniq, inv = torch.unique(key.reshape(-1), return_inverse=True)
-        set_img = uniq >> (P * bits)
-        mask = (1 << bits) - 1
-        slots = torch.stack([(uniq >> (p * bits)) & mask for p in range(P)], dim=1) if P else \
-            torch.zeros(len(uniq), 0, dtype=torch.int64, device=dev)
-    else:                                       # too many bits to pack: unique rows
-        rows = torch.cat([img[:, None, None].expand(B, 1, n), planes], dim=1)
-        rows = rows.permute(0, 2, 1).reshape(B * n, P + 1)
-        uniq, inv = torch.unique(rows, dim=0, return_inverse=True)
-        set_img, slots = uniq[:, 0], uniq[:, 1:]
-    labels = torch.cat([slots, scalars[set_img]], dim=1)
-    counts = torch.bincount(set_img, minlength=B)
-    offsets = [0] + torch.cumsum(counts, 0).tolist()
-    return _LabelSets(inv.reshape(B, n), set_img, labels, offsets)
-
-
 class _Kernel:
     """The counting machinery of a :class:`Tally` (module docstring, steps 1-5): the
     thresholds sorted per unit, the pieces of the upsampling, scratch buffers and the
@@ -206,7 +176,7 @@ class _Kernel:
     def __init__(self, T: torch.Tensor, num_labels: int, num_categories: int,
                  map_size: tuple[int, int], seg_size: tuple[int, int],
                  chunk_values: int | None, max_maps: int, hist_entries: int | None,
-                 numpy_on_cpu: bool):
+                 numpy_on_cpu: bool, label_set_method: str):
         self.device = T.device
         self.V, self.K = T.shape
         self.L, self.G = num_labels, num_categories
@@ -223,7 +193,12 @@ class _Kernel:
             hist_entries = 1 << 17 if self.device.type == "cpu" else 1 << 23
         self.hist_entries = int(hist_entries)
         self.numpy_on_cpu = bool(numpy_on_cpu)
+        # the torch pixel stage (numpy_on_cpu False) goes with the torch label sets CUDA runs
+        self.set_method = "torch" if label_set_method == "auto" and not numpy_on_cpu \
+            else label_set_method
         self.geo = _geometry(self.h, self.w, *seg_size, self.device)
+        self._hbuf: torch.Tensor | None = None  # the (c, k, set) histogram's allocation
+        self._hbuf_zero = True                  # whether it is all zero
 
     def count(self, acts, planes, scalars, present, maxima, hist, cat) -> None:
         """Add the counts of one tile, checked by :meth:`Tally.add`, to ``hist`` (flat
@@ -237,7 +212,7 @@ class _Kernel:
             used = (planes != 0).any(dim=2).any(dim=0)
             nslots = int(used.nonzero().max()) + 1 if bool(used.any()) else 0
             planes = planes[:, :nslots]
-        sets = _label_sets(planes, scalars, L)
+        sets = label_sets(planes, scalars, L, self.set_method)
         g = self.geo
         sid = sets.sid[:, g.pix].reshape(-1, g.gg).t().reshape(-1)     # (gg * B * n_pieces,)
         # maps that may hold an active pixel: S <= map maximum (+ rounding slack)
@@ -255,23 +230,25 @@ class _Kernel:
             s0, s1 = sets.offsets[b0], sets.offsets[b1]
             ns = s1 - s0
             H = self._buffer(per_set * ns)
+            self._hbuf_zero = False                 # until _expand has cleared it
             lo = int(torch.searchsorted(cand_b, b0))
             hi = int(torch.searchsorted(cand_b, b1))
             for s in range(lo, hi, self.max_maps):
                 e = min(hi, s + self.max_maps)
                 self._count_maps(acts, cand_b[s:e], cand_k[s:e], sid, s0, ns, H)
             self._expand(H, sets, s0, s1, present, hist, cat)
+            self._hbuf_zero = True
             b0 = b1
 
     def _buffer(self, n: int) -> torch.Tensor:
-        """A zeroed int64 histogram of n entries (reuses one allocation)."""
-        if getattr(self, "_hbuf", None) is None or self._hbuf.numel() < n:
+        """A zeroed int64 histogram of n entries (reuses one allocation, which _expand
+        leaves all zero; zeroed whole only if a count stopped before its _expand)."""
+        if self._hbuf is None or self._hbuf.numel() < n:
             self._hbuf = torch.zeros(max(n, min(self.hist_entries, 4 * n)), dtype=torch.int64,
                                      device=self.device)
-            return self._hbuf[:n]
-        h = self._hbuf[:n]
-        h.zero_()
-        return h
+        elif not self._hbuf_zero:
+            self._hbuf.zero_()
+        return self._hbuf[:n]
 
     def _count_maps(self, acts, b_m, k_m, sid, s0, ns, H) -> None:
         """Bin the active pixels of maps (b_m[i], k_m[i]) into H[(c * K + k) * ns + set - s0].
@@ -395,9 +372,10 @@ class _Kernel:
                                                          self._Tsorted))
         return self._host_views
 
-    def _expand(self, H, sets: _LabelSets, s0: int, s1: int, present, hist, cat) -> None:
+    def _expand(self, H, sets: LabelSets, s0: int, s1: int, present, hist, cat) -> None:
         """Add the (c, k, set) histogram H to the label and category accumulators (flat
-        (V + 1) * K * L and (V + 1) * K * G int64)."""
+        (V + 1) * K * L and (V + 1) * K * G int64) and zero H's non-zero entries (the
+        buffer is all zero again)."""
         ns = s1 - s0
         nz_all = _flatnonzero(H != 0)
         gi = torch.arange(self.G, device=H.device)
@@ -415,6 +393,7 @@ class _Kernel:
             cats = present[sets.image[s]]                       # (nnz, G)
             idx = (ck * self.G)[:, None] + gi[None, :]
             cat.scatter_add_(0, idx.view(-1), (cnt[:, None] * cats).view(-1))
+        H[nz_all] = 0
 
 
 class Tally:
@@ -437,6 +416,8 @@ class Tally:
     The kernel's knobs (not part of the state; they never change the counts):
     numpy_on_cpu:   run the pixel stage on numpy views on CPU (False: the torch code CUDA
                     runs, which the tests check on CPU)
+    label_set_method: "auto" (numba on CPU when installed and numpy_on_cpu, else torch),
+                    "numba" or "torch" (:func:`pipeline.label_sets.label_sets`)
     chunk_values:   upsampled float64 values per block (default 2^18 on CPU, 2^22 on GPU)
     max_maps:       bound on candidate (image, unit) maps converted to float64 at once
                     (also kept below chunk_values / (h * w))
@@ -447,7 +428,8 @@ class Tally:
     def __init__(self, thresholds, num_labels: int, num_categories: int,
                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None, *,
                  numpy_on_cpu: bool = True, chunk_values: int | None = None,
-                 max_maps: int = 1 << 14, hist_entries: int | None = None):
+                 max_maps: int = 1 << 14, hist_entries: int | None = None,
+                 label_set_method: str = "auto"):
         T = _as_tensor(thresholds, device=device, dtype=torch.float64)
         if T.ndim != 2 or T.shape[0] < 1:
             raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
@@ -456,6 +438,11 @@ class Tally:
         self.device = T.device
         self.V, self.K = T.shape
         self.L, self.G = int(num_labels), int(num_categories)
+        if not 1 <= self.L <= MAX_LABELS:
+            raise ValueError(f"num_labels must be in 1..{MAX_LABELS}, got {num_labels}")
+        if label_set_method not in ("auto", "numba", "torch"):
+            raise ValueError(f"label_set_method must be 'auto', 'numba' or 'torch', got "
+                             f"{label_set_method!r}")
         self.h, self.w = map_size
         self.sh, self.sw = seg_size
         self.T = T
@@ -467,7 +454,8 @@ class Tally:
         self._cat = torch.zeros(C * self.K * self.G, dtype=torch.int64, device=self.device)
         self.images = 0
         self._knobs = dict(numpy_on_cpu=numpy_on_cpu, chunk_values=chunk_values,
-                           max_maps=max_maps, hist_entries=hist_entries)
+                           max_maps=max_maps, hist_entries=hist_entries,
+                           label_set_method=label_set_method)
         self._kernel: _Kernel | None = None
 
     # ------------------------------------------------------------------ tiles
@@ -488,7 +476,7 @@ class Tally:
         self.images += tile[0].shape[0]
 
     def _checked(self, acts, planes, scalars, present, maxima) -> tuple:
-        """(acts, planes int64, scalars (B, S) int64, present (B, G) bool, maxima) on
+        """(acts, planes int32, scalars (B, S) int64, present (B, G) bool, maxima) on
         self.device; ValueError naming the input whose shape or labels do not fit."""
         dev, K, L = self.device, self.K, self.L
         acts = _as_tensor(acts, device=dev)
@@ -496,7 +484,7 @@ class Tally:
         if tuple(acts.shape[1:]) != (K, self.h, self.w):
             raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
                              f"{self.h}, {self.w})")
-        planes = _as_tensor(planes, device=dev, dtype=torch.int64)
+        planes = _as_tensor(planes, device=dev)             # int32 below, once in range
         if planes.ndim != 4 or planes.shape[0] != B or tuple(planes.shape[2:]) != (self.sh, self.sw):
             raise ValueError(f"planes has shape {tuple(planes.shape)}, expected "
                              f"({B}, P, {self.sh}, {self.sw})")
@@ -510,6 +498,7 @@ class Tally:
                 if lo < 0 or hi >= L:
                     raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
                                      f"raise num_labels")
+        planes = planes.to(torch.int32)
         if maxima is None:
             maxima = acts.amax(dim=(2, 3))
         maxima = _as_tensor(maxima, device=dev)

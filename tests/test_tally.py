@@ -9,6 +9,8 @@ import torch
 
 import reference as R
 from cache.labelsets import canonical_planes, canonical_scalars
+import pipeline.label_sets
+from pipeline.label_sets import label_sets
 from pipeline.quantiles import exact_thresholds_inmemory
 from pipeline.tally import Tally, merged, tally_tile
 
@@ -190,21 +192,147 @@ def test_images_without_labels_or_categories(device):
     run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
 
 
-def test_many_labels_take_the_unpacked_path():
-    """P * bits(L) > 62: label sets found with unique over rows instead of packed keys."""
-    acts, cat, planes, scalars = make_case(60, K=2, L=9)
-    big = 2 ** 16                                         # uint16 label cache limit
-    remap = np.zeros(9, np.int64)                         # label 0 stays 0
-    remap[1:] = np.random.default_rng(0).choice(np.arange(1, big), 8, replace=False)
-    cp, cs = canonical([remap[p] for p in planes], [remap[s] for s in scalars], (32, 32), P=4)
-    assert cp.shape[1] * 16 + 2 > 62
-    T = exact_thresholds_inmemory(acts, [0.01, 0.1])
+def sets_ref(planes, scalars):
+    """(rows (NS, 1 + P + S), inv (B, n)): the distinct (image, slots, scalars) rows of a
+    tile's pixels in lexicographic order and each pixel's row (np.unique over rows)."""
+    B, P, n = planes.shape
+    rows = np.concatenate([np.repeat(np.arange(B), n)[:, None],
+                           planes.transpose(0, 2, 1).reshape(B * n, P),
+                           np.repeat(scalars, n, axis=0)], axis=1)
+    uniq, first, inv = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return uniq, first, inv.reshape(B, n)
+
+
+def check_label_sets(planes, scalars, method, device="cpu"):
+    """label_sets(method) against sets_ref: the same partition of the pixels, each set's
+    image and labels, sets by image (offsets), in lexicographic order (torch) or in
+    order of first occurrence (numba)."""
+    B, P, n = planes.shape
+    uniq, first, inv = sets_ref(planes, scalars)
+    s = label_sets(torch.as_tensor(planes, device=device), torch.as_tensor(scalars, device=device),
+                   int(max(planes.max(initial=0), scalars.max(initial=0))) + 1, method)
+    sid = s.sid.cpu().numpy()
+    if method == "torch":
+        want = inv
+    else:                                # sets renumbered by their first pixel
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        want = rank[inv]
+    np.testing.assert_array_equal(sid, want)
+    rows = uniq if method == "torch" else uniq[np.argsort(first)]
+    np.testing.assert_array_equal(s.image.cpu().numpy(), rows[:, 0])
+    np.testing.assert_array_equal(s.labels.cpu().numpy(), rows[:, 1:])
+    assert s.labels.dtype == torch.int64 and s.sid.dtype == torch.int64
+    assert s.offsets == [0] + np.cumsum(np.bincount(rows[:, 0], minlength=B)).tolist()
+
+
+def noisy_planes(rng, B, P, n, L):
+    """(B, P, n) canonical-like slots: distinct labels per pixel, descending, zeros last."""
+    raw = rng.integers(0, L, (B, P, n))
+    raw[:, :, : n // 3] = raw[:, :, :1]                  # runs of equal pixels
+    raw[rng.random((B, P, n)) < 0.3] = 0
+    planes = np.stack([canonical_planes(r.reshape(P, 1, n), np.zeros(0), P)[:, 0]
+                       for r in raw]).astype(np.int64)
+    return planes
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu-torch"])
+@pytest.mark.parametrize("method", ["numba", "torch"])
+def test_label_sets_match_unique_rows(method, device):
+    """Label sets with 1..7 labels per pixel, label numbers up to 1,197 and up to
+    2^16 - 1 (several packing rounds), one slot, no slot, one pixel, one image,
+    int32 and strided planes."""
+    if method == "numba" and device != "cpu":
+        pytest.skip("numba runs on CPU only")
+    rng = np.random.default_rng(5)
+    for B, P, n, L in [(6, 7, 300, 1198), (4, 7, 50, 2 ** 16), (3, 1, 40, 1198), (2, 0, 10, 5),
+                       (1, 5, 1, 1198), (1, 7, 200, 1198), (5, 3, 64, 300)]:
+        planes = noisy_planes(rng, B, P, n, L)
+        scalars = np.sort(rng.integers(0, L, (B, 2)), axis=1)[:, ::-1].copy()
+        check_label_sets(planes, scalars, method, real(device))
+        check_label_sets(planes.astype(np.int32), scalars, method, real(device))
+    wide = noisy_planes(rng, 4, 7, 99, 1198)
+    strided = torch.as_tensor(wide, device=real(device))[:, :5]     # as the kernel slices
+    s = label_sets(strided, torch.zeros(4, 0, dtype=torch.int64, device=real(device)), 1198,
+                   method)
+    uniq, first, inv = sets_ref(wide[:, :5], np.zeros((4, 0), np.int64))
+    assert s.image.numel() == len(uniq)
+    np.testing.assert_array_equal(s.labels.cpu().numpy()[s.sid.cpu().numpy()],
+                                  uniq[inv][:, :, 1:])
+
+
+def test_label_set_method_errors(monkeypatch):
+    planes = torch.tensor([[[0, 1, 1, 0]]], dtype=torch.int32)
+    none = torch.zeros(1, 0, dtype=torch.int64)
+    with pytest.raises(ValueError, match="method must be"):
+        label_sets(planes, none, 2, "sort")
+    assert pipeline.label_sets.numba_available()          # a dependency
+    monkeypatch.setattr(pipeline.label_sets, "_NUMBA", [None])   # as if numba were missing
+    with pytest.raises(ValueError, match="needs numba"):
+        label_sets(planes, none, 2, "numba")
+    s = label_sets(planes, none, 2)                        # auto: torch
+    assert s.sid.tolist() == [[0, 1, 1, 0]] and s.labels.tolist() == [[0], [1]]
+    with pytest.raises(ValueError, match="label_set_method"):
+        Tally(np.zeros((1, 1)), 2, 1, (1, 1), (1, 1), label_set_method="sort")
+    with pytest.raises(ValueError, match="num_labels must be"):
+        Tally(np.zeros((1, 1)), 0, 1, (1, 1), (1, 1))
+
+
+def many_label_case(seed, B=4, K=4, L=15, seg_size=(32, 32)):
+    """make_case with seven planes on every image but one, a block of pixels with seven
+    distinct labels (and six and five), an image whose labels are all of category 0 and
+    one without any label."""
+    acts, cat, planes, scalars = make_case(seed, B=B, K=K, L=L, seg_size=seg_size)
+    rng = np.random.default_rng(seed)
+    sh, sw = seg_size
+    for b in range(B - 2):
+        pl = np.zeros((7, sh, sw), np.int64)
+        for p in range(7):
+            for _ in range(3):
+                y, x = rng.integers(0, sh), rng.integers(0, sw)
+                pl[p, y:y + rng.integers(4, sh), x:x + rng.integers(4, sw)] = rng.integers(1, L)
+        seven = rng.permutation(np.setdiff1d(np.arange(1, L), scalars[b]))[:7]
+        pl[:, :6, :6] = seven[:, None, None]                                # 7 labels
+        pl[6, 3:6, :6] = pl[5, 3:6, :6]                                     # 6
+        pl[5, 5:6, :6] = pl[4, 5:6, :6]                                     # 5
+        planes[b] = pl
+    only0 = np.flatnonzero(cat[1:] == 0) + 1
+    assert len(only0)
+    planes[B - 2] = only0[rng.integers(0, len(only0), (3, sh, sw))] * \
+        (rng.random((3, sh, sw)) < 0.7)
+    scalars[B - 2] = only0[:1]
+    planes[B - 1] = np.zeros((0, sh, sw), np.int64)
+    scalars[B - 1] = np.zeros(0, np.int64)
+    return acts, cat, planes, scalars
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["auto", "torch"])
+@pytest.mark.parametrize("L_big", [1198, 2 ** 16])
+def test_many_labels_per_pixel_and_large_label_numbers(L_big, method, device):
+    """Pixels with 5-7 labels, label numbers above 255, 1,024 (up to L - 1), ties at T,
+    images without labels of a category: the counts at L = 1,198 (and 2^16, the uint16
+    label cache's limit) are those of the reference at the small L, moved to the big
+    label numbers; every path (numba or torch label sets, numpy or torch pixel stage)."""
+    acts, cat, planes, scalars = many_label_case(300 + L_big % 7)
+    L = len(cat)
+    remap = np.zeros(L, np.int64)                        # label 0 stays 0
+    rng = np.random.default_rng(L_big)
+    remap[1:] = np.sort(np.concatenate([rng.choice(np.arange(256, 1024), 6, replace=False),
+                                        rng.choice(np.arange(1025, L_big - 1), L - 8,
+                                                   replace=False), [L_big - 1]]))
+    cp, cs = canonical([remap[p] for p in planes], [remap[s] for s in scalars], (32, 32), P=7)
+    assert ((cp != 0).sum(axis=1) == 7).any()
+    T = exact_thresholds_inmemory(acts, [0.01, 0.1, 0.3])
     present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
-    I, A = tally_tile(torch.as_tensor(acts), None, T, cp, cs, present, big).result()
+    assert not present[-2, 1:].any()
+    knobs = dict(pixel_stage(device), label_set_method=method, **SMALL)
+    I, A = tally_tile(torch.as_tensor(acts, device=real(device)), None, T, cp, cs, present,
+                      L_big, **knobs).result()
     Ir, Ar, _ = R.counts_ref(acts, T, planes, scalars, cat, 3, (32, 32))
-    np.testing.assert_array_equal(I.numpy()[:, :, remap], Ir)
-    np.testing.assert_array_equal(A.numpy(), Ar)
-    assert I.numpy().sum() == Ir.sum()
+    np.testing.assert_array_equal(I.cpu().numpy()[:, :, remap], Ir)
+    np.testing.assert_array_equal(A.cpu().numpy(), Ar)
+    assert I.cpu().numpy().sum() == Ir.sum()             # nothing at other label numbers
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -248,6 +376,31 @@ def test_tiles_accumulate(device):
     T2[0, 0] += 1
     with pytest.raises(ValueError, match="cannot merge"):
         one.merge(Tally(T2, L, G, (7, 7), (32, 32)))
+
+
+def test_count_interrupted_before_expansion_leaves_no_trace(monkeypatch):
+    """The (c, k, set) histogram buffer is reused between image groups and tiles (each
+    expansion zeroes what it read): a count stopped between binning and expansion must
+    not leak its partial histogram into the next count."""
+    acts, cat, planes, scalars = make_case(85, B=4, ties=False)
+    T = exact_thresholds_inmemory(acts, [0.05, 0.2])
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
+    t = Tally(T, len(cat), 3, (7, 7), (32, 32))
+    t.add(acts, cp, cs, present)
+    once = [c.clone() for c in t.result()]
+    assert once[0].sum() > 0
+
+    def stop(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(t._kernel, "_expand", stop)
+    with pytest.raises(KeyboardInterrupt):
+        t.add(acts, cp, cs, present)
+    monkeypatch.undo()
+    t.add(acts, cp, cs, present)
+    assert t.images == 8
+    for c, c1 in zip(t.result(), once):
+        np.testing.assert_array_equal(c.numpy(), 2 * c1.numpy())
 
 
 def test_iou_from_counts_matches_reference_matrix():
