@@ -186,9 +186,11 @@ def check_finite_maxima(run, layer: str) -> None:
 
 
 def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
-                     client: Any = None, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     client: Any = None, check: bool = True, progress: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(levels (V,), T (V, K) float64) for the asked levels; computes only missing ones
-    (on ``client``'s cluster when given, else with Dask's local threaded scheduler).
+    (on ``client``'s cluster when given, else with Dask's local threaded scheduler),
+    after a start line and with a progress bar (``progress``, local only).
     ``check=False``: the caller has already checked that every chunk is on disk."""
     from pipeline.quantiles import exact_thresholds     # dask: imported only when needed
     source = layer_source(run, layer)
@@ -203,9 +205,14 @@ def layer_thresholds(run, layer: str, levels: Sequence[float], *, log=print,
         kwargs = {"scheduler": client if client is not None else "threads"}
         if check:
             check_present(run, layer)       # an absent chunk would be read as zeros
+        acts = store.activations(run, layer)
+        log(f"[{layer}] exact quantiles at {todo}: {acts.shape[0]} images x {acts.shape[1]} "
+            f"units x {acts.shape[2]} x {acts.shape[3]} ...")
         with named_failures(run, layer):
             check_finite_maxima(run, layer)
-            T = exact_thresholds(store.activations(run, layer), todo, compute_kwargs=kwargs)
+            T = exact_thresholds(acts, todo, compute_kwargs=kwargs,
+                                 progress=f"quantiles {layer}"
+                                 if progress and client is None else None)
         with _writing_layer(run, layer):
             write_thresholds(store.layer_group(run, layer, mode="a"), todo, T, source)
         log(f"[{layer}] exact quantiles at {todo}: {time.perf_counter() - t0:.1f} s")
@@ -225,9 +232,11 @@ def layer_cube(run, layer: str, labels: LabelCache, config: ScoreConfig, *, log=
     stored = read_cube(group, source, log)
     todo = _missing(None if stored is None else stored.levels, levels)
     if not todo:        # stored thresholds beside a reused cube: damaged ones recomputed
-        layer_thresholds(run, layer, levels, log=log, client=config.client, check=False)
+        layer_thresholds(run, layer, levels, log=log, client=config.client, check=False,
+                         progress=config.progress)
     if todo:
         lv, T = layer_thresholds(run, layer, todo, log=log, client=config.client,
+                                 progress=config.progress,
                                  check=False)
         t0 = time.perf_counter()
         with named_failures(run, layer, labels):

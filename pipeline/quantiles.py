@@ -15,6 +15,7 @@ numpy's 'linear' arithmetic, replicated here (numpy/lib/_function_base_impl.py):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -198,13 +199,14 @@ def _tail_plan(shape: tuple, levels: Sequence[float]) -> tuple[list[float], int,
 def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True,
                      compute_kwargs: dict | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                     split_every: int | None = None):
+                     split_every: int | None = None, progress: str | None = None):
     """Exact thresholds T (V, K) float64 of an activation cache.
 
     acts:   (N, K, h, w) float16/float32 dask array, zarr array or numpy array
     levels: V quantile levels q (0 < q < 1); T[v, k] = np.quantile(unit k, 1 - q_v)
     compute=False returns the lazy (V, K) dask array (compute it with any scheduler);
-    otherwise it is computed with ``dask.compute(..., **compute_kwargs)``.
+    otherwise it is computed with ``dask.compute(..., **compute_kwargs)``, with a tqdm
+    bar over the graph's tasks named ``progress`` when given (local schedulers only).
     Raises NonFiniteActivations (a ValueError naming the units) if a unit holds NaN or
     +-inf among its top values (numpy would return NaN or inf).
     """
@@ -226,8 +228,35 @@ def exact_thresholds(acts: Any, levels: Sequence[float], *, compute: bool = True
                       drop_axis=1, new_axis=0)
     if not compute:
         return T
-    (res,) = dask.compute(T, **(compute_kwargs or {}))
+    with _task_bar(progress):
+        (res,) = dask.compute(T, **(compute_kwargs or {}))
     return np.asarray(res, dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _task_bar(desc: str | None):
+    """A tqdm bar (rate, ETA) advanced by every task dask's local schedulers finish
+    inside the block (dask.callbacks.Callback; a distributed client ignores it); none
+    when ``desc`` is None."""
+    if desc is None:
+        yield
+        return
+    from dask.callbacks import Callback
+    from tqdm.auto import tqdm
+    bar = tqdm(total=0, unit="task", desc=desc, dynamic_ncols=True)
+
+    class Bar(Callback):
+        def _start_state(self, dsk, state):
+            bar.total = bar.n + len(state["ready"]) + len(state["waiting"])
+            bar.refresh()
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            bar.update(1)
+    try:
+        with Bar():
+            yield
+    finally:
+        bar.close()
 
 
 def exact_thresholds_inmemory(acts: np.ndarray, levels: Sequence[float]) -> np.ndarray:
