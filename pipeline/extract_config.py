@@ -173,6 +173,11 @@ def _preprocessing(c: ExtractConfig, model: torch.nn.Module, image_size: tuple[i
         else:
             chosen[key] = default
             sources[key] = "dataset" if key == "input_size" else "default (ImageNet)"
+    trained = declared.get("trained_size")
+    if trained and c.input_size is None and tuple(trained) != tuple(image_size):
+        notes.append(f"the model was trained at {trained[0]}x{trained[1]} (its "
+                     f"pretrained_cfg); extracting at the dataset's {image_size[0]}x"
+                     f"{image_size[1]} (--input-size {trained[0]} to resize)")
     if declared.get("transform_input"):
         notes.append("the model's transform_input is on: it re-normalises its input from "
                      "ImageNet's mean/std to its own, so keep the ImageNet --mean/--std")

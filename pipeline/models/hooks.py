@@ -91,12 +91,14 @@ def _dry_pass(model: nn.Module, input_size: tuple[int, int], device: str | torch
         return ({k: (tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__)
                  for k, v in _script_outputs(out).items()}, {})
     seen: dict[str, Any] = {}
-    calls: list[tuple[str, int]] = []                     # (name, output data_ptr)
+    # (name, output data_ptr, the output): holding every output keeps its memory from
+    # being reused, so equal data pointers mean the same tensor (a batch-1 pass is small)
+    calls: list[tuple[str, int, Any]] = []
     modules = dict(model.named_modules())
 
     def record(name: str, o: Any) -> None:
         seen[name] = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-        calls.append((name, o.data_ptr() if isinstance(o, torch.Tensor) else -1))
+        calls.append((name, o.data_ptr() if isinstance(o, torch.Tensor) else -1, o))
     names = [n for n in modules if n]
     with ModuleHooks(model, names, record):
         try:
@@ -107,8 +109,8 @@ def _dry_pass(model: nn.Module, input_size: tuple[int, int], device: str | torch
                              f"{input_size[1]} failed ({type(e).__name__}: {e}); check "
                              f"--input-size") from e
     followers: dict[str, str] = {}
-    for i, (name, ptr) in enumerate(calls):
-        later = [n for n, p in calls[i + 1:] if p == ptr and p != -1
+    for i, (name, ptr, _) in enumerate(calls):
+        later = [n for n, p, _ in calls[i + 1:] if p == ptr and p != -1
                  and getattr(modules[n], "inplace", False) is True]
         if later:
             followers[name] = later[0]
@@ -149,12 +151,20 @@ def conv_layer_names(model: nn.Module, input_size: tuple[int, int] = (224, 224),
 
 def _list_layers(model: nn.Module, outputs: Mapping[str, Any], input_size: tuple[int, int],
                  limit: int = 60) -> str:
-    maps = [f"{n} {K}x{h}x{w}" + ("" if lay.kind == "channels_first" else f" ({lay.kind})")
-            for n, (lay, (K, h, w)) in _map_layers(model, outputs, input_size).items()]
-    if not maps:
+    """The layers that read as maps, ``name KxHxW (layout)``; beyond ``limit`` only the
+    shallowest ones (fewest dots in the name) that fit, and a count of the others."""
+    found = _map_layers(model, outputs, input_size)
+    if not found:
         return "(no layer of this model reads as maps without --layout)"
-    more = f", ... ({len(maps) - limit} more)" if len(maps) > limit else ""
-    return ", ".join(maps[:limit]) + more
+    depth = max(n.count(".") for n in found)
+    while depth > 0 and sum(n.count(".") <= depth for n in found) > limit:
+        depth -= 1
+    shown = [n for n in found if n.count(".") <= depth][:limit]
+    text = ", ".join(f"{n} {K}x{h}x{w}" + ("" if lay.kind == "channels_first"
+                                           else f" ({lay.kind})")
+                     for n in shown for lay, (K, h, w) in [found[n]])
+    hidden = [n for n in found if n not in set(shown)]
+    return text + (f", and {len(hidden)} more inside them, e.g. {hidden[0]}" if hidden else "")
 
 
 @dataclass

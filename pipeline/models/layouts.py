@@ -81,11 +81,11 @@ class Layout:
         return int(shape[1]), int(shape[2]), int(shape[3])
 
     def adapt(self, t: torch.Tensor) -> torch.Tensor:
-        """The output ``t`` as (B, K, h, w) maps (contiguous unless channels_first, which
-        is returned as it is)."""
+        """The output ``t`` as contiguous (B, K, h, w) maps (a contiguous channels_first
+        output is returned as it is, not copied)."""
         K, h, w = self.map_shape(tuple(t.shape))
         if self.kind == "channels_first":
-            return t
+            return t.contiguous()
         if self.kind == "channels_last":
             return t.permute(0, 3, 1, 2).contiguous()
         patches = t[:, self.prefix:, :]                          # (B, h*w, K)
@@ -157,6 +157,16 @@ def _grid_like(h: int, w: int, size: tuple[int, int]) -> bool:
     return 1 <= h <= H and 1 <= w <= W and abs(h * W - w * H) <= max(H, W)
 
 
+def _check_batch(name: str, shape: tuple) -> None:
+    """A dry-pass output (batch 1) whose first dimension is not 1 mixes the batch with
+    something else (e.g. Swin's attention windows): refused."""
+    if len(shape) >= 2 and shape[0] != 1:
+        raise LayoutError(f"layer {name!r} outputs a tensor of shape {shape} for one "
+                          f"image: its first dimension is not the batch (e.g. attention "
+                          f"windows); choose another layer (e.g. the block or stage "
+                          f"around it)")
+
+
 def infer_layout(model: nn.Module, name: str, shape: Any, input_size: tuple[int, int]
                  ) -> Layout:
     """The layout of layer ``name`` (dry-pass output ``shape``, batch 1) without a declared
@@ -165,13 +175,14 @@ def infer_layout(model: nn.Module, name: str, shape: Any, input_size: tuple[int,
     where = f"layer {name!r} outputs"
     if not isinstance(shape, tuple):
         raise LayerError(f"{where} {shape}, not (B, K, h, w) maps")
+    _check_batch(name, shape)
     tokens = token_geometry(model, input_size)
-    if len(shape) == 3 and tokens is not None and shape[0] == 1:
+    if len(shape) == 3 and tokens is not None:
         prefix, (gh, gw) = tokens
         for p in dict.fromkeys((prefix, 0)):
             if shape[1] == p + gh * gw:
                 return Layout("tokens", p, (gh, gw), "model")
-    if len(shape) == 4 and shape[0] == 1:
+    if len(shape) == 4:
         cf, cl = _grid_like(shape[2], shape[3], input_size), \
             _grid_like(shape[1], shape[2], input_size)
         channels_last_family = bool(_mro_names(model) & set(CHANNELS_LAST_FAMILIES))
@@ -201,11 +212,13 @@ def complete_layout(declared: Layout, model: nn.Module, name: str, shape: Any,
     layer ``name``'s dry-pass ``shape`` (LayoutError naming the layer)."""
     if not isinstance(shape, tuple):
         raise LayerError(f"layer {name!r} outputs {shape}, not a tensor")
+    _check_batch(name, shape)
     layout = declared
-    if layout.kind == "tokens" and (layout.prefix is None or layout.grid is None):
+    if layout.kind == "tokens" and len(shape) == 3 and (layout.prefix is None or
+                                                         layout.grid is None):
         prefix, grid = layout.prefix, layout.grid
         geometry = token_geometry(model, input_size)
-        tokens = shape[1] if len(shape) == 3 else 0
+        tokens = shape[1]
         if prefix is None and grid is None and geometry is not None:
             prefix, grid = geometry
         elif prefix is None and grid is not None:

@@ -134,19 +134,29 @@ def build_zoo_model(spec: str) -> nn.Module:
 
 
 def declared_preprocessing(model: nn.Module) -> dict[str, Any]:
-    """What the model says about its input: {"mean", "std" (RGB, 0..1 scale), "input_size"
-    (H, W)} from timm's ``pretrained_cfg``; {"transform_input": bool} for torchvision's
-    GoogLeNet/Inception3 (which then re-normalise ImageNet-normalised input themselves);
-    {} when the model says nothing."""
+    """What the model says about its input: "mean", "std" (RGB, 0..1 scale) from timm's
+    ``pretrained_cfg``; "input_size" (H, W) only where the model runs at no other size (a
+    strict ``patch_embed.img_size``, e.g. timm ViTs and Swin, else ``pretrained_cfg`` with
+    ``fixed_input_size``), "trained_size" (H, W) otherwise; "transform_input" (bool) for
+    torchvision's GoogLeNet/Inception3 (which then re-normalise ImageNet-normalised input
+    themselves); {} when the model says nothing."""
     out: dict[str, Any] = {}
     cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict):
-        if _three(cfg.get("mean")) and _three(cfg.get("std")):
-            out["mean"] = tuple(float(v) for v in cfg["mean"])
-            out["std"] = tuple(float(v) for v in cfg["std"])
-        size = cfg.get("input_size")
-        if isinstance(size, (tuple, list)) and len(size) == 3:
-            out["input_size"] = (int(size[1]), int(size[2]))
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if _three(cfg.get("mean")) and _three(cfg.get("std")):
+        out["mean"] = tuple(float(v) for v in cfg["mean"])
+        out["std"] = tuple(float(v) for v in cfg["std"])
+    size = cfg.get("input_size")
+    size = (int(size[1]), int(size[2])) if _three(size) else None
+    pe = getattr(model, "patch_embed", None)
+    strict = getattr(pe, "strict_img_size", False) and not getattr(pe, "dynamic_img_size",
+                                                                    False)
+    if strict and isinstance(getattr(pe, "img_size", None), (tuple, list)):
+        out["input_size"] = tuple(int(v) for v in pe.img_size)
+    elif size and cfg.get("fixed_input_size"):
+        out["input_size"] = size
+    elif size:
+        out["trained_size"] = size
     if isinstance(getattr(model, "transform_input", None), bool):
         out["transform_input"] = bool(model.transform_input)
     return out
