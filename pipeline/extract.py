@@ -261,7 +261,8 @@ def _forward_blocks(loader, s: ExtractSetup, config: ExtractConfig, workers: int
     queued to ``writer``."""
     dtype = torch.float16 if config.dtype == "float16" else torch.float32
     on_gpu = s.device.type != "cpu"
-    with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype)) as cap, \
+    with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype),
+                      s.layouts) as cap, \
             torch.inference_mode(), torch_threads(config, s.device, workers):
         for idx, pixels, err, files in loader:
             if err is not None:

@@ -67,7 +67,8 @@ class ExtractConfig:
 class ExtractSetup:
     """An ExtractConfig resolved: num_images (after --limit), shapes: layer -> (K, h, w),
     attrs: the run's identity attributes (compared on resume, see pipeline/extract_run.py),
-    notes: lines for the log (preprocessing taken from the model, layouts, warnings)."""
+    notes: lines for the log (preprocessing taken from the model, layouts, warnings),
+    layouts: layer -> pipeline.models.layouts.Layout (how its output becomes maps)."""
     dataset: BrodenDataset
     num_images: int
     prep: Preprocessing
@@ -76,6 +77,7 @@ class ExtractSetup:
     shapes: dict[str, tuple[int, int, int]]
     attrs: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # what to tell the user (and warnings)
+    layouts: dict = field(default_factory=dict)      # layer -> Layout (LayerCapture's)
 
 
 def default_workers() -> int:
@@ -233,4 +235,4 @@ def setup_extraction(c: ExtractConfig) -> ExtractSetup:
         layer_shapes={name: shapes[name] for name in c.layers}, dtype=c.dtype,
         preprocessing={**prep.to_attrs(), **prep_extra}, versions=_versions(),
         layer_layouts={name: plan.layouts[name].to_attrs() for name in c.layers})
-    return ExtractSetup(ds, n, prep, model, device, shapes, attrs, notes)
+    return ExtractSetup(ds, n, prep, model, device, shapes, attrs, notes, plan.layouts)

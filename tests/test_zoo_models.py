@@ -275,3 +275,56 @@ def test_preprocessing_from_the_model(zoo):
     assert not notes and extra == {"sources": {"input_size": "--input-size",
                                                "mean": "default (ImageNet)",
                                                "std": "default (ImageNet)"}}
+
+
+@pytest.mark.slow
+def test_extract_a_vit_block_then_score(tiny_data, tmp_path):
+    """scripts/extract.py on a timm ViT (48 px, 3 x 3 patches) as a user types it: the
+    layout and preprocessing come from the model and are recorded; a random-init rerun is
+    not refused; DINO-style teacher weights load with --weights-key; scoring labels it."""
+    import csv
+    import numpy as np
+    from cache import store
+    from clirun import cli
+    from pipeline.broden import BrodenDataset
+    from pipeline.preprocess import resize_image, to_model_input, Preprocessing
+    spec = "timm:vit_tiny_patch16_224:img_size=48"
+    layers = "blocks.11,blocks.5.mlp.fc1"
+    common = ["--dataset", tiny_data, "--model", spec, "--layers", layers, "--workers", "0",
+              "--quiet"]
+    first = cli("scripts/extract.py", *common, "--out", tmp_path / "init").stdout
+    assert "layer blocks.11: layout tokens:prefix=1,grid=3x3 (from the model)" in first
+    assert "mean [0.5, 0.5, 0.5] from the model" in first
+    again = cli("scripts/extract.py", *common, "--out", tmp_path / "init").stdout
+    assert "the cache is complete" in again                      # same seed, same weights
+    attrs = store.read_run_attrs(tmp_path / "init")
+    assert attrs["model"]["seed"] == 0
+    assert attrs["layer_layouts"]["blocks.11"] == {"kind": "tokens", "source": "model",
+                                                   "prefix": 1, "grid": [3, 3]}
+    assert attrs["layer_shapes"] == {"blocks.11": [192, 3, 3],
+                                     "blocks.5.mlp.fc1": [768, 3, 3]}
+    assert attrs["preprocessing"]["mean"] == [0.5] * 3
+    assert attrs["preprocessing"]["sources"]["mean"] == "model"
+
+    teacher = load_model(spec + ",seed=7")
+    ckpt = tmp_path / "dino.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in teacher.state_dict().items()},
+                "student": load_model(spec).state_dict(), "epoch": 10}, ckpt)
+    run = tmp_path / "run"
+    cli("scripts/extract.py", *common, "--out", run, "--weights", ckpt, "--weights-key",
+        "teacher")
+    assert store.read_run_attrs(run)["model"]["weights_key"] == "teacher"
+    ds = BrodenDataset(tiny_data)
+    prep = Preprocessing((48, 48), (0.5,) * 3, (0.5,) * 3)
+    x = to_model_input(torch.from_numpy(np.stack([resize_image(ds.load_image(i), (48, 48))
+                                                  for i in range(4)])), prep)
+    raw = _raw(teacher.eval(), ["blocks.11"], x)["blocks.11"]
+    want = np.stack([[raw[b, 1 + t].numpy() for t in range(9)] for b in range(4)])
+    got = np.asarray(store.activations(run, "blocks.11")[:4], dtype=np.float32)
+    np.testing.assert_allclose(got.reshape(4, 192, 9).transpose(0, 2, 1), want,
+                               rtol=2e-3, atol=2e-3)             # float16 storage
+    cli("scripts/score.py", run, "--label-cache", tmp_path / "labels.zarr", "--levels",
+        "0.005,0.02", "--quiet")
+    for layer, K in (("blocks.11", 192), ("blocks.5.mlp.fc1", 768)):
+        rows = list(csv.DictReader(open(run / "results" / f"{layer}.csv")))
+        assert len(rows) == K and all(r["label"] for r in rows)
