@@ -328,3 +328,33 @@ def test_extract_a_vit_block_then_score(tiny_data, tmp_path):
     for layer, K in (("blocks.11", 192), ("blocks.5.mlp.fc1", 768)):
         rows = list(csv.DictReader(open(run / "results" / f"{layer}.csv")))
         assert len(rows) == K and all(r["label"] for r in rows)
+
+
+@pytest.mark.slow
+def test_layout_options_on_the_command_line(tiny_data, tmp_path):
+    """A model of no known family: its token output is refused (exit 2, naming --layout),
+    then extracted with --layout; --weights-prefix strips a prefix no rule knows."""
+    from cache import store
+    from clirun import cli
+    base = ["--dataset", tiny_data, "--model", f"{FACTORIES}:token_net", "--layers",
+            "tokens,patch", "--input-size", "32", "--workers", "0", "--quiet"]
+    r = cli("scripts/extract.py", *base, "--out", tmp_path / "refused", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "layer 'tokens'" in r.stderr and "--layout" in r.stderr
+    sd = load_model(f"{FACTORIES}:token_net").state_dict()
+    ckpt = tmp_path / "w.pth"
+    torch.save({"net": {f"trunk.{k}": v + 1 for k, v in sd.items()}}, ckpt)
+    run = tmp_path / "run"
+    out = cli("scripts/extract.py", *base, "--out", run, "--layout",
+              "tokens=tokens:prefix=1", "--weights", ckpt, "--weights-prefix", "trunk.").stdout
+    assert "layer tokens: layout tokens:prefix=1,grid=4x4 (--layout)" in out
+    attrs = store.read_run_attrs(run)
+    assert attrs["layer_shapes"] == {"tokens": [5, 4, 4], "patch": [5, 4, 4]}
+    assert attrs["layer_layouts"]["tokens"] == {"kind": "tokens", "source": "declared",
+                                                "prefix": 1, "grid": [4, 4]}
+    assert attrs["layer_layouts"]["patch"]["kind"] == "channels_first"
+    assert attrs["model"]["weights_prefix"] == "trunk." and attrs["model"]["seed"] is None
+    import numpy as np
+    tokens = np.asarray(store.activations(run, "tokens")[:])
+    patch = np.asarray(store.activations(run, "patch")[:])
+    np.testing.assert_array_equal(tokens, patch)       # the patch tokens are the patch maps
