@@ -30,6 +30,8 @@ ARCHITECTURES = [
                                "features.30": (512, 1, 1, "channels_first")}),
     ("torchvision:densenet161", 64, {"features.denseblock3": (2112, 4, 4, "channels_first"),
                                      "features.norm5": (2208, 2, 2, "channels_first")}),
+    ("torchvision:densenet121", 64, {"features.denseblock3": (1024, 4, 4, "channels_first"),
+                                     "features.norm5": (1024, 2, 2, "channels_first")}),
     ("torchvision:googlenet", 64, {"inception4e": (832, 4, 4, "channels_first"),
                                    "inception5b": (1024, 2, 2, "channels_first")}),
     ("timm:resnet50", 64, {"layer3": (1024, 4, 4, "channels_first"),
@@ -52,7 +54,8 @@ ARCHITECTURES = [
                                                                         "tokens")}),
     ("torchvision:swin_t", 224, {"features.7": (768, 7, 7, "channels_last")}),
 ]
-SLOW = {"torchvision:vit_b_16", "torchvision:swin_t", "torchvision:vgg16"}
+SLOW = {"torchvision:vit_b_16", "torchvision:swin_t", "torchvision:vgg16",
+        "torchvision:densenet161"}          # seconds each on 2 shared cores
 
 
 @pytest.fixture(scope="module")
