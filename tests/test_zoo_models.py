@@ -184,6 +184,10 @@ def test_channels_last_output_of_unknown_model_needs_layout():
     with LayerCapture(model, ["conv", "nhwc"], layouts=plan.layouts) as cap, torch.no_grad():
         got = cap(x)
     assert torch.equal(got["nhwc"], got["conv"])
+    with pytest.raises(LayoutError, match=r"'conv'.*read as channels_last its maps would "
+                                          r"be 6x16.*--layout conv="):
+        plan_layers(model, ["conv", "nhwc"], (32, 32), layouts=parse_layouts(
+            ["channels_last"]))                       # a layout for every layer: not conv
     with pytest.raises(LayoutError, match=r"needs a \(B, tokens, K\) output"):
         plan_layers(model, ["nhwc"], (32, 32), layouts=parse_layouts(["tokens:prefix=1"]))
     with pytest.raises(LayoutError, match="needs a 4-D output"):

@@ -235,7 +235,12 @@ def complete_layout(declared: Layout, model: nn.Module, name: str, shape: Any,
                               f"tokens:prefix=1,grid=14x14")
         layout = Layout("tokens", prefix, grid, "declared")
     try:
-        layout.map_shape(shape)
+        K, h, w = layout.map_shape(shape)
     except LayoutError as e:
         raise LayoutError(f"layer {name!r}: {e}") from None
+    if layout.kind != "tokens" and not _grid_like(h, w, input_size):
+        raise LayoutError(f"layer {name!r} outputs shape {shape}: read as {layout.kind} its "
+                          f"maps would be {h}x{w}, which cannot be a grid of a "
+                          f"{input_size[0]}x{input_size[1]} input; give this layer its own "
+                          f"layout (--layout {name}=...)")
     return layout
