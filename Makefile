@@ -4,6 +4,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# the model zoos, built for that torch; installed with --no-deps so that pip never
+# replaces the pinned torch (PyPI's torchvision names a CUDA torch); timm's pyyaml and
+# safetensors come with the project's dependencies (huggingface_hub, only for downloads
+# of pretrained weights, is left out). pyproject's [zoo] extra holds the same pins.
+TORCHVISION ?= torchvision==0.28.0
+TIMM        ?= timm==1.0.31
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
@@ -20,6 +26,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q --no-deps "$(TORCHVISION)" "$(TIMM)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

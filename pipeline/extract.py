@@ -152,6 +152,8 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
                        f"(README, 'Running on a cluster')")
     out = Path(location(config.out))
     s = setup_extraction(config)
+    for note in s.notes:
+        log(note)
     with RunLock(out):
         group, block, created = open_or_create(out, s, config, log)
         if config.repair and not created:
@@ -259,7 +261,8 @@ def _forward_blocks(loader, s: ExtractSetup, config: ExtractConfig, workers: int
     queued to ``writer``."""
     dtype = torch.float16 if config.dtype == "float16" else torch.float32
     on_gpu = s.device.type != "cpu"
-    with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype)) as cap, \
+    with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype),
+                      s.layouts) as cap, \
             torch.inference_mode(), torch_threads(config, s.device, workers):
         for idx, pixels, err, files in loader:
             if err is not None:
@@ -285,7 +288,13 @@ def _warn_disk(out: Path, s: ExtractSetup, dtype: str, fraction: float, log: Log
             f"{raw / 2**30:.1f} GiB raw (about half after compression)")
 
 
+FLOAT16_SMALLEST_NORMAL = float(np.finfo(np.float16).tiny)       # 2**-14 ~ 6.1e-05
+
+
 def _warn_overflow(group: zarr.Group, layers: Sequence[str], log: Log) -> None:
+    """float16 runs: warn for a layer with values beyond float16's range (overflow), and
+    for one whose maxima are all below its smallest normal in magnitude (underflow: the
+    maps are stored all-zero or as subnormals with few bits)."""
     if group.attrs.get("dtype") != "float16":
         return
     for name in layers:
@@ -293,3 +302,9 @@ def _warn_overflow(group: zarr.Group, layers: Sequence[str], log: Log) -> None:
         if not np.isfinite(mx).all():
             log(f"warning: layer {name!r} has activations beyond the float16 range "
                 f"(+-65504), stored as inf/nan; rerun with --dtype float32 --overwrite")
+        elif mx.size and float(np.abs(mx).max()) < FLOAT16_SMALLEST_NORMAL:
+            what = "all zero" if not mx.any() else "subnormal (few bits left)"
+            log(f"warning: layer {name!r} has every maximum below float16's smallest "
+                f"normal value ({FLOAT16_SMALLEST_NORMAL:.2g}), stored {what}: an underflow "
+                f"(tiny activations, e.g. a random-init model) or a dead layer; rerun "
+                f"with --dtype float32 --overwrite to keep them")

@@ -21,9 +21,11 @@ from cache import activations as cache_acts
 from cache.zarr_io import COMPRESSIONS
 from pipeline.broden import BrodenDataset
 from pipeline.devices import resolve_device
-from pipeline.models.checkpoints import model_fingerprint
-from pipeline.models.hooks import resolve_layers
+from pipeline.models.checkpoints import WeightsFile, model_fingerprint
+from pipeline.models.hooks import plan_layers
+from pipeline.models.layouts import parse_layouts
 from pipeline.models.sources import load_model
+from pipeline.models.zoo import declared_preprocessing, zoo_seed
 from pipeline.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 DTYPES = ("float16", "float32")
@@ -46,9 +48,9 @@ class ExtractConfig:
     workers: int | None = None           # None: default_workers()
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     dtype: str = "float16"               # float16 | float32
-    input_size: tuple[int, int] | None = None   # None: the dataset's image size
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: tuple[int, int] | None = None   # None: the model's (timm), else the dataset's
+    mean: tuple[float, float, float] | None = None   # None: the model's (timm), else ImageNet
+    std: tuple[float, float, float] | None = None
     bgr: bool = False
     limit: int | None = None             # only the first N images
     overwrite: bool = False
@@ -56,12 +58,17 @@ class ExtractConfig:
     threads: int | None = None           # torch CPU threads; None: default_threads()
     progress: bool = True                # tqdm bar on stderr
     repair: bool = False                 # re-extract the blocks holding damaged chunks
+    layouts: Sequence[str] | None = None  # --layout values: LAYOUT or LAYER=LAYOUT
+    weights_key: str | None = None       # --weights-key: the checkpoint entry to load
+    weights_prefix: str | None = None    # --weights-prefix: stripped from the keys
 
 
 @dataclass
 class ExtractSetup:
     """An ExtractConfig resolved: num_images (after --limit), shapes: layer -> (K, h, w),
-    attrs: the run's identity attributes (compared on resume, see pipeline/extract_run.py)."""
+    attrs: the run's identity attributes (compared on resume, see pipeline/extract_run.py),
+    notes: lines for the log (preprocessing taken from the model, layouts, warnings),
+    layouts: layer -> pipeline.models.layouts.Layout (how its output becomes maps)."""
     dataset: BrodenDataset
     num_images: int
     prep: Preprocessing
@@ -69,6 +76,8 @@ class ExtractSetup:
     device: torch.device
     shapes: dict[str, tuple[int, int, int]]
     attrs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # what to tell the user (and warnings)
+    layouts: dict = field(default_factory=dict)      # layer -> Layout (LayerCapture's)
 
 
 def default_workers() -> int:
@@ -119,11 +128,13 @@ def _check_config(c: ExtractConfig) -> None:
     if c.threads is not None and c.threads < 1:
         raise ExtractError(f"--threads {c.threads}: must be >= 1")
     for name, v in (("--mean", c.mean), ("--std", c.std)):
+        if v is None:
+            continue
         if len(v) != 3:
             raise ExtractError(f"{name}: expected three numbers, got {list(v)}")
         if not all(math.isfinite(float(x)) for x in v):
             raise ExtractError(f"{name} {list(v)}: every value must be a finite number")
-    if any(float(s) == 0 for s in c.std):
+    if c.std is not None and any(float(s) == 0 for s in c.std):
         raise ExtractError(f"--std {list(c.std)}: must not contain 0")
     if c.input_size is not None and (len(c.input_size) != 2 or min(c.input_size) < 1):
         raise ExtractError(f"--input-size {c.input_size}: expected H,W >= 1")
@@ -139,9 +150,52 @@ def _versions() -> dict:
             "python": platform.python_version(), "tool": tool}
 
 
+def _preprocessing(c: ExtractConfig, model: torch.nn.Module, image_size: tuple[int, int],
+                   notes: list[str]) -> tuple[Preprocessing, dict]:
+    """The preprocessing of a run: each of --input-size/--mean/--std if given, else what the
+    model declares (pipeline.models.zoo.declared_preprocessing), else the dataset's image
+    size and ImageNet's mean/std; plus the record of where each came from. Notes say
+    when the model's values are used or overridden."""
+    declared = declared_preprocessing(model)
+    defaults = {"input_size": tuple(image_size), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    given = {"input_size": c.input_size, "mean": c.mean, "std": c.std}
+    chosen, sources = {}, {}
+    for key, default in defaults.items():
+        flag, model_value = f"--{key.replace('_', '-')}", declared.get(key)
+        if given[key] is not None:
+            chosen[key], sources[key] = tuple(given[key]), flag
+            if model_value is not None and tuple(model_value) != tuple(given[key]):
+                notes.append(f"{flag} {list(given[key])} overrides the model's "
+                             f"{list(model_value)} (its pretrained_cfg)")
+        elif model_value is not None:
+            chosen[key], sources[key] = tuple(model_value), "model"
+            if tuple(model_value) != tuple(default):
+                notes.append(f"{key} {list(model_value)} from the model (its "
+                             f"pretrained_cfg; {flag} overrides)")
+        else:
+            chosen[key] = default
+            sources[key] = "dataset" if key == "input_size" else "default (ImageNet)"
+    trained = declared.get("trained_size")
+    if trained and c.input_size is None and tuple(trained) != tuple(image_size):
+        notes.append(f"the model was trained at {trained[0]}x{trained[1]} (its "
+                     f"pretrained_cfg); extracting at the dataset's {image_size[0]}x"
+                     f"{image_size[1]} (--input-size {trained[0]} to resize)")
+    if declared.get("transform_input"):
+        notes.append("the model's transform_input is on: it re-normalises its input from "
+                     "ImageNet's mean/std to its own, so keep the ImageNet --mean/--std")
+    prep = Preprocessing(tuple(int(v) for v in chosen["input_size"]),
+                         tuple(float(v) for v in chosen["mean"]),
+                         tuple(float(v) for v in chosen["std"]), bool(c.bgr))
+    extra = {"sources": sources}
+    if "transform_input" in declared:
+        extra["transform_input"] = declared["transform_input"]
+    return prep, extra
+
+
 def setup_extraction(c: ExtractConfig) -> ExtractSetup:
     """Check ``c`` (a comma-separated ``c.layers`` string is split in place), open the
-    dataset, load the model onto its device and check its layers."""
+    dataset, load the model onto its device, choose the preprocessing and check its
+    layers and their layouts (pipeline/models/layouts.py)."""
     if isinstance(c.layers, str):
         c.layers = [t.strip() for t in c.layers.split(",") if t.strip()]
     _check_config(c)
@@ -151,19 +205,34 @@ def setup_extraction(c: ExtractConfig) -> ExtractSetup:
         raise ExtractError(f"--dataset {c.dataset}: index.csv has no image")
     image_size = ds.image_size()
     seg_size = ds.segmentation_size()
-    prep = Preprocessing(tuple(int(v) for v in (c.input_size or image_size)),
-                         tuple(float(v) for v in c.mean), tuple(float(v) for v in c.std),
-                         bool(c.bgr))
     device = resolve_device(c.device)
-    model = load_model(c.model, c.weights, c.trust_checkpoint).to(device)
-    shapes = resolve_layers(model, list(c.layers), prep.input_size, device)
+    weights = (WeightsFile(c.weights, c.weights_key, c.weights_prefix)
+               if c.weights is not None else None)
+    if weights is None and (c.weights_key or c.weights_prefix):
+        raise ExtractError("--weights-key/--weights-prefix need --weights FILE")
+    model = load_model(c.model, weights, c.trust_checkpoint).to(device)
+    notes: list[str] = []
+    prep, prep_extra = _preprocessing(c, model, image_size, notes)
+    plan = plan_layers(model, list(c.layers), prep.input_size, device,
+                       parse_layouts(list(c.layouts or [])))
+    shapes = plan.shapes
+    for name in c.layers:
+        lay = plan.layouts[name]
+        if lay.kind != "channels_first" or lay.source == "declared":
+            notes.append(f"layer {name}: layout {lay.describe()} "
+                         f"({'--layout' if lay.source == 'declared' else 'from the model'}), "
+                         f"stored as {'x'.join(map(str, shapes[name]))} maps")
+    notes += plan.warnings
     attrs = cache_acts.run_attrs(
         dataset={"path": str(Path(c.dataset).resolve()), "fingerprint": ds.fingerprint(),
                  "num_images": n, "image_size": list(image_size),
                  "seg_size": list(seg_size)},
         model={"spec": str(c.model),
                "weights": str(Path(c.weights).resolve()) if c.weights else None,
+               "weights_key": c.weights_key, "weights_prefix": c.weights_prefix,
+               "seed": zoo_seed(str(c.model).strip()) if c.weights is None else None,
                "fingerprint": model_fingerprint(model)},
         layer_shapes={name: shapes[name] for name in c.layers}, dtype=c.dtype,
-        preprocessing=prep.to_attrs(), versions=_versions())
-    return ExtractSetup(ds, n, prep, model, device, shapes, attrs)
+        preprocessing={**prep.to_attrs(), **prep_extra}, versions=_versions(),
+        layer_layouts={name: plan.layouts[name].to_attrs() for name in c.layers})
+    return ExtractSetup(ds, n, prep, model, device, shapes, attrs, notes, plan.layouts)

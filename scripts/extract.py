@@ -57,14 +57,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
     p.add_argument("--model", required=True,
                    help="demo | path/file.py:function | package.module:function | "
-                        "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] | TorchScript or pickled "
-                        "model file (with --trust-checkpoint)")
+                        "torchvision:NAME[:k=v,..] | timm:NAME[:k=v,..] (random init seeded by "
+                        "seed=N, default 0) | TorchScript or pickled model file (with "
+                        "--trust-checkpoint)")
     cli.add_layers(p, required=True,
                    help="comma-separated layer names (e.g. conv3,conv5 or layer4)")
     p.add_argument("--out", required=True, help="run directory to create or resume")
-    p.add_argument("--weights", help="checkpoint: state_dict, {'state_dict': ...} or "
-                                     "{'model': ...} or .safetensors; a 'module.' prefix "
-                                     "is stripped; read with torch's safe loader")
+    p.add_argument("--weights", help="checkpoint: a state_dict, a dict with one entry "
+                                     "holding it ({'state_dict': ...}, {'model': ...}) or "
+                                     ".safetensors; a prefix module./model./backbone./"
+                                     "module.encoder_q./encoder. is stripped when the rest "
+                                     "fits the model exactly; read with torch's safe loader")
+    p.add_argument("--weights-key", default=None,
+                   help="the checkpoint entry holding the weights when it holds several, "
+                        "e.g. teacher, student, state_dict_ema, model_ema (a.b descends)")
+    p.add_argument("--weights-prefix", default=None,
+                   help="strip this prefix from the checkpoint's keys (e.g. backbone.); "
+                        "keys without it are dropped")
+    p.add_argument("--layout", action="append", default=None, metavar="[LAYER=]LAYOUT",
+                   help="how a layer's output holds maps, for layers the model does not "
+                        "imply: channels_first (B,K,h,w) | channels_last (B,h,w,K) | "
+                        "tokens[:prefix=P,grid=HxW] (B,P+h*w,K; prefix tokens dropped); "
+                        "LAYER=LAYOUT for one layer; repeatable")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a --weights file the safe loader refuses with the full "
                         "unpickler, which runs any code the file names, and allow a "
@@ -78,13 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="stored activation dtype (default float16)")
     p.add_argument("--input-size", type=_size, default=None,
-                   help="S or H,W: resize images (PIL bilinear) to this size "
-                        "(default: the dataset's image size, no resizing)")
-    p.add_argument("--mean", type=_floats3("--mean"), default=IMAGENET_MEAN,
-                   help="per-channel mean on the 0..1 scale, RGB order "
-                        "(default ImageNet 0.485,0.456,0.406)")
-    p.add_argument("--std", type=_floats3("--std"), default=IMAGENET_STD,
-                   help="per-channel std on the 0..1 scale (default 0.229,0.224,0.225); "
+                   help="S or H,W: resize images (PIL bilinear) to this size (default: "
+                        "the model's (timm pretrained_cfg), else the dataset's image size, "
+                        "no resizing)")
+    p.add_argument("--mean", type=_floats3("--mean"), default=None,
+                   help="per-channel mean on the 0..1 scale, RGB order (default: the "
+                        "model's (timm pretrained_cfg), else ImageNet "
+                        f"{','.join(map(str, IMAGENET_MEAN))})")
+    p.add_argument("--std", type=_floats3("--std"), default=None,
+                   help="per-channel std on the 0..1 scale (default: the model's, else "
+                        f"ImageNet {','.join(map(str, IMAGENET_STD))}); "
                         "--mean 0,0,0 --std 1,1,1 feeds pixels/255")
     p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -110,7 +127,8 @@ def main(argv=None) -> int:
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
         overwrite=a.overwrite, compression=a.compression, threads=a.threads,
-        progress=not a.quiet, repair=a.repair, trust_checkpoint=a.trust_checkpoint)
+        progress=not a.quiet, repair=a.repair, trust_checkpoint=a.trust_checkpoint,
+        layouts=a.layout, weights_key=a.weights_key, weights_prefix=a.weights_prefix)
 
     def body() -> None:
         st = extract_with_stats(config)

@@ -183,3 +183,27 @@ class KnownAnswerNet(nn.Module):
 def build() -> nn.Module:
     """Factory for ``--model tests/known_answer_model.py:build`` (eval mode)."""
     return KnownAnswerNet().eval()
+
+
+#: The red detector written into torchvision resnet18's conv1 unit 0 (centre tap of the
+#: 7 x 7 kernel, on pixels / 255) and bn1's bias: relu(R - 1.5 G - 0.5 B - 0.15).
+RED_WEIGHTS, RED_THRESHOLD = (1.0, -1.5, -0.5), 0.15
+
+
+def red_resnet18_state_dict() -> dict[str, torch.Tensor]:
+    """Weights for ``--model torchvision:resnet18``: layer ``relu`` (after conv1, bn1; stride
+    2, so its maps are at the synthetic data's segmentation size) has unit 0 =
+    relu(R - 1.5 G - 0.5 B - 0.15) at input pixel (2i, 2j) and 63 dead units; the rest of
+    the network is its seeded random init."""
+    from pipeline.models.sources import load_model
+    m = load_model("torchvision:resnet18")
+    with torch.no_grad():
+        m.conv1.weight.zero_()
+        m.conv1.weight[0, :, 3, 3] = torch.tensor(RED_WEIGHTS)
+        m.bn1.weight.zero_()
+        m.bn1.bias.zero_()
+        m.bn1.weight[0] = 1.0
+        m.bn1.bias[0] = -RED_THRESHOLD
+        m.bn1.running_mean.zero_()
+        m.bn1.running_var.fill_(1.0 - m.bn1.eps)         # (x - 0) / sqrt(var + eps) = x
+    return m.state_dict()

@@ -97,3 +97,60 @@ class DeadUnits(nn.Module):
 
 def dead_units() -> nn.Module:
     return DeadUnits()
+
+
+class ChannelsLast(nn.Module):
+    """``nhwc``: a conv's (B, 6, H/2, W/2) maps permuted to (B, H/2, W/2, 6), in a model of
+    no known family (its layout must be declared)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.nhwc = nn.Identity()
+
+    def forward(self, x):
+        return self.nhwc(self.conv(x).permute(0, 2, 3, 1))
+
+
+def channels_last() -> nn.Module:
+    torch.manual_seed(0)
+    return ChannelsLast()
+
+
+class TokenNet(nn.Module):
+    """``tokens``: (B, 1 + (H/8)(W/8), 5): a CLS token, then 8 x 8 patches as tokens (row
+    major), in a model that does not say so (its layout must be declared)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 5, 8, stride=8)
+        self.cls = nn.Parameter(torch.randn(1, 1, 5))
+        self.tokens = nn.Identity()
+
+    def forward(self, x):
+        p = self.patch(x).flatten(2).transpose(1, 2)                  # (B, hw, 5)
+        return self.tokens(torch.cat([self.cls.expand(len(x), -1, -1), p], dim=1))
+
+
+def token_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TokenNet()
+
+
+class TinyScale(nn.Module):
+    """``tiny``: a conv whose maps are ~1e-9 (below float16's smallest normal)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tiny = nn.Conv2d(3, 4, 3, padding=1)
+        with torch.no_grad():
+            self.tiny.weight.mul_(1e-9)
+            self.tiny.bias.fill_(1e-9)
+
+    def forward(self, x):
+        return self.tiny(x)
+
+
+def tiny_scale() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyScale()

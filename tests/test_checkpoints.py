@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.checkpoints import UntrustedCheckpoint, read_checkpoint
+from pipeline.models.checkpoints import UntrustedCheckpoint, WeightsFile, read_checkpoint
+from pipeline.models.errors import ModelError
 from pipeline.models.sources import load_model
 import scoring_fixtures as sf
 
@@ -120,3 +121,102 @@ def test_extract_refuses_a_hostile_checkpoint_with_exit_2(tiny_data, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "--trust-checkpoint" in r.stderr and "leave_marker" in r.stderr
     assert not marker.exists() and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------- checkpoints as the field ships them
+def _prefixed(sd: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def _loads(m, sd) -> bool:
+    return all(torch.equal(m.state_dict()[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("fmt", ["lightning", "mmpretrain", "moco", "encoder", "ddp_safetensors",
+                                 "nested"])
+def test_common_prefixes_are_stripped_when_they_fit_exactly(tmp_path, fmt):
+    sd = _weights(0.75)
+    obj = {"lightning": {"state_dict": _prefixed(sd, "model."), "epoch": 3,
+                         "optimizer_states": [{}], "hyper_parameters": {"lr": 0.1}},
+           "mmpretrain": {"meta": {"epoch": 1}, "state_dict": _prefixed(sd, "backbone.")},
+           "moco": {"state_dict": {**_prefixed(sd, "module.encoder_q."),
+                                   **_prefixed(sd, "module.encoder_k."),
+                                   "module.queue": torch.zeros(4, 8)}, "arch": "tiny"},
+           "encoder": _prefixed(sd, "encoder."),
+           "ddp_safetensors": _prefixed(sd, "module."),
+           "nested": {"model": {"weights": _prefixed(sd, "model.")}}}[fmt]
+    path = tmp_path / ("w.safetensors" if fmt == "ddp_safetensors" else "w.pth")
+    if fmt == "ddp_safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in obj.items()}, str(path))
+    else:
+        torch.save(obj, path)
+    assert _loads(load_model(TINY, weights=path), sd)
+
+
+def test_a_prefix_that_does_not_fit_exactly_is_not_taken(tmp_path):
+    sd = _weights(0.75)
+    with_head = tmp_path / "mm_head.pth"      # the backbone fits exactly: its head is dropped
+    torch.save({"state_dict": {**_prefixed(sd, "backbone."),
+                               "head.fc.weight": torch.zeros(2, 2)}}, with_head)
+    assert _loads(load_model(TINY, weights=with_head), sd)
+    no_fc = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    path = tmp_path / "mm.pth"                # the backbone lacks fc: not taken
+    torch.save({"state_dict": {**_prefixed(no_fc, "backbone."),
+                               "head.fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(ModelError) as e:
+        load_model(TINY, weights=path)
+    msg = str(e.value)
+    assert "try --weights-prefix backbone." in msg and "closest: backbone.features.0" in msg
+    assert "num_classes" not in msg
+    with pytest.raises(ModelError, match=r"2 key\(s\) missing from the checkpoint: fc.weight, "
+                                         r"fc.bias"):
+        load_model(TINY, weights=WeightsFile(path, prefix="backbone."))
+    with pytest.raises(ModelError, match=r"no key starts with --weights-prefix 'neck\.'.*"
+                                         r"backbone\., head\."):
+        load_model(TINY, weights=WeightsFile(path, prefix="neck."))
+
+
+def test_several_sets_of_weights_need_weights_key(tmp_path):
+    student, teacher = _weights(0.1), _weights(0.2)
+    path = tmp_path / "dino.pth"
+    torch.save({"student": _prefixed(student, "module.backbone."),
+                "teacher": _prefixed(teacher, "backbone."), "epoch": 100,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, path)
+    with pytest.raises(ModelError, match=r"several sets of weights: student, teacher; "
+                                         r"choose one with --weights-key \(e.g. "
+                                         r"--weights-key teacher\)"):
+        load_model(TINY, weights=path)
+    assert _loads(load_model(TINY, weights=WeightsFile(path, key="teacher")), teacher)
+    m = load_model(TINY, weights=WeightsFile(path, key="student", prefix="module.backbone."))
+    assert _loads(m, student)
+    with pytest.raises(ModelError, match=r"no entry 'teachr' \(--weights-key\); entries "
+                                         r"holding weights: student, teacher.*closest: teacher"):
+        load_model(TINY, weights=WeightsFile(path, key="teachr"))
+    timm_path = tmp_path / "timm.pth.tar"
+    ema = _weights(0.3)
+    torch.save({"epoch": 9, "state_dict": _weights(0.4), "state_dict_ema": ema,
+                "args": argparse.Namespace(model="tiny")}, timm_path)
+    with pytest.raises(ModelError, match="state_dict, state_dict_ema"):
+        load_model(TINY, weights=timm_path)
+    assert _loads(load_model(TINY, weights=WeightsFile(timm_path, key="state_dict_ema")), ema)
+    nested = tmp_path / "nested.pth"
+    torch.save({"model": {"ema": ema, "raw": _weights(0.5)}}, nested)
+    assert _loads(load_model(TINY, weights=WeightsFile(nested, key="model.ema")), ema)
+    with pytest.raises(ModelError, match="model.ema, model.raw"):
+        load_model(TINY, weights=nested)
+
+
+def test_weights_options_do_not_apply_to_demo(tmp_path):
+    with pytest.raises(ModelError, match="do not apply"):
+        load_model("demo", weights=WeightsFile(tmp_path / "x.pt", key="teacher"))
+
+
+def test_a_different_architecture_lists_the_keys_found(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"stem.weight": torch.zeros(1), "head.weight": torch.zeros(1)}, path)
+    with pytest.raises(ModelError) as e:
+        load_model(TINY, weights=path)
+    msg = str(e.value)
+    assert "the checkpoint's keys: stem.weight, head.weight" in msg
+    assert "--weights-key/--weights-prefix" in msg and "num_classes" not in msg

@@ -19,7 +19,8 @@ def _name_and_spec(req: str) -> tuple[str, str]:
 def test_pyproject_and_environment_yml_agree():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     py = dict(_name_and_spec(r) for r in pyproject["project"]["dependencies"])
-    py.update(_name_and_spec(r) for r in pyproject["project"]["optional-dependencies"]["test"])
+    extras = pyproject["project"]["optional-dependencies"]
+    py.update(_name_and_spec(r) for r in extras["test"] + extras["zoo"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda, pip = {}, {}
     for d in env["dependencies"]:
@@ -39,3 +40,24 @@ def test_pyproject_and_environment_yml_agree():
             assert both[name] == spec, name
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH  ?= torch==2.13.0" in makefile
+    # the zoos: the same pins, installed after torch without dependencies
+    for req in extras["zoo"]:
+        name, spec = _name_and_spec(req)
+        assert spec.startswith("=="), req
+        assert re.search(rf"^{name.upper()}\s+\?= {re.escape(req)}$", makefile, re.M), req
+    setup = makefile[makefile.index("$(STAMP): pyproject.toml"):]
+    torch_at = setup.index('install -q "$(TORCH)"')
+    zoo_at = setup.index('install -q --no-deps "$(TORCHVISION)" "$(TIMM)"')
+    assert torch_at < zoo_at < setup.index("-e \".[test]\"")
+
+
+def test_zoo_pins_match_the_installed_packages():
+    """The pinned torchvision and timm are what the test environment runs (and torchvision
+    names the pinned torch)."""
+    from importlib.metadata import requires, version
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for req in pyproject["project"]["optional-dependencies"]["zoo"]:
+        name, spec = _name_and_spec(req)
+        assert version(name).split("+")[0] == spec[2:], name
+    assert "torch (==2.13.0)" in requires("torchvision") or \
+        "torch==2.13.0" in requires("torchvision")

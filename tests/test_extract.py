@@ -439,3 +439,24 @@ def test_input_size_resizes_with_pil_bilinear(small_broden, tmp_path):
 def test_bare_forward_loop_runs(small_broden):
     rate = benchmark.bare_forward_loop(cfg(small_broden, "unused", limit=8))
     assert rate > 0
+
+
+@pytest.mark.parametrize("model,dtype,expect", [
+    ("tiny_scale", "float16", "stored all zero"),         # ~1e-9 rounds to 0 in float16
+    ("dead_units", "float16", "stored all zero"),
+    ("tiny_scale", "float32", None),                      # float32 keeps them
+    ("tiny_net", "float16", None)])
+def test_float16_underflow_warns(small_broden, tmp_path, model, dtype, expect):
+    logs: list[str] = []
+    layer = {"tiny_scale": "tiny", "dead_units": "dead", "tiny_net": "features.3"}[model]
+    extract(cfg(small_broden, tmp_path / "run", model=f"{FACTORIES}:{model}", layers=[layer],
+                limit=6, dtype=dtype, input_size=(16, 16)), log=logs.append)
+    warned = [m for m in logs if "smallest normal" in m]
+    if expect is None:
+        assert not warned, warned
+    else:
+        assert len(warned) == 1 and f"layer {layer!r}" in warned[0] and expect in warned[0]
+        assert "--dtype float32 --overwrite" in warned[0]
+    if model == "tiny_scale" and dtype == "float32":
+        mx = np.asarray(store.maxima(tmp_path / "run", "tiny")[:])
+        assert 0 < np.abs(mx).max() < 6.1e-5

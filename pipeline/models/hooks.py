@@ -4,21 +4,28 @@
 them on exit); :func:`module_outputs` and :class:`LayerCapture` are built on it.
 
 Layers of an eager model are its named modules (``model.named_modules()`` names,
-e.g. ``conv5``, ``layer4.1``, ``features.10``); a module called several times in one
-forward pass yields the output of its last call. Only layers whose output is a 4-D
-tensor (B, K, h, w) can be extracted. PyTorch cannot hook modules inside TorchScript,
+e.g. ``conv5``, ``layer4.1``, ``features.10``, ``blocks.11``); a module called several
+times in one forward pass yields the output of its last call. A layer's output is read
+as (B, K, h, w) maps through its layout (pipeline/models/layouts.py: declared, implied
+by the model family, or the only reading of the shape); the capture adapts it, so what
+is stored is always (B, K, h, w). :func:`plan_layers` also warns when an in-place module
+(ReLU(inplace=True)) changes a hooked output afterwards: the stored maps precede it. PyTorch cannot hook modules inside TorchScript,
 so a TorchScript model's layers are what its ``forward`` returns: a tensor (layer
 ``output``), a tuple/list (``output.0``, ``output.1``, ...) or a dict of tensors (its
 keys).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from pipeline.models.errors import LayerError, ModelError
+from pipeline.models.layouts import Layout, complete_layout, infer_layout
+
+CHANNELS_FIRST = Layout("channels_first")
 
 
 def is_torchscript(model: nn.Module) -> bool:
@@ -71,24 +78,28 @@ def _describe(out: Any) -> str:
     return type(out).__name__
 
 
-def module_outputs(model: nn.Module, input_size: tuple[int, int],
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Dry forward pass of a (1, 3, H, W) zero image with hooks on every module.
-
-    Returns name -> output shape tuple (tensor outputs) or a type name (others),
-    in module order. For TorchScript models: the named outputs of ``forward``.
-    """
+def _dry_pass(model: nn.Module, input_size: tuple[int, int], device: str | torch.device
+              ) -> tuple[dict[str, Any], dict[str, str]]:
+    """One forward pass of a (1, 3, H, W) zero image with hooks on every module: (name ->
+    output shape tuple or type name, in module order; name -> the in-place module (e.g.
+    ReLU(inplace=True)) called next on the same tensor, which the stored copy precedes).
+    For TorchScript models: the named outputs of ``forward`` and no followers."""
     x = torch.zeros((1, 3, *input_size), device=device)
-    seen: dict[str, Any] = {}
     if is_torchscript(model):
         with torch.inference_mode():
             out = model(x)
-        return {k: (tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__)
-                for k, v in _script_outputs(out).items()}
+        return ({k: (tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__)
+                 for k, v in _script_outputs(out).items()}, {})
+    seen: dict[str, Any] = {}
+    # (name, output data_ptr, the output): holding every output keeps its memory from
+    # being reused, so equal data pointers mean the same tensor (a batch-1 pass is small)
+    calls: list[tuple[str, int, Any]] = []
+    modules = dict(model.named_modules())
 
     def record(name: str, o: Any) -> None:
         seen[name] = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-    names = [n for n, _ in model.named_modules() if n]
+        calls.append((name, o.data_ptr() if isinstance(o, torch.Tensor) else -1, o))
+    names = [n for n in modules if n]
     with ModuleHooks(model, names, record):
         try:
             with torch.inference_mode():
@@ -97,84 +108,161 @@ def module_outputs(model: nn.Module, input_size: tuple[int, int],
             raise ModelError(f"a forward pass of a zero image of size {input_size[0]}x"
                              f"{input_size[1]} failed ({type(e).__name__}: {e}); check "
                              f"--input-size") from e
-    return {n: seen[n] for n in names if n in seen}
+    followers: dict[str, str] = {}
+    for i, (name, ptr, _) in enumerate(calls):
+        later = [n for n, p, _ in calls[i + 1:] if p == ptr and p != -1
+                 and getattr(modules[n], "inplace", False) is True]
+        if later:
+            followers[name] = later[0]
+        else:
+            followers.pop(name, None)                     # its last call is what is kept
+    return {n: seen[n] for n in names if n in seen}, followers
+
+
+def module_outputs(model: nn.Module, input_size: tuple[int, int],
+                   device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Dry forward pass of a (1, 3, H, W) zero image with hooks on every module.
+
+    Returns name -> output shape tuple (tensor outputs) or a type name (others),
+    in module order. For TorchScript models: the named outputs of ``forward``.
+    """
+    return _dry_pass(model, input_size, device)[0]
+
+
+def _map_layers(model: nn.Module, outputs: Mapping[str, Any], input_size: tuple[int, int]
+                ) -> dict[str, tuple[Layout, tuple[int, int, int]]]:
+    """The layers readable as maps without a declared layout: name -> (layout, (K, h, w))."""
+    found = {}
+    for n, s in outputs.items():
+        try:
+            layout = infer_layout(model, n, s, input_size)
+        except LayerError:
+            continue
+        found[n] = (layout, layout.map_shape(s))
+    return found
 
 
 def conv_layer_names(model: nn.Module, input_size: tuple[int, int] = (224, 224),
                      device: str | torch.device = "cpu") -> list[str]:
-    """Names of the layers whose output is a 4-D tensor (B, K, h, w), in module order."""
-    return [n for n, s in module_outputs(model, input_size, device).items()
-            if isinstance(s, tuple) and len(s) == 4]
+    """Names of the layers whose output reads as (B, K, h, w) maps without a declared
+    layout (pipeline/models/layouts.py), in module order."""
+    return list(_map_layers(model, module_outputs(model, input_size, device), input_size))
 
 
-def _list_layers(outputs: Mapping[str, Any], limit: int = 60) -> str:
-    four = [f"{n} {s[1]}x{s[2]}x{s[3]}" for n, s in outputs.items()
-            if isinstance(s, tuple) and len(s) == 4]
-    if not four:
-        return "(this model has no layer with a 4-D output)"
-    more = f", ... ({len(four) - limit} more)" if len(four) > limit else ""
-    return ", ".join(four[:limit]) + more
+def _list_layers(model: nn.Module, outputs: Mapping[str, Any], input_size: tuple[int, int],
+                 limit: int = 60) -> str:
+    """The layers that read as maps, ``name KxHxW (layout)``; beyond ``limit`` only the
+    shallowest ones (fewest dots in the name) that fit, and a count of the others."""
+    found = _map_layers(model, outputs, input_size)
+    if not found:
+        return "(no layer of this model reads as maps without --layout)"
+    depth = max(n.count(".") for n in found)
+    while depth > 0 and sum(n.count(".") <= depth for n in found) > limit:
+        depth -= 1
+    shown = [n for n in found if n.count(".") <= depth][:limit]
+    text = ", ".join(f"{n} {K}x{h}x{w}" + ("" if lay.kind == "channels_first"
+                                           else f" ({lay.kind})")
+                     for n in shown for lay, (K, h, w) in [found[n]])
+    hidden = [n for n in found if n not in set(shown)]
+    return text + (f", and {len(hidden)} more inside them, e.g. {hidden[0]}" if hidden else "")
 
 
-def resolve_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int, int],
-                   device: str | torch.device = "cpu") -> dict[str, tuple[int, int, int]]:
-    """Check each requested layer exists and outputs (B, K, h, w); return name -> (K, h, w).
+@dataclass
+class LayerPlan:
+    """Requested layers resolved: shapes name -> (K, h, w) as stored, layouts name ->
+    Layout (how the output becomes those maps), warnings (messages for the user)."""
+    shapes: dict[str, tuple[int, int, int]]
+    layouts: dict[str, Layout]
+    warnings: list[str] = field(default_factory=list)
 
-    Raises LayerError naming the layer (unknown: listing the 4-D layers with K x h x w;
-    not 4-D: naming the shape).
-    """
+
+def _check_names(names: Sequence[str]) -> None:
     if not names:
         raise LayerError("no layer given; pass --layers a,b,...")
     dup = sorted({n for n in names if list(names).count(n) > 1})
     if dup:
         raise LayerError(f"layer(s) {dup} listed twice in --layers")
-    outputs = module_outputs(model, input_size, device)
+
+
+def plan_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int, int],
+                device: str | torch.device = "cpu",
+                layouts: Mapping[str, Layout] | None = None) -> LayerPlan:
+    """Check each requested layer exists and reads as maps: by its declared layout
+    (``layouts[name]``, else ``layouts[""]``), else :func:`infer_layout`. LayerError names
+    the layer (unknown or unreadable: listing the layers that read as maps, K x h x w).
+    Warns for a layer whose output an in-place module changes afterwards."""
+    _check_names(names)
+    layouts = dict(layouts or {})
+    unknown = [k for k in layouts if k and k not in names]
+    if unknown:
+        raise LayerError(f"--layout names layer(s) {unknown} that are not in --layers")
+    outputs, followers = _dry_pass(model, input_size, device)
     modules = (set(outputs) if is_torchscript(model)
                else {n for n, _ in model.named_modules() if n})
-    result = {}
+    plan = LayerPlan({}, {})
     for n in names:
+        listing = f"layers that read as maps (name KxHxW at input {input_size[0]}x" \
+                  f"{input_size[1]}): {_list_layers(model, outputs, input_size)}"
         if n not in modules:
-            raise LayerError(f"unknown layer {n!r}; layers of this model with 4-D outputs "
-                             f"(name KxHxW at input {input_size[0]}x{input_size[1]}): "
-                             f"{_list_layers(outputs)}")
+            raise LayerError(f"unknown layer {n!r}; {listing}")
         if n not in outputs:
-            raise LayerError(f"layer {n!r} is not called in a forward pass; layers with "
-                             f"4-D outputs: {_list_layers(outputs)}")
-        s = outputs[n]
-        if not (isinstance(s, tuple) and len(s) == 4):
-            what = s if isinstance(s, str) else f"a tensor of shape {s}"
-            raise LayerError(f"layer {n!r} outputs {what}, not (B, K, h, w) maps; choose "
-                             f"a layer with 4-D outputs: "
-                             f"{_list_layers(outputs)}")
-        result[n] = (int(s[1]), int(s[2]), int(s[3]))
-    return result
+            raise LayerError(f"layer {n!r} is not called in a forward pass; {listing}")
+        declared = layouts.get(n, layouts.get(""))
+        try:
+            layout = (complete_layout(declared, model, n, outputs[n], input_size)
+                      if declared else infer_layout(model, n, outputs[n], input_size))
+        except LayerError as e:
+            raise type(e)(f"{e}. {listing}") from None
+        plan.layouts[n], plan.shapes[n] = layout, layout.map_shape(outputs[n])
+        if n in followers:
+            f = followers[n]
+            kind = type(dict(model.named_modules())[f]).__name__
+            plan.warnings.append(
+                f"warning: layer {n!r} is followed by the in-place {kind} {f!r}: its maps "
+                f"are stored before {f!r} changes them (e.g. pre-ReLU); pass --layers {f} "
+                f"for the maps after it")
+    return plan
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int, int],
+                   device: str | torch.device = "cpu") -> dict[str, tuple[int, int, int]]:
+    """:func:`plan_layers` without declared layouts: name -> (K, h, w)."""
+    return plan_layers(model, names, input_size, device).shapes
 
 
 class LayerCapture:
     """Capture several layers in one forward pass.
 
-    ``with LayerCapture(model, names, transform) as cap: outs = cap(x)`` returns
-    name -> ``transform(output)`` for each layer, where output is (B, K, h, w).
-    ``transform`` must copy (the default does: ``.detach().clone()``), because a
-    later in-place op (e.g. ReLU(inplace=True)) may overwrite a hooked output.
-    A layer whose output is not 4-D raises LayerError naming it and the shape.
+    ``with LayerCapture(model, names, transform, layouts) as cap: outs = cap(x)`` returns
+    name -> ``transform(maps)`` for each layer, where maps is the output adapted to
+    (B, K, h, w) by ``layouts[name]`` (:class:`pipeline.models.layouts.Layout`; default
+    channels_first, i.e. the output as it is). ``transform`` must copy (the default does:
+    ``.detach().clone()``), because a later in-place op (e.g. ReLU(inplace=True)) may
+    overwrite a hooked output. An output that does not fit its layout raises LayerError
+    naming the layer and the shape.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 layouts: Mapping[str, Layout] | None = None):
         self.model = model
         self.names = list(names)
         self.transform = transform or (lambda t: t.detach().clone())
+        self.layouts = {n: (layouts or {}).get(n, CHANNELS_FIRST) for n in self.names}
         self._out: dict[str, torch.Tensor] = {}
         self._hooks: ModuleHooks | None = None
 
-    def _check(self, name: str, o: Any) -> torch.Tensor:
-        if not isinstance(o, torch.Tensor) or o.dim() != 4:
+    def _maps(self, name: str, o: Any) -> torch.Tensor:
+        if not isinstance(o, torch.Tensor):
             raise LayerError(f"layer {name!r} produced {_describe(o)}, not (B, K, h, w) maps")
-        return o
+        try:
+            return self.layouts[name].adapt(o)
+        except LayerError as e:
+            raise LayerError(f"layer {name!r} produced {_describe(o)}, not (B, K, h, w) "
+                             f"maps ({e})") from None
 
     def _record(self, name: str, o: Any) -> None:
-        self._out[name] = self.transform(self._check(name, o))
+        self._out[name] = self.transform(self._maps(name, o))
 
     def __enter__(self) -> "LayerCapture":
         if not is_torchscript(self.model):
@@ -199,7 +287,7 @@ class LayerCapture:
             if missing:
                 raise LayerError(f"TorchScript forward returned no output(s) {missing}; "
                                  f"it returned {sorted(named)}")
-            return {n: self.transform(self._check(n, named[n])) for n in self.names}
+            return {n: self.transform(self._maps(n, named[n])) for n in self.names}
         missing = [n for n in self.names if n not in self._out]
         if missing:
             raise LayerError(f"layer(s) {missing} were not called in the forward pass")

@@ -9,7 +9,8 @@ A SPEC is one of:
   no arguments that returns an ``nn.Module``.
 - ``torchvision:NAME`` / ``timm:NAME`` (optionally ``:key=value,...`` keyword
   arguments, e.g. ``torchvision:resnet18:num_classes=365``): an architecture with
-  random weights (pass ``--weights``), only when that package imports.
+  random weights seeded by ``seed=N`` (default 0; pass ``--weights``), see
+  :mod:`pipeline.models.zoo` (which also makes torchvision import on a CPU torch).
 - a model file (``.pt``/``.pth``/``.ts``/...): TorchScript (loadable by
   ``torch.jit.load``; its layers are what its ``forward`` returns, see
   :mod:`pipeline.models.hooks`) or a whole pickled ``nn.Module``. Either runs code from
@@ -21,7 +22,6 @@ plus one :class:`ModelSource` entry.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
 import importlib.util
@@ -30,19 +30,19 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-from pipeline.models.checkpoints import (TRUST_FLAG, UntrustedCheckpoint, load_weights,
-                                         read_checkpoint, trust_warning)
+from pipeline.models.checkpoints import (TRUST_FLAG, UntrustedCheckpoint, Weights,
+                                         WeightsFile, load_weights, read_checkpoint,
+                                         trust_warning)
 from pipeline.models.demo import load_demo
 from pipeline.models.errors import ModelError
+from pipeline.models.zoo import build_zoo_model
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".ptc", ".torchscript")
-
-Weights = str | Path | None
 
 
 @dataclass(frozen=True)
@@ -69,41 +69,6 @@ def _then_weights(build: Callable[[str], nn.Module]) -> Callable[[str, Weights],
 def _looks_like_file(spec: str) -> bool:
     p = Path(spec)
     return p.suffix.lower() in TORCHSCRIPT_SUFFIXES or (p.is_file() and ":" not in spec)
-
-
-def _parse_kwargs(text: str, spec: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, (t.strip() for t in text.split(","))):
-        key, eq, val = part.partition("=")
-        if not eq or not key.strip().isidentifier():
-            raise ModelError(f"--model {spec!r}: expected key=value arguments after the "
-                             f"name, got {part!r}")
-        try:
-            kwargs[key.strip()] = ast.literal_eval(val.strip())
-        except (ValueError, SyntaxError):
-            kwargs[key.strip()] = val.strip()
-    return kwargs
-
-
-def _zoo_model(spec: str) -> nn.Module:
-    """``torchvision:NAME[:k=v,...]`` or ``timm:NAME[:k=v,...]`` with random weights."""
-    package, _, rest = spec.partition(":")
-    name, _, args = rest.partition(":")
-    kwargs = _parse_kwargs(args, spec)
-    try:
-        mod = importlib.import_module(package)
-    except Exception as e:  # torchvision's CUDA wheels fail on CPU torch with RuntimeError
-        raise ModelError(f"--model {spec!r} needs the {package} package, which is not "
-                         f"installed or does not import here ({type(e).__name__}: {e}); "
-                         f"use a factory spec (file.py:function) or a TorchScript file "
-                         f"instead") from None
-    try:
-        if package == "torchvision":
-            return mod.models.get_model(name, weights=None, **kwargs)
-        return mod.create_model(name, pretrained=False, **kwargs)
-    except Exception as e:
-        raise ModelError(f"--model {spec!r}: {package} cannot build {name!r} "
-                         f"({type(e).__name__}: {e})") from None
 
 
 def _factory_model(spec: str) -> nn.Module:
@@ -191,24 +156,33 @@ def _file_model(spec: str, weights: Weights, trust: bool = False) -> nn.Module:
     return model
 
 
+def _demo(_spec: str, weights: Weights, trust: bool = False) -> nn.Module:
+    if isinstance(weights, WeightsFile):
+        if weights.key or weights.prefix:
+            raise ModelError("--model demo reads its own checkpoint format; "
+                             "--weights-key/--weights-prefix do not apply")
+        weights = weights.path
+    return load_demo(weights, trust)
+
+
 # Checked in order: a zoo spec also contains ":" and must match before a factory spec.
 SOURCES: tuple[ModelSource, ...] = (
-    ModelSource("demo", lambda spec: spec == "demo",
-                lambda _spec, weights, trust=False: load_demo(weights, trust)),
+    ModelSource("demo", lambda spec: spec == "demo", _demo),
     ModelSource("torchvision", lambda spec: spec.startswith("torchvision:"),
-                _then_weights(_zoo_model)),
-    ModelSource("timm", lambda spec: spec.startswith("timm:"), _then_weights(_zoo_model)),
+                _then_weights(build_zoo_model)),
+    ModelSource("timm", lambda spec: spec.startswith("timm:"), _then_weights(build_zoo_model)),
     ModelSource("factory", lambda spec: ":" in spec and not _looks_like_file(spec),
                 _then_weights(_factory_model)),
     ModelSource("file", _looks_like_file, _file_model),
 )
 
 
-def load_model(spec: str, weights: str | Path | None = None, trust_checkpoint: bool = False
+def load_model(spec: str, weights: Weights = None, trust_checkpoint: bool = False
                ) -> nn.Module:
-    """Build the model named by ``spec`` (module docstring), load ``weights`` if given
-    (safely, unless ``trust_checkpoint``: pipeline/models/checkpoints.py), and return it
-    on the CPU in eval mode."""
+    """Build the model named by ``spec`` (module docstring), load ``weights`` if given (a
+    path, or a :class:`pipeline.models.checkpoints.WeightsFile` with --weights-key and
+    --weights-prefix; safely, unless ``trust_checkpoint``: pipeline/models/checkpoints.py),
+    and return it on the CPU in eval mode."""
     spec = str(spec).strip()
     if not spec:
         raise ModelError("--model is empty; pass e.g. demo, path/to/file.py:function, "
