@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import zarr
 
-from cache import store
 from scoring_fixtures import cli, copy_fresh, make_dataset, make_labels
 
 pytestmark = pytest.mark.slow        # subprocesses: seconds each
@@ -58,3 +57,21 @@ def test_label_cache_of_another_dataset(tiny_cli_run, tmp_path):
     assert r.returncode == 2
     assert f"{cache.path} holds the label cache of another dataset ({other}" in r.stderr
     assert "--rebuild" in r.stderr and "building the label cache" not in r.stdout
+
+
+def test_coarse_maps_are_warned_about_everywhere(tiny_data, tmp_path):
+    import json
+    from pipeline.reports.document import map_warnings
+    assert map_warnings([30, 16, 7, 9]) == [] and map_warnings(None) == []
+    assert "6 x 9 cells" in map_warnings([30, 16, 6, 9])[0]
+    run = tmp_path / "run"
+    cli("scripts/extract.py", "--dataset", tiny_data, "--model",
+        "tests/model_factories.py:tiny_net", "--layers", "features.3", "--input-size", "8",
+        "--out", run, "--workers", "0", "--quiet")
+    r = score(run, "--label-cache", tmp_path / "labels.zarr", "--levels", "0.005")
+    assert r.returncode == 0, r.stderr
+    assert "warning: coarse maps: 4 x 4 cells per image" in r.stdout
+    doc = json.loads((run / "results" / "features.3.json").read_text())
+    assert doc["summary"]["warnings"] == map_warnings([30, 16, 4, 4])
+    page = (run / "results" / "features.3.html").read_text()
+    assert "<p class=warn><b>Warning</b>: coarse maps: 4 x 4" in page

@@ -16,7 +16,8 @@ the HTML page, :mod:`pipeline.reports.html_page`) is generated from it, and
                 folder under results/, "" for the default scoring; absent before it
                 existed: read as "")
     thresholds: quantile, T (K floats)
-    summary:    count_detectors() at iou_threshold + layer, quantile, levels_in_cube
+    summary:    count_detectors() at iou_threshold + layer, quantile, levels_in_cube,
+                warnings (list of sentences, e.g. coarse maps: :func:`map_warnings`)
                 [+ significant_detectors when the null was run]
     units:      K records in unit order: unit (from 1), label, label_number, category, iou,
                 detector, [p_image, p_spatial, null {concept, iou_sample, mean_*, max_*}],
@@ -78,6 +79,24 @@ def run_metadata(run_attrs: dict, layer: str, run_path, acts_shape: Sequence[int
     }
 
 
+#: Maps with fewer cells than this on a side get a warning (:func:`map_warnings`): 7 x 7 is
+#: the coarsest layer the published dissections scored (ResNet layer4 at 224 px).
+COARSE_MAPS = 7
+
+
+def map_warnings(shape) -> list[str]:
+    """The warnings of a layer whose activation cache has ``shape`` (N, K, h, w): maps
+    coarser than :data:`COARSE_MAPS` cells on a side inflate the detector counts."""
+    if not shape or len(shape) != 4 or min(shape[2:]) >= COARSE_MAPS:
+        return []
+    h, w = shape[2:]
+    return [f"coarse maps: {h} x {w} cells per image (fewer than {COARSE_MAPS} on a side). "
+            f"Upsampled, a unit's mask is a few smooth blobs per image, which overlap large "
+            f"concepts (colours, whole-image scene and texture labels, big objects) well "
+            f"enough to pass the IoU threshold by chance: detector counts are inflated and "
+            f"labels say little. Extract at a larger --input-size, or an earlier layer"]
+
+
 def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
                    label_pixels: np.ndarray, categories: Sequence[str],
                    label_names: Sequence[str], thresholds: np.ndarray, *, layer: str,
@@ -91,7 +110,8 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
     cats = list(categories)
     summary = d.summary()
     summary.update({"layer": layer, "quantile": float(quantile),
-                    "levels_in_cube": [float(q) for q in levels]})
+                    "levels_in_cube": [float(q) for q in levels],
+                    "warnings": map_warnings(run.get("activations", {}).get("shape"))})
     units = []
     for u in d.units:
         rec = {"unit": u.unit + 1, "label": label_names[u.label] if u.category else "",

@@ -74,9 +74,11 @@ def _summary_section(doc: dict) -> list[str]:
         "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
         "td.l,th.l{text-align:left}tr.det{background:#eef6ee}"
-        "td.best{font-size:75%;color:#444;text-align:left}img.strip{display:block}</style>"
+        "td.best{font-size:75%;color:#444;text-align:left}img.strip{display:block}"
+        "p.warn{background:#fff3cd;border:1px solid #e0b000;padding:4px 8px}</style>"
         "</head><body>",
         f"<h1>Layer {e(layer)}</h1>",
+        *(f"<p class=warn><b>Warning</b>: {e(w)}.</p>" for w in s.get("warnings", [])),
         f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
         f"{e(str(run.get('dataset', {}).get('path')))} "
         f"({e(str(run.get('dataset', {}).get('num_images')))} images); "

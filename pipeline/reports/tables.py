@@ -65,6 +65,7 @@ def summary_table(layer: str, summary: dict) -> str:
         lines.append(f"  {c:<{w}}  " + _count_cells(*(summary[key][c]
                                                       for _, key, _ in CONVENTIONS)))
     lines.append(f"  {'total':<{w}}  " + _count_cells(*(summary[t] for t in TOTALS)))
+    lines += [f"  warning: {text}" for text in summary.get("warnings", [])]
     return "\n".join(lines)
 
 
