@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
     print(f"results: {run_dir / 'results'}  (per layer: <layer>.csv in the NetDissect layout, "
           f"<layer>.json results document, <layer>.html page)")
-    print(f"try re-scoring without replay: {py} scripts/score.py {run_dir} --iou-threshold 0.08")
+    print(f"try re-scoring without replay: {py} scripts/score.py {run_dir} --iou-threshold 0.08 "
+          f"(written to {run_dir}/results/iou0.08/)")
     return 0
 
 
