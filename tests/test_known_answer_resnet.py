@@ -44,10 +44,10 @@ def dissected(tmp_path_factory):
     for q in MIN_IOU:
         cli("scripts/score.py", run, "--label-cache", tmp / "labels.zarr", "--quantile",
             str(q), "--quiet", env=env)
-        with open(run / "results" / "relu.csv", newline="") as f:
+        res = run / "results" / f"q{q:g}"             # a named scoring (not the default q)
+        with open(res / "relu.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        out[q] = {"rows": rows,
-                  "summary": json.loads((run / "results" / "relu.json").read_text())["summary"]}
+        out[q] = {"rows": rows, "summary": json.loads((res / "relu.json").read_text())["summary"]}
     return out
 
 
