@@ -25,6 +25,7 @@ threshold array reads as absent and is recomputed from the caches.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -217,7 +218,6 @@ class TallyCheckpoint:
     """
 
     def __init__(self, layer: zarr.Group, key: dict, every: float = 30.0, log=None):
-        import json
         self.layer, self.every, self.log = layer, float(every), log
         self.key = json.loads(json.dumps(key))          # as stored (lists, not tuples)
         self.seq = 0

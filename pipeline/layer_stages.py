@@ -344,7 +344,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         write_json(results_doc.document_path(out, name), doc)
         header, rows = csv_rows(doc)
         write_csv(out / f"{name}.csv", header, rows)
-        _note_formulas(layer, name, header, rows, log)
+        _note_formulas(layer, name, config.page_name(name), header, rows, log)
         from pipeline.reports.html_page import layer_report
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
                             progress=config.progress, log=log)
@@ -352,7 +352,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 
-def _note_formulas(layer: str, name: str, header, rows, log) -> None:
+def _note_formulas(layer: str, name: str, page: str, header, rows, log) -> None:
     """Say when the NetDissect CSV (written exactly: scripts read it) holds names that a
     spreadsheet would run as formulas (:mod:`pipeline.reports.spreadsheet`)."""
     formulas = formula_cells(header, rows)
@@ -360,7 +360,7 @@ def _note_formulas(layer: str, name: str, header, rows, log) -> None:
         log(f"[{layer}] {len(formulas)} label or category name(s) start with =, +, - or @ "
             f"(e.g. {formulas[0]!r}): {name}.csv keeps them exactly, as scripts read it, "
             f"and a spreadsheet may run them as formulas: import it with text columns, or "
-            f"read {name}.html")
+            f"read {page}")
 
 
 def layer_sweep(run, layer: str, d: Dissection, thresholds, results_dir=None,
