@@ -244,6 +244,29 @@ def test_in_place_relu_after_a_hooked_layer_warns(zoo):
                            (32, 32)).warnings
 
 
+class _FunctionalInPlace(torch.nn.Module):
+    """conv's output is changed by ``F.relu(.., inplace=True)`` in forward; head's is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(3, 4, 3), torch.nn.Identity()
+
+    def forward(self, x):
+        y = self.conv(x)
+        torch.nn.functional.relu(y, inplace=True)
+        return self.head(y)
+
+
+def test_in_place_code_after_a_hooked_layer_warns(zoo):
+    """An in-place op of forward's code (no module) is seen by the tensor's version
+    counter: torchvision DenseNet's F.relu(features, inplace=True) after features.norm5."""
+    plan = plan_layers(_FunctionalInPlace(), ["conv", "head"], (16, 16))
+    assert len(plan.warnings) == 1 and "'conv' is changed in place" in plan.warnings[0]
+    model = zoo("torchvision:densenet121")
+    w = plan_layers(model, ["features.norm5", "features.denseblock4"], (64, 64)).warnings
+    assert len(w) == 1 and "'features.norm5'" in w[0] and "F.relu(x, inplace=True)" in w[0]
+
+
 def test_random_init_is_seeded():
     state = torch.get_rng_state()
     a, b = load_model("timm:resnet18"), load_model("timm:resnet18:seed=0")

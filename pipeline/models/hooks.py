@@ -78,12 +78,18 @@ def _describe(out: Any) -> str:
     return type(out).__name__
 
 
+IN_PLACE_CODE = ""      # a follower that is no module: an in-place op of forward's code
+
+
 def _dry_pass(model: nn.Module, input_size: tuple[int, int], device: str | torch.device
               ) -> tuple[dict[str, Any], dict[str, str]]:
     """One forward pass of a (1, 3, H, W) zero image with hooks on every module: (name ->
-    output shape tuple or type name, in module order; name -> the in-place module (e.g.
-    ReLU(inplace=True)) called next on the same tensor, which the stored copy precedes).
-    For TorchScript models: the named outputs of ``forward`` and no followers."""
+    output shape tuple or type name, in module order; name -> what changes that output in
+    place after it is computed, which the stored copy precedes: the in-place module (e.g.
+    ReLU(inplace=True)) called next on the same tensor, or :data:`IN_PLACE_CODE` for an
+    in-place op of the forward code (``F.relu(x, inplace=True)``, ``x += y``), seen by the
+    tensor's version counter). For TorchScript models: the named outputs of ``forward``
+    and no followers."""
     x = torch.zeros((1, 3, *input_size), device=device)
     if is_torchscript(model):
         with torch.inference_mode():
@@ -91,29 +97,33 @@ def _dry_pass(model: nn.Module, input_size: tuple[int, int], device: str | torch
         return ({k: (tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__)
                  for k, v in _script_outputs(out).items()}, {})
     seen: dict[str, Any] = {}
-    # (name, output data_ptr, the output): holding every output keeps its memory from
-    # being reused, so equal data pointers mean the same tensor (a batch-1 pass is small)
-    calls: list[tuple[str, int, Any]] = []
+    # (name, output data_ptr, the output, its version): holding every output keeps its
+    # memory from being reused, so equal data pointers mean the same tensor (a batch-1
+    # pass is small)
+    calls: list[tuple[str, int, Any, int]] = []
     modules = dict(model.named_modules())
 
     def record(name: str, o: Any) -> None:
-        seen[name] = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-        calls.append((name, o.data_ptr() if isinstance(o, torch.Tensor) else -1, o))
+        tensor = isinstance(o, torch.Tensor)
+        seen[name] = tuple(o.shape) if tensor else type(o).__name__
+        calls.append((name, o.data_ptr() if tensor else -1, o, o._version if tensor else 0))
     names = [n for n in modules if n]
     with ModuleHooks(model, names, record):
         try:
-            with torch.inference_mode():
+            with torch.no_grad():       # not inference_mode: it keeps no version counters
                 model(x)
         except Exception as e:
             raise ModelError(f"a forward pass of a zero image of size {input_size[0]}x"
                              f"{input_size[1]} failed ({type(e).__name__}: {e}); check "
                              f"--input-size") from e
     followers: dict[str, str] = {}
-    for i, (name, ptr, _) in enumerate(calls):
-        later = [n for n, p, _ in calls[i + 1:] if p == ptr and p != -1
+    for i, (name, ptr, out, version) in enumerate(calls):
+        later = [n for n, p, _, _ in calls[i + 1:] if p == ptr and p != -1
                  and getattr(modules[n], "inplace", False) is True]
         if later:
             followers[name] = later[0]
+        elif ptr != -1 and out._version != version:
+            followers[name] = IN_PLACE_CODE
         else:
             followers.pop(name, None)                     # its last call is what is kept
     return {n: seen[n] for n in names if n in seen}, followers
@@ -215,13 +225,21 @@ def plan_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int, i
             raise type(e)(f"{e}. {listing}") from None
         plan.layouts[n], plan.shapes[n] = layout, layout.map_shape(outputs[n])
         if n in followers:
-            f = followers[n]
-            kind = type(dict(model.named_modules())[f]).__name__
-            plan.warnings.append(
-                f"warning: layer {n!r} is followed by the in-place {kind} {f!r}: its maps "
-                f"are stored before {f!r} changes them (e.g. pre-ReLU); pass --layers {f} "
-                f"for the maps after it")
+            plan.warnings.append(_in_place_warning(model, n, followers[n]))
     return plan
+
+
+def _in_place_warning(model: nn.Module, name: str, follower: str) -> str:
+    if follower == IN_PLACE_CODE:
+        return (f"warning: layer {name!r} is changed in place after it is computed, by the "
+                f"model's forward code (an op such as F.relu(x, inplace=True), x.relu_() or "
+                f"x += y, not a module): its maps are stored before that change (e.g. "
+                f"pre-ReLU); hook a module whose output follows the change for the maps "
+                f"after it")
+    kind = type(dict(model.named_modules())[follower]).__name__
+    return (f"warning: layer {name!r} is followed by the in-place {kind} {follower!r}: its "
+            f"maps are stored before {follower!r} changes them (e.g. pre-ReLU); pass "
+            f"--layers {follower} for the maps after it")
 
 
 def resolve_layers(model: nn.Module, names: Sequence[str], input_size: tuple[int, int],
