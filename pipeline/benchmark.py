@@ -42,14 +42,8 @@ class StageResult:
 
 
 def dir_mib(path: str | Path) -> float:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total / 2**20
+    from cache.store import tree_size
+    return tree_size(path)[0] / 2**20
 
 
 # ------------------------------------------------------------------------ stages
@@ -96,7 +90,7 @@ def stage_extract(dataset: str, out: str, model: str, layers: str, device: str,
     from pipeline.extract import extract_with_stats
     from pipeline.extract_config import ExtractConfig
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, out=out, device=device,
-                        limit=num_images, batch_size=batch_size, overwrite=True,
+                        limit=num_images, batch_size=batch_size, overwrite=True, yes=True,
                         progress=False)
     bare = bare_forward_loop(cfg)
     stats = extract_with_stats(cfg, log=lambda *a, **k: None)
@@ -201,10 +195,11 @@ def bare_forward_stats(config: ExtractConfig) -> LoopStats:
     N, B = s.num_images, config.batch_size
     batches = [list(range(i, min(i + B, N))) for i in range(0, N, B)]
     workers = config_workers(config)
+    threads = torch_threads(config, s.device)    # before the workers start
     loader = image_loader(ResizedImages(s.dataset, s.prep.input_size), batches, workers,
                           pin=s.device.type == "cuda")
     t0, c0 = time.perf_counter(), time.process_time()
-    with torch.inference_mode(), torch_threads(config, s.device, workers):
+    with torch.inference_mode(), threads:
         for _idx, pixels, err, _files in loader:
             if err is not None:
                 raise ExtractError(err)

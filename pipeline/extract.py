@@ -13,7 +13,6 @@ killed at any moment resumes where it stopped and ends bit-identical.
 """
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import threading
@@ -34,7 +33,8 @@ from cache.zarr_io import clear_flags
 from pipeline.dataset_files import find_changes, image_files
 from pipeline.extract_config import (ExtractConfig, ExtractError, ExtractSetup,
                                      config_workers, setup_extraction, torch_threads)
-from pipeline.extract_run import open_or_create
+from pipeline.extract_grow import grow
+from pipeline.extract_run import growth, open_or_create
 from pipeline.models.hooks import LayerCapture
 from pipeline.preprocess import ResizedImages, image_loader, to_model_input
 
@@ -120,14 +120,7 @@ class _Writer(threading.Thread):
 
 
 def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
+    return store.tree_size(path)[0]
 
 
 # ---------------------------------------------------------------------- extract
@@ -155,6 +148,9 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
     for note in s.notes:
         log(note)
     with RunLock(out):
+        plan = growth(out, s, config, log)
+        if plan is not None:
+            return _grow(plan, s, config, log)
         group, block, created = open_or_create(out, s, config, log)
         if config.repair and not created:
             from cache.integrity import repair_run
@@ -179,6 +175,17 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
         _warn_overflow(group, config.layers, log)
         stats.bytes_on_disk = _dir_bytes(out)
         return stats
+
+
+def _grow(plan, s: ExtractSetup, config: ExtractConfig, log: Log) -> ExtractStats:
+    """Add the layers of ``plan`` (pipeline/extract_grow.py) to its complete run."""
+    stats = grow(plan, config, extract_with_stats, log)
+    if stats is None:
+        log(f"{plan.out}: the cache is complete ({s.num_images} images, layers "
+            f"{', '.join(plan.old_attrs['layers'])}); nothing to do")
+        stats = ExtractStats(plan.out, s.num_images, status="complete")
+    stats.bytes_on_disk = _dir_bytes(plan.out)
+    return stats
 
 
 def _repair_images(group: zarr.Group, s: ExtractSetup, log: Log) -> None:
@@ -224,6 +231,9 @@ def _extract_blocks(out: Path, group: zarr.Group, s: ExtractSetup, config: Extra
     batches = [list(range(*cache_acts.block_range(int(b), block, N))) for b in pending]
     todo = sum(len(b) for b in batches)
     workers = config_workers(config)
+    threads = torch_threads(config, s.device)    # before the workers start
+    if s.device.type == "cpu":
+        log(threads.describe(workers))
     loader = image_loader(ResizedImages(s.dataset, s.prep.input_size), batches, workers,
                           pin=s.device.type == "cuda")
     writer = _Writer(group, list(config.layers))
@@ -233,7 +243,7 @@ def _extract_blocks(out: Path, group: zarr.Group, s: ExtractSetup, config: Extra
     t0, c0 = time.perf_counter(), time.process_time()
     interrupted = False
     try:
-        _forward_blocks(loader, s, config, workers, block, writer, bar, stats)
+        _forward_blocks(loader, s, config, threads, block, writer, bar, stats)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -255,15 +265,15 @@ def _extract_blocks(out: Path, group: zarr.Group, s: ExtractSetup, config: Extra
         raise ExtractInterrupted(msg)
 
 
-def _forward_blocks(loader, s: ExtractSetup, config: ExtractConfig, workers: int, block: int,
-                    writer: _Writer, bar: tqdm, stats: ExtractStats) -> None:
+def _forward_blocks(loader, s: ExtractSetup, config: ExtractConfig, threads: torch_threads,
+                    block: int, writer: _Writer, bar: tqdm, stats: ExtractStats) -> None:
     """The forward passes: each loaded block through the model, its captured layers
     queued to ``writer``."""
     dtype = torch.float16 if config.dtype == "float16" else torch.float32
     on_gpu = s.device.type != "cpu"
     with LayerCapture(s.model, list(config.layers), _stored_and_maxima(dtype),
                       s.layouts) as cap, \
-            torch.inference_mode(), torch_threads(config, s.device, workers):
+            torch.inference_mode(), threads:
         for idx, pixels, err, files in loader:
             if err is not None:
                 raise ExtractError(f"{err}\n(blocks written so far are kept; "
