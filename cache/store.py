@@ -170,6 +170,23 @@ def is_run_dir(path: str | os.PathLike) -> bool:
         return False
 
 
+def tree_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(bytes, files) of the regular files under ``path`` (a file: itself); links are
+    not followed, files vanishing meanwhile are skipped."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size, 1
+    total = count = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+                count += 1
+            except OSError:
+                pass
+    return total, count
+
+
 def clear_run_dir(path: str | os.PathLike) -> None:
     """Delete everything in a run directory except the lock file (for --overwrite).
 

@@ -17,13 +17,16 @@ from cache import activations as cache_acts
 from cache.integrity import check_run_metadata, repair_run_metadata
 from cache.metadata import COPY_NAME, MetadataError
 from cache.store import RUN_FORMAT, LOCK_NAME, RunError
+from cache.store import tree_size as store_tree_size
 from pipeline.extract_config import ExtractConfig, ExtractSetup
+from pipeline.extract_grow import GrowPlan, plan_growth
 
 Log = Callable[[str], None]
 
 
-def differences(old: dict, new: dict) -> list[str]:
-    """What makes an existing run another cache than the one asked for."""
+def differences(old: dict, new: dict, layers: bool = True) -> list[str]:
+    """What makes an existing run another cache than the one asked for (``layers``:
+    counting the set of layers; without it, a run extended by pipeline/extract_grow.py)."""
     def get(d, *keys):
         for k in keys:
             d = d.get(k) if isinstance(d, dict) else None
@@ -45,22 +48,43 @@ def differences(old: dict, new: dict) -> list[str]:
                 b = f"{b[:12]} (spec {get(new, 'model', 'spec')!r}, weights " \
                     f"{get(new, 'model', 'weights')!r})"
             diffs.append(f"{what}: run has {a}, this command {b}")
-    if set(old.get("layers") or []) != set(new["layers"]):
+    if layers and set(old.get("layers") or []) != set(new["layers"]):
         diffs.append(f"layers (--layers): run has {old.get('layers')}, this command "
                      f"{new['layers']}")
     op, np_ = old.get("preprocessing") or {}, new["preprocessing"]
     for k in ("input_size", "mean", "std", "bgr", "resize"):
         if op.get(k) != np_.get(k):
             diffs.append(f"preprocessing {k}: run has {op.get(k)}, this command {np_.get(k)}")
-    if not diffs and old.get("layer_shapes") != new["layer_shapes"]:
-        diffs.append(f"layer shapes: run has {old.get('layer_shapes')}, this command "
-                     f"{new['layer_shapes']}")
+    old_shapes, new_shapes = old.get("layer_shapes") or {}, new["layer_shapes"]
+    if not layers:                                  # the layers both have
+        old_shapes = {n: v for n, v in old_shapes.items() if n in new_shapes}
+        new_shapes = {n: v for n, v in new_shapes.items() if n in old_shapes}
+    if not diffs and old_shapes != new_shapes:
+        diffs.append(f"layer shapes: run has {old_shapes}, this command {new_shapes}")
     return diffs
+
+
+def growth(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log) -> GrowPlan | None:
+    """The layers this extraction adds to the complete run at ``out``
+    (pipeline/extract_grow.py), or None when it resumes, creates or is refused as usual
+    (:func:`open_or_create`)."""
+    if c.overwrite or c.repair or not (out / "zarr.json").is_file():
+        return None
+    _check_metadata(out, False, log)
+    try:
+        old = dict(zarr.open_group(out, mode="r").attrs)
+    except Exception:
+        return None                                   # open_or_create names the problem
+    if old.get("format") != RUN_FORMAT or not old.get("layout_complete"):
+        return None
+    return plan_growth(out, old, s, c, differences(old, s.attrs, layers=False))
 
 
 def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
                    ) -> tuple[zarr.Group, int, bool]:
     """(group, block_images, created)."""
+    if c.overwrite and ((out / "zarr.json").is_file() or (out / COPY_NAME).is_file()):
+        _confirm_overwrite(out, c, log)
     if (out / "zarr.json").is_file() or (out / COPY_NAME).is_file():
         try:
             if not c.overwrite:
@@ -96,6 +120,45 @@ def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
                        f"choose a new or empty directory")
     return (cache_acts.create_run(out, s.attrs, c.batch_size, c.compression,
                                   image_files=True), c.batch_size, True)
+
+
+# a run's activation cache and its layout; anything else in it was computed from them
+CACHE_ENTRIES = {"zarr.json", COPY_NAME, LOCK_NAME, "layers", "progress", "image_files"}
+LAYER_CACHE_ENTRIES = {"zarr.json", "activations", "maxima"}
+
+
+def computed_from_cache(out: Path) -> list[tuple[str, int, int]]:
+    """What the run at ``out`` holds beyond its activation cache, which --overwrite
+    would delete: (path relative to ``out``, bytes, files) of each top-level entry
+    (results/, rotations/ of derived runs, reports) and of each layer's stored
+    thresholds, cube and tally checkpoint (``layers/<node>/quantiles``, ...)."""
+    found = []
+    for p in sorted(out.iterdir()):
+        if p.name not in CACHE_ENTRIES:
+            found.append((p.name + ("/" if p.is_dir() else ""), *store_tree_size(p)))
+    layers = out / "layers"
+    for node in sorted(layers.iterdir()) if layers.is_dir() else []:
+        for p in sorted(node.iterdir()) if node.is_dir() else []:
+            if p.name not in LAYER_CACHE_ENTRIES:
+                found.append((f"layers/{node.name}/{p.name}" + ("/" if p.is_dir() else ""),
+                              *store_tree_size(p)))
+    return found
+
+
+def _confirm_overwrite(out: Path, c: ExtractConfig, log: Log) -> None:
+    """--overwrite of a run holding more than its cache needs --yes: raise RunError
+    listing what would be deleted, or log the list and go on."""
+    found = computed_from_cache(out)
+    if not found:
+        log(f"--overwrite: replacing the activation cache in {out}")
+        return
+    listing = "\n".join(f"  - {name} ({size / 2**20:.1f} MiB, {files} file(s))"
+                         for name, size, files in found)
+    if not c.yes:
+        raise RunError(f"--out {out}: --overwrite would delete what was computed from this "
+                       f"run's cache as well:\n{listing}\npass --yes as well to delete them "
+                       f"(or move them first, or choose another --out)")
+    log(f"--overwrite --yes: deleting the activation cache in {out} and:\n{listing}")
 
 
 def _check_metadata(out: Path, repair: bool, log: Log) -> None:

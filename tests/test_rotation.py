@@ -281,7 +281,7 @@ def test_derived_run_of_a_source_extracted_again_is_stale(small, tmp_path):
                              label_cache=small["labels"].path, log=said.append)
         return res.points, said
     experiment(run, spec)
-    make_run(small["data"], run, overwrite=True, mean=(0.2, 0.3, 0.4))
+    make_run(small["data"], run, overwrite=True, yes=True, mean=(0.2, 0.3, 0.4))
     points, said = experiment(run, spec)
     assert not [m for m in said if "reusing" in m], said
     fresh, _ = experiment(run, RotationSpec(layer=LAYER, alphas=(0.5,), out=tmp_path / "new"))
