@@ -41,10 +41,13 @@ def report(tmp_path_factory, tiny_data, tiny_run, tiny_labels):
 def _strips(page: str) -> list[dict]:
     out = []
     for m in re.finditer(r"<img class=strip data-unit='(\d+)' data-images='([\d,]+)' "
-                         r"alt='[^']*' src='data:image/jpeg;base64,([^']+)'>", page):
-        px = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.group(3)))).convert("RGB"))
+                         r"(?:data-empty='([01,]+)' )?alt='[^']*' "
+                         r"src='data:image/jpeg;base64,([^']+)'>", page):
+        px = np.asarray(Image.open(io.BytesIO(base64.b64decode(m.group(4)))).convert("RGB"))
         out.append({"unit": int(m.group(1)),
-                    "images": [int(i) for i in m.group(2).split(",")], "pixels": px})
+                    "images": [int(i) for i in m.group(2).split(",")], "pixels": px,
+                    "empty": [bool(int(v)) for v in m.group(3).split(",")]
+                    if m.group(3) else None})
     return out
 
 
@@ -112,20 +115,44 @@ def test_html_chart_units_and_strips(report):
     seg = ds.segmentation_size()
     acts = store.activations(run, LAYER)
     T = doc["thresholds"]["T"]
+    assert page.count("<div class=empty>") == sum(any(s["empty"]) for s in strips)
     for s in strips:
         k = s["unit"] - 1
         assert s["images"] == list(top[k]) and len(s["images"]) == 8
         th = images.thumbnail(ds.load_image(s["images"][0]))
         h, w = th.shape[:2]
         assert s["pixels"].shape == (images.THUMB, 8 * w + 7 * images.GAP, 3)
-        mask = images.unit_masks(np.asarray(acts[s["images"][0], k])[None], T[k], seg)[0]
-        want = images.overlay(th, images.resize_nearest(mask, (h, w))).astype(float)
+        masks = images.unit_masks(np.asarray(acts.oindex[s["images"], k]), T[k], seg)
+        assert s["empty"] == [not m.any() for m in masks]           # marked exactly
+        mask = masks[0]
+        want = images.overlay(th, images.resize_nearest(mask, (h, w)))
+        if not mask.any():
+            want = images.frame_empty(want)
+        want = want.astype(float)
         got = s["pixels"][:, :w].astype(float)
         err = np.abs(got - want).mean()
         other = images.overlay(th, ~images.resize_nearest(mask, (h, w))).astype(float)
         assert err < 10, (k, err)                      # JPEG: close, not exact
         if mask.any() and not mask.all():
             assert err < np.abs(got - other).mean()   # and the mask, not its complement
+
+
+def test_a_unit_that_never_fires_has_its_tiles_framed_as_empty():
+    """Unit 1 never exceeds its threshold: every tile framed in red, flagged empty; unit 0
+    fires on each image: none is."""
+    acts = np.zeros((3, 2, 4, 4), np.float32)
+    acts[:, 0, 1:3, 1:3] = 1.0
+    maxima = acts.max(axis=(2, 3))
+    pictures = np.full((3, 40, 40, 3), 200, np.uint8)
+    strips, top, empty = images.unit_strips(acts, maxima, np.array([0.5, 0.5]),
+                                            lambda i: pictures[i], (8, 8), 3)
+    assert empty.tolist() == [[False] * 3, [True] * 3]
+    w = images.THUMB
+    tile = strips[1][:, :w]
+    frame = images.FRAME
+    for edge in (tile[:frame], tile[-frame:], tile[:, :frame], tile[:, -frame:]):
+        assert (edge == images.EMPTY_FRAME).all()
+    assert (strips[0][:frame, :w] != images.EMPTY_FRAME).any()
 
 
 def test_no_images_and_missing_dataset(report):

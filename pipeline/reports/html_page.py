@@ -40,9 +40,11 @@ _LOADED_SCRIPT = (
 
 
 def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] | None = None,
-           top: np.ndarray | None = None, note: str = "") -> str:
+           top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None
+           ) -> str:
     """The page (module docstring). chart: PNG bytes or None; strips/top: per unit (unit
-    order) or None (no images; ``note`` says why)."""
+    order) or None (no images; ``note`` says why); empty (K, n) bool: top images whose
+    mask is empty (framed in red, counted in the cell)."""
     s = doc["summary"]
     out = _summary_section(doc)
     if chart is not None:
@@ -58,7 +60,7 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
                    f"{e(str(sig.get('alpha')))}: "
                    + ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in sig.items()
                                if k != "alpha") + "</p>")
-    out += _units_section(doc, strips, top, note)
+    out += _units_section(doc, strips, top, note, empty)
     out.append("</table>" + _LOADED_SCRIPT + "</body></html>\n")
     return "\n".join(out)
 
@@ -75,6 +77,7 @@ def _summary_section(doc: dict) -> list[str]:
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
         "td.l,th.l{text-align:left}tr.det{background:#eef6ee}"
         "td.best{font-size:75%;color:#444;text-align:left}img.strip{display:block}"
+        "div.empty{font-size:75%;color:#b00}"
         "p.warn{background:#fff3cd;border:1px solid #e0b000;padding:4px 8px}</style>"
         "</head><body>",
         f"<h1>Layer {e(layer)}</h1>",
@@ -102,7 +105,7 @@ def _summary_section(doc: dict) -> list[str]:
 
 
 def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarray | None,
-                   note: str) -> list[str]:
+                   note: str, empty: np.ndarray | None = None) -> list[str]:
     """The units heading, its note and the units table without its closing tag."""
     e = html.escape
     cats = doc["summary"]["categories"]
@@ -111,7 +114,9 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
     if strips is not None:
         out.append(f"<p>Top {top.shape[1]} images of each unit by per-image maximum "
                    "activation; outside the unit's mask (upsampled map &gt; T<sub>k</sub>, "
-                   "as scored) the image is dimmed, the mask's outline is yellow.</p>")
+                   "as scored) the image is dimmed, the mask's outline is yellow; an image "
+                   "framed in red has an empty mask (the map never exceeds T<sub>k</sub> "
+                   "there once upsampled).</p>")
     elif note:
         out.append(f"<p>{e(note)}</p>")
     out.append("<table><tr><th>rank</th><th>unit</th><th class=l>label</th>"
@@ -128,9 +133,14 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
         cell = ""
         if strips is not None:
             idx = ",".join(str(int(i)) for i in top[k])
+            n_empty = int(empty[k].sum()) if empty is not None else 0
+            marks = ("" if empty is None else
+                     " data-empty='" + ",".join(str(int(v)) for v in empty[k]) + "'")
+            said = (f"<div class=empty>{n_empty} of {top.shape[1]} with an empty mask</div>"
+                    if n_empty else "")
             cell = (f"<td class=l><img class=strip data-unit='{u['unit']}' "
-                    f"data-images='{idx}' alt='unit {u['unit']}' "
-                    f"src='{data_uri(strips[k])}'></td>")
+                    f"data-images='{idx}'{marks} alt='unit {u['unit']}' "
+                    f"src='{data_uri(strips[k])}'>{said}</td>")
         out.append(f"<tr{cls}><td>{rank}</td><td>{u['unit']}</td>"
                    f"<td class=l>{e(u['label'])}</td><td class=l>{e(u['category'])}</td>"
                    f"<td>{u['iou']:.4f}</td><td>{'yes' if u['detector'] else ''}</td>"
@@ -160,11 +170,11 @@ def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
         log(f"[{layer}] {note}")
         return render(doc, chart, note=note)
     t0 = time.perf_counter()
-    strips, top = unit_strips(store.activations(run, layer), store.maxima(run, layer),
+    strips, top, empty = unit_strips(store.activations(run, layer), store.maxima(run, layer),
                               np.asarray(doc["thresholds"]["T"], dtype=np.float64),
                               dataset.load_image, seg, top_n, progress=progress,
                               desc=f"images {layer}")
-    page = render(doc, chart, strips, top)
+    page = render(doc, chart, strips, top, empty=empty)
     log(f"[{layer}] HTML report with top-{top.shape[1]} images of {len(strips)} units: "
         f"{time.perf_counter() - t0:.1f} s, {len(page) / 1e6:.1f} MB")
     return page

@@ -5,8 +5,9 @@ Top images of unit k: the N images with the largest per-image maximum ``maxima[:
 (descending; ties by image index). On each, the scored mask M = S > T_k, S the map upsampled
 to the segmentation size with :func:`pipeline.upsample.upsample` (the scoring's definition),
 is resized to the thumbnail (nearest) and drawn over the image: outside the mask the image
-is dimmed, the mask's outline is drawn in yellow. Strips are (THUMB, W, 3) uint8, tiles GAP
-white pixels apart.
+is dimmed, the mask's outline is drawn in yellow; an image whose mask is empty (its map
+never exceeds T_k once upsampled: common for coarse maps) is dimmed whole and framed in
+red (EMPTY_FRAME). Strips are (THUMB, W, 3) uint8, tiles GAP white pixels apart.
 
 Cost: images are loaded and thumbnailed once per layer and shared between units (many
 units share top images); activations are read per group of units for just the chosen
@@ -25,6 +26,8 @@ THUMB = 80                      # thumbnail height in px (width keeps the image'
 GAP = 2                         # px between the images of a strip
 DIM = 0.3                       # brightness kept outside the mask
 OUTLINE = (255, 221, 0)         # mask outline colour
+EMPTY_FRAME = (220, 20, 20)     # frame of a tile whose mask is empty
+FRAME = 3                       # its width in px
 JPEG_QUALITY = 80
 
 
@@ -67,6 +70,13 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def frame_empty(tile: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: ``tile`` with a FRAME px border in EMPTY_FRAME (an empty mask)."""
+    out = tile.copy()
+    out[:FRAME], out[-FRAME:], out[:, :FRAME], out[:, -FRAME:] = (EMPTY_FRAME,) * 4
+    return out
+
+
 def thumbnail(image: np.ndarray, height: int = THUMB) -> np.ndarray:
     """(height, W, 3) uint8 bilinear resize of an (H, W, 3) image, aspect kept."""
     from PIL import Image
@@ -105,10 +115,11 @@ def data_uri(pixels: np.ndarray | bytes, fmt: str = "JPEG") -> str:
 def unit_strips(acts, maxima, thresholds: np.ndarray, load_image: Callable[[int], np.ndarray],
                 seg_size: tuple[int, int], n: int = DEFAULT_TOP_IMAGES, *,
                 progress: bool = False, desc: str = "unit images"
-                ) -> tuple[list[np.ndarray], np.ndarray]:
-    """(strips, top): per unit an (THUMB, W, 3) uint8 strip of its top-n images with the
-    mask drawn, and top (K, n) the image indices shown. acts: (N, K, h, w) array-like
-    (zarr), maxima (N, K), thresholds (K,)."""
+                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(strips, top, empty): per unit an (THUMB, W, 3) uint8 strip of its top-n images with
+    the mask drawn, top (K, n) the image indices shown, empty (K, n) bool those whose mask
+    is empty (framed in red). acts: (N, K, h, w) array-like (zarr), maxima (N, K),
+    thresholds (K,)."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # tiny upsamplings: threads only contend (100x slower)
@@ -126,6 +137,7 @@ def _unit_strips(acts, maxima, thresholds, load_image, seg_size, n, *, progress,
     top = top_images(mx, n)
     thumbs: dict[int, np.ndarray] = {}          # image index -> thumbnail, shared by units
     strips: list[np.ndarray] = [None] * K       # type: ignore[list-item]
+    empty = np.zeros(top.shape, dtype=bool)
     chunks = getattr(acts, "chunks", None)
     group = max(1, min(K, int(chunks[1]) if chunks else 32, 64))
     with tqdm(total=K, unit="unit", desc=desc, disable=not progress,
@@ -142,12 +154,14 @@ def _unit_strips(acts, maxima, thresholds, load_image, seg_size, n, *, progress,
                 rows = [pos[int(i)] for i in top[u]]
                 masks = unit_masks(block[rows, u - g0], thresholds[u], seg_size)
                 tiles = []
-                for i, m in zip(top[u], masks):
+                for j, (i, m) in enumerate(zip(top[u], masks)):
                     i = int(i)
                     if i not in thumbs:
                         thumbs[i] = thumbnail(load_image(i))
                     t = thumbs[i]
-                    tiles.append(overlay(t, resize_nearest(m, t.shape[:2])))
+                    tile = overlay(t, resize_nearest(m, t.shape[:2]))
+                    empty[u, j] = not m.any()
+                    tiles.append(frame_empty(tile) if empty[u, j] else tile)
                 strips[u] = strip(tiles)
                 bar.update(1)
-    return strips, top
+    return strips, top, empty
