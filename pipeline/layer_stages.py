@@ -311,7 +311,8 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
                   *, log=print) -> tuple[Dissection, dict, Path]:
     """Dissect at ``config.quantile`` (and run the null model when ``config.null``); write
     the results document <run>/results/<layer>.json and, generated from it, <layer>.csv
-    and <layer>.html. Returns (dissection, summary, csv path)."""
+    and <layer>.html, then rebuild the index of the run's scorings (results/index.html,
+    pipeline/reports/index_page.py). Returns (dissection, summary, csv path)."""
     v = cube.level_index(config.quantile)
     d = dissect_cube(cube, labels, config.quantile, config.iou_threshold, config.categories)
     acts = store.activations(run, layer)
@@ -349,6 +350,9 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
                             progress=config.progress, log=log)
         write_text(out / config.page_name(name), page)
+    if not store.is_url(final):                     # the run's index of its scorings
+        from pipeline.reports.index_page import write_index
+        write_index(Path(final).parent if config.scoring_name() else Path(final))
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 
 

@@ -71,3 +71,16 @@ def test_scorings_sit_side_by_side_and_compare_names_their_settings(tiny_cli_run
     assert "'iou0.08_cat-object+part', 'mine'" in r.stderr
     r = cli("scripts/score.py", run, *common, "--name", "../up", check=False)
     assert r.returncode == 2 and "--name '../up'" in r.stderr
+
+    # the run's index lists every scoring of the layer, each link resolving to a file
+    import re
+    index = (res / "index.html").read_text()
+    rows = re.findall(r"<tr><td class=l>([^<]+)</td><td class=l>([^<]+)</td>"
+                      r"<td>([^<]+)</td><td>([^<]+)</td><td class=l>([^<]+)</td>", index)
+    assert rows == [("(default)", LAYER, "0.005", "0.04", "all"),
+                    ("iou0.08_cat-object+part", LAYER, "0.005", "0.08", "object, part"),
+                    ("mine", LAYER, "0.02", "0.04", "all")]
+    links = re.findall(r"href='([^']+)'", index)
+    assert f"{LAYER}.top0.html" in links and f"mine/{LAYER}.top2.html" in links
+    from urllib.parse import unquote
+    assert all((res / unquote(link)).is_file() for link in links), links
