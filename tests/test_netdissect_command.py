@@ -26,17 +26,17 @@ def netdissect(*args, check: bool = True) -> subprocess.CompletedProcess:
 def options(name: str) -> list[argparse.Action]:
     """The options and positionals of subcommand ``name``, as its module declares them."""
     p = argparse.ArgumentParser()
-    importlib.import_module(f"pipeline.commandline.{command.SUBCOMMANDS[name]}") \
-        .add_arguments(p)
+    importlib.import_module(f"pipeline.commandline.{command.module_of(name)}").add_arguments(p)
     return [a for a in p._actions if not isinstance(a, argparse._HelpAction)]
 
 
 def test_help_lists_every_subcommand_without_importing_torch():
     assert list(command.SUBCOMMANDS) == NAMES
     out = netdissect("--help").stdout
-    for name, module in command.SUBCOMMANDS.items():
+    for name in NAMES:
         assert f"\n    {name}" in out
-        assert " ".join(command.summary(module).split()[:4]) in " ".join(out.split())
+        summary = command.summary(command.module_of(name))
+        assert " ".join(summary.split()[:4]) in " ".join(out.split())
     code = ("import sys; from pipeline.commandline.main import main\n"
             "try: main(['--help'])\nexcept SystemExit as e: assert e.code == 0\n"
             "assert 'torch' not in sys.modules, 'netdissect --help imported torch'")
@@ -51,8 +51,8 @@ def test_subcommand_help_describes_every_option(name, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: netdissect {name} ")
-    module = command.SUBCOMMANDS[name]
-    assert " ".join(command.summary(module).split()) in " ".join(out.split())
+    summary = command.summary(command.module_of(name))
+    assert " ".join(summary.split()) in " ".join(out.split())
     for action in options(name):
         for spelling in action.option_strings or [action.metavar or action.dest]:
             assert spelling in out, f"netdissect {name} --help does not mention {spelling}"
@@ -90,7 +90,7 @@ def test_pyproject_entry_point_is_the_command(capsys):
 
 def _parsed(monkeypatch, name: str, *argv: str) -> argparse.Namespace:
     """The arguments ``netdissect NAME ARGV...`` would run its command with."""
-    module = importlib.import_module(f"pipeline.commandline.{command.SUBCOMMANDS[name]}")
+    module = importlib.import_module(f"pipeline.commandline.{command.module_of(name)}")
     monkeypatch.setattr(module, "run", lambda a: a)
     return command.main([name, *argv])
 

@@ -18,22 +18,17 @@ from typing import Sequence
 
 from pipeline import cli, commandline
 
-# subcommand -> its module of pipeline/commandline/ (and the script of scripts/ it runs as)
-SUBCOMMANDS = {
-    "extract": "extract",                   # scripts/extract.py
-    "score": "score",                       # scripts/score.py
-    "rotate": "rotate",                     # scripts/rotate.py
-    "compare": "compare",                   # scripts/compare.py
-    "cache-labels": "cache_labels",         # scripts/cache_labels.py
-    "synthetic": "synthetic",               # scripts/make_synthetic_broden.py
-    "bench": "bench",                       # scripts/bench.py
-    "demo": "demo",                         # scripts/demo.py
-    "verify": "verify",                     # scripts/verify.py
-    "unpack": "unpack",                     # scripts/unpack.py
-    "experiments": "experiments",           # scripts/experiments.py
-    "train-demo": "train_demo",             # scripts/train_demo_model.py
-}
+# the subcommands, in the order --help lists them; NAME runs pipeline/commandline/MODULE.py
+# (module_of(NAME)), which scripts/MODULE.py also runs (but synthetic is
+# scripts/make_synthetic_broden.py and train-demo scripts/train_demo_model.py)
+SUBCOMMANDS = ("extract", "score", "rotate", "compare", "cache-labels", "synthetic", "bench",
+               "demo", "verify", "unpack", "experiments", "train-demo")
 HERE = Path(__file__).resolve().parent
+
+
+def module_of(subcommand: str) -> str:
+    """``cache-labels`` -> ``cache_labels``: the subcommand's module of this package."""
+    return subcommand.replace("-", "_")
 
 
 def summary(module: str) -> str:
@@ -70,7 +65,8 @@ def build_parser(chosen: str | None = None) -> tuple[argparse.ArgumentParser,
     subs = top.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", title="subcommands",
                               required=True)
     sub = None
-    for name, module in SUBCOMMANDS.items():
+    for name in SUBCOMMANDS:
+        module = module_of(name)
         if name != chosen:
             subs.add_parser(name, help=summary(module), add_help=False)
             continue
@@ -92,5 +88,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help(sys.stderr)
         return 2
     a = top.parse_args(argv)                # exits for --help, --version, a bad subcommand
-    command = importlib.import_module(f"pipeline.commandline.{SUBCOMMANDS[a.subcommand]}")
+    command = importlib.import_module(f"pipeline.commandline.{module_of(a.subcommand)}")
     return command.run(commandline.prepare(sub, command, a, argv[argv.index(chosen) + 1:]))
