@@ -1,4 +1,4 @@
-"""What every command line of scripts/ shares: option groups, their parsing, one error wrapper.
+"""What every command line (pipeline/commandline/) shares: option groups, parsing, an error wrapper.
 
 ``parser(__doc__)`` describes a command by its docstring. The same option means the same
 thing everywhere:
@@ -6,9 +6,9 @@ thing everywhere:
 - ``--layers a,b`` (comma list; ``--layer a`` is kept as an alias and may be repeated),
 - ``--quiet`` (no progress bars; ``--no-progress`` is kept as an alias),
 - ``--device auto|cpu|cuda|cuda:N`` (where torch runs),
-- ``--out`` for what a command writes (unpack's ``--to`` and cache-labels' label cache
-  path are spelled so too; the old spellings are aliases), ``--overwrite`` to replace
-  what is there (alias ``--rebuild`` for the label cache),
+- ``--out`` for where a command writes (unpack's ``--to`` and bench's ``--work`` are kept
+  as aliases), ``--overwrite`` to replace what is there (cache-labels' ``--rebuild`` is
+  kept as an alias),
 - ``--dataset``, ``--label-cache``, ``--quantile``, ``--iou-threshold``, ``--categories``,
   ``--device``, ``--tile-images``, ``--workers`` (tally worker processes) and
   ``--scheduler`` / ``--cluster`` for the scoring commands.
@@ -86,6 +86,7 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> Non
 def add_device(p: argparse.ArgumentParser,
                help: str = "where torch runs: auto (cuda when available), cpu, cuda or "
                            "cuda:N (default auto)") -> None:
+    """``--device`` (pipeline/devices.py resolves it)."""
     p.add_argument("--device", default="auto", help=help)
 
 
