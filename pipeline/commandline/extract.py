@@ -104,17 +104,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a cache made with another model/layers/dataset/settings")
+                   help="replace a cache made with another model/dataset/settings (layers "
+                        "a complete run lacks are added without it); a run holding more "
+                        "than its cache (results/, scored thresholds and cubes, derived "
+                        "runs) is listed and kept unless --yes is given too")
+    p.add_argument("--yes", action="store_true",
+                   help="with --overwrite: delete what was computed from the old cache too")
     p.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "none"],
                    help="chunk codec: lz4 (Blosc, fast, default), zstd (~20%% smaller, "
                         "~4x slower to write) or none")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default on CPU: cores - workers - 1, at least "
-                        "1, leaving cores for decoding and writing)")
+                   help="torch CPU threads (default on CPU: the cores not busy when the "
+                        "extraction starts, at least 1)")
     p.add_argument("--repair", action="store_true",
                    help="check every stored chunk (CRC32C) and re-extract only the blocks "
                         "holding damaged or missing chunks; names each damaged chunk")
     cli.add_quiet(p)
+
+
+def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.yes and not a.overwrite:
+        p.error("--yes only confirms --overwrite (deleting what was computed from the old "
+                "cache); add --overwrite, or drop --yes")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -122,7 +133,7 @@ def run(a: argparse.Namespace) -> int:
         dataset=a.dataset, model=a.model, layers=a.layers, out=a.out, weights=a.weights,
         batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         input_size=a.input_size, mean=a.mean, std=a.std, bgr=a.bgr, limit=a.limit,
-        overwrite=a.overwrite, compression=a.compression, threads=a.threads,
+        overwrite=a.overwrite, yes=a.yes, compression=a.compression, threads=a.threads,
         progress=not a.quiet, repair=a.repair, trust_checkpoint=a.trust_checkpoint,
         layouts=a.layout, weights_key=a.weights_key, weights_prefix=a.weights_prefix)
 
