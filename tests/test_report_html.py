@@ -149,11 +149,11 @@ def test_a_unit_that_never_fires_has_its_tiles_framed_as_empty():
                                             lambda i: pictures[i], (8, 8), 3)
     assert empty.tolist() == [[False] * 3, [True] * 3]
     w = images.THUMB
-    tile = strips[1][:, :w]
+    tile = strips[1][0][:, :w]
     frame = images.FRAME
     for edge in (tile[:frame], tile[-frame:], tile[:, :frame], tile[:, -frame:]):
         assert (edge == images.EMPTY_FRAME).all()
-    assert (strips[0][:frame, :w] != images.EMPTY_FRAME).any()
+    assert (strips[0][0][:frame, :w] != images.EMPTY_FRAME).any()
 
 
 def test_no_images_and_missing_dataset(report):
@@ -173,9 +173,18 @@ def test_score_cli_top_images(report, tmp_path):
     strips = _strips((run / "results" / f"{LAYER}.top3.html").read_text())
     assert len(strips) == 16 and all(len(s["images"]) == 3 for s in strips)
     assert (run / "results" / f"{LAYER}.html").read_text() == report["html"]   # kept
-    r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
-            LAYER, "--quiet", "--top-images", "-1", check=False)
-    assert r.returncode == 2 and "--top-images" in r.stderr
+    cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer", LAYER,
+        "--levels", "0.005,0.02", "--quiet", "--top-images", "12")
+    page = (run / "results" / f"{LAYER}.top12.html").read_text()
+    strips = _strips(page)                   # the row strip: 8 tiles; 4 more under details
+    assert len(strips) == 16 and all(len(s["images"]) == 12 for s in strips)
+    w = images.thumbnail(BrodenDataset(report["data"]).load_image(0)).shape[1]
+    assert all(s["pixels"].shape[1] == 8 * w + 7 * images.GAP for s in strips)
+    assert page.count("<details><summary>4 more</summary><img class=strip loading=lazy") == 16
+    for bad in ("-1", "65"):
+        r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
+                LAYER, "--quiet", "--top-images", bad, check=False)
+        assert r.returncode == 2 and "--top-images must be in 0..64" in r.stderr
 
 
 def test_page_loads_every_image_in_chromium(report, tmp_path):

@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_null(p)
     p.add_argument("--top-images", type=int, default=8, metavar="N",
                    help="the HTML report shows each unit's top N images (by per-image "
-                        "maximum) with its mask drawn; 0: no images (default 8)")
+                        "maximum) with its mask drawn, 8 in the row and the rest (up to 64) "
+                        "under 'more'; 0: no images (default 8)")
     p.add_argument("--results-dir", metavar="DIR", default=None,
                    help="write the report files (<layer>.json, .csv, .html, sweeps) into "
                         "DIR instead of RUN/results (e.g. for a run on a read-only "

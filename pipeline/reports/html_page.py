@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline.reports.charts import layer_chart_png
 from pipeline.reports.concept_chart import chart_html, concept_units, table_html
-from pipeline.reports.images import DEFAULT_TOP_IMAGES, data_uri, unit_strips
+from pipeline.reports.images import DEFAULT_TOP_IMAGES, ROW_IMAGES, data_uri, unit_strips
 from pipeline.reports.netdissect_csv import p_columns
 from pipeline.reports.page_script import SCRIPT, STYLE
 
@@ -143,7 +143,9 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
            "<code>--export-thresholds</code>, and the API's <code>unit</code> column, are "
            "0-based (N &minus; 1). Click a column name marked dotted to sort.</p>"]
     if strips is not None:
-        out.append(f"<p>Top {top.shape[1]} images of each unit by per-image maximum "
+        rows = (f" (the first {ROW_IMAGES} in the row, the rest under 'more')"
+                if top.shape[1] > ROW_IMAGES else "")
+        out.append(f"<p>Top {top.shape[1]} images{rows} of each unit by per-image maximum "
                    "activation; outside the unit's mask (upsampled map &gt; T<sub>k</sub>, "
                    "as scored) the image is dimmed, the mask's outline is yellow; an image "
                    "framed in red has an empty mask (the map never exceeds T<sub>k</sub> "
@@ -174,9 +176,16 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
                      " data-empty='" + ",".join(str(int(v)) for v in empty[k]) + "'")
             said = (f"<div class=empty>{n_empty} of {top.shape[1]} with an empty mask</div>"
                     if n_empty else "")
+            first, *rest = strips[k]
+            more = ""
+            if rest:
+                more = (f"<details><summary>{top.shape[1] - ROW_IMAGES} more</summary>"
+                        + "".join(f"<img class=strip loading=lazy alt='unit {u['unit']}: "
+                                  f"{e(u['label'])} ({j + 2})' src='{data_uri(r)}'>"
+                                  for j, r in enumerate(rest)) + "</details>")
             cell = (f"<td class=l><img class=strip data-unit='{u['unit']}' "
                     f"data-images='{idx}'{marks} alt='unit {u['unit']}: {e(u['label'])}' "
-                    f"src='{data_uri(strips[k])}'>{said}</td>")
+                    f"src='{data_uri(first)}'>{more}{said}</td>")
         data = (f" data-rank={rank} data-unit={u['unit']} data-iou='{u['iou']:.6f}' "
                 f"data-label='{e(u['label'])}' data-category='{e(u['category'])}' "
                 f"data-det={int(bool(u['detector']))}")
