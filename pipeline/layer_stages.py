@@ -318,7 +318,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     acts = store.activations(run, layer)
     null = None
     if config.null is not None:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
         concepts = [u.label if u.category else 0 for u in d.units]
         primary = labels.primary_category
         keep = np.isin(primary, [list(cube.categories).index(c) for c in d.categories])
