@@ -17,7 +17,6 @@ from cache.zarr_io import clear_flags
 from model_factories import TinyNet, tiny_net
 from pipeline import api
 from pipeline.extract_config import ExtractError
-from pipeline.scoring import count_detectors
 from scoring_fixtures import ROOT, assert_cubes_equal, cli, copy_fresh, stored_cube
 
 LAYERS = ["features.2", "features.3"]
@@ -157,6 +156,7 @@ def test_the_frames_are_the_files_the_scoring_writes(module_run, tiny_labels, ca
             assert cube.label_names[j] == units.loc[k, "label"]
 
 
+@pytest.mark.slow
 def test_rescoring_gives_what_score_py_gives(module_run, tiny_labels, tmp_path, capsys):
     _, run = module_run
     first = scored(run, tiny_labels)
@@ -224,3 +224,26 @@ def test_progress_shows_bars_and_log_lines(module_run, tiny_labels, tmp_path, ca
               progress=True)
     out, err = capsys.readouterr()
     assert "exact quantiles" in out and "tally" in err
+
+
+def test_the_notebook_example_runs(tmp_path, monkeypatch, capsys):
+    import runpy
+    monkeypatch.chdir(tmp_path)
+    g = runpy.run_path(str(ROOT / "docs" / "notebook_example.py"))
+    run, conv2, strict = g["run"], g["conv2"], g["strict"]
+    assert run.shapes == {"conv1": (16, 64, 64), "conv2": (32, 32, 32)}
+    assert run.attrs["model"]["class"].endswith(".SmallNet")
+    assert list(conv2.units["unit"]) == list(range(32))
+    assert conv2.cube.iou.shape == (32, len(conv2.cube.label_names))
+    res = tmp_path / "notebook_example" / "run" / "results"
+    assert (res / "conv2.csv").is_file() and (res / "iou0.08" / "conv2.csv").is_file()
+    assert strict.summary == g["strict_written"].summary
+    assert strict.summary["detectors"] < conv2.summary["detectors"]
+    totals = g["comparison"][g["comparison"]["category"] == "total"]
+    assert totals["source"].tolist() == ["run/conv1", "run/conv2"]
+    assert totals["per_category_sum"].tolist()[1] == conv2.summary["per_category_sum"]
+    sweep = g["thresholds"]
+    assert sweep["iou_threshold"].tolist() == [0.02, 0.04, 0.06, 0.08, 0.1]
+    assert sweep.loc[1, "per_category_sum"] == conv2.summary["per_category_sum"]
+    assert sweep["detectors"].is_monotonic_decreasing
+    assert capsys.readouterr() == ("", "")
