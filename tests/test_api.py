@@ -69,7 +69,7 @@ def test_an_in_memory_module_is_extracted_and_given_back(module_run, tiny_data):
     np.testing.assert_array_equal(np.asarray(acts[:2]), want)
 
 
-def test_resume_with_the_same_module_and_refuse_a_changed_one(module_run, tmp_path):
+def test_resume_with_the_same_module_and_refuse_a_changed_one(module_run, tmp_path, capsys):
     model, run = module_run
     path = tmp_path / "run"
     shutil.copytree(run.path, path)
@@ -81,6 +81,7 @@ def test_resume_with_the_same_module_and_refuse_a_changed_one(module_run, tmp_pa
     resumed = api.extract(model, run.attrs["dataset"]["path"], LAYERS, path, **OPTIONS)
     assert resumed.extraction.status == "resumed" and resumed.extraction.images == 8
     np.testing.assert_array_equal(np.asarray(resumed.activations(LAYER)[:]), before)
+    assert capsys.readouterr() == ("", "")                    # silent by default
 
     changed = tiny_net()
     with torch.no_grad():
@@ -157,7 +158,7 @@ def test_the_frames_are_the_files_the_scoring_writes(module_run, tiny_labels, ca
 
 
 @pytest.mark.slow
-def test_rescoring_gives_what_score_py_gives(module_run, tiny_labels, tmp_path, capsys):
+def test_rescoring_gives_what_score_py_gives(module_run, tiny_labels, tmp_path):
     _, run = module_run
     first = scored(run, tiny_labels)
     res = scored(run, tiny_labels, iou_threshold=0.08, categories=["object", "part"])
@@ -180,7 +181,6 @@ def test_rescoring_gives_what_score_py_gives(module_run, tiny_labels, tmp_path, 
                        stored_cube(copy))
     assert ((copy / "results" / name / f"{LAYER}.csv").read_bytes()
             == res.paths["csv"].read_bytes())
-    capsys.readouterr()
 
 
 def test_compare_sweep_null_and_rotate(module_run, tiny_labels, tmp_path, capsys):

@@ -179,11 +179,13 @@ def null(run: "Run | str | os.PathLike", layer: str, *, kinds="both",
     """Permutation p-values of every unit's best IoU (score.py --null, README "Null
     model"), at the unit's threshold T_k at ``quantile``, on a seeded subsample of
     ``images`` images (None: all) with ``permutations`` replicates; kinds: "image",
-    "spatial" or "both". No file written. One row per unit: unit (0-based), concept
+    "spatial", "both" or a list. No file written. One row per unit: unit (0-based), concept
     (the label tested, its number; 0: none), label (its name), iou_sample (best IoU on the subsample),
     then per kind ``p_<kind>``, ``p_concept_<kind>``, ``mean_<kind>``, ``max_<kind>``;
     ``frame.attrs["images"]`` is the subsample's image indices."""
-    cfg = null_config(kinds if kinds != "both" else True)
+    if not isinstance(kinds, str):
+        kinds = ",".join(kinds)
+    cfg = null_config(kinds)
     cfg.permutations, cfg.images, cfg.seed = int(permutations), images, int(seed)
     cfg.check()
     config = _config(quantile, 0.04, categories, device, levels, progress, null=cfg)
