@@ -121,7 +121,7 @@ class LayerResults:
                            categories=cats).scoring_name()
         doc = _document(self.cube.full, self._labels, self.cube.quantile, thr, cats,
                         self.document["run"], name)
-        return layer_results(self.layer, doc, self.cube.full, self._labels, {})
+        return results_of(self.layer, doc, self.cube.full, self._labels, {})
 
 
 def _document(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: float,
@@ -136,7 +136,7 @@ def _document(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: fl
         quantile=quantile, levels=cube.levels, run=run_meta, name=name)
 
 
-def layer_results(layer: str, doc: dict, cube: Cube, labels: LabelCache,
+def results_of(layer: str, doc: dict, cube: Cube, labels: LabelCache,
                   paths: dict) -> LayerResults:
     """The LayerResults of a results document and the cube it was made from."""
     q = float(doc["config"]["quantile"])
@@ -301,7 +301,7 @@ def score(run: "Run | str | os.PathLike", layer: "str | Sequence[str] | None" = 
         paths = _paths(s.csv_path, config.page_name(store.layer_file_name(s.layer)))
         doc = _read_document(paths["json"])
         labels = LabelCache.open(doc["run"]["label_cache"]["path"])
-        res = layer_results(s.layer, doc, s.cube, labels, paths)
+        res = results_of(s.layer, doc, s.cube, labels, paths)
         if s.sweep is not None:
             res.paths.update(sweep_csv=s.sweep_files[0], sweep_png=s.sweep_files[1])
             res.sweep = sweep_frame(s.sweep)
