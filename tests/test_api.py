@@ -106,6 +106,15 @@ def test_a_spec_string_gives_the_same_run(module_run, tiny_data, tmp_path):
     assert by_spec.attrs["model"]["fingerprint"] == run.attrs["model"]["fingerprint"]
     np.testing.assert_array_equal(np.asarray(by_spec.activations(LAYER)[:]),
                                   np.asarray(run.activations(LAYER)[:]))
+    # a module's run names a factory in its repair command; one with the same weights
+    # resumes it
+    from cache.integrity import extract_command
+    assert ("--model '<file.py:function returning your model_factories.TinyNet with the "
+            "same weights>'") in extract_command(run.attrs, run.path)
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    assert api.extract(spec, tiny_data, LAYERS, copy, **OPTIONS).extraction.status == \
+        "complete"
 
 
 def test_options_are_checked(tiny_data, tmp_path):
