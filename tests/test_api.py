@@ -147,6 +147,13 @@ def test_the_frames_are_the_files_the_scoring_writes(module_run, tiny_labels, ca
     assert list(units["detector"]) == list(units["iou"] > 0.04)
     np.testing.assert_array_equal(units["threshold"], doc["thresholds"]["T"])
 
+    loaded = api.load(run.path)                               # read back, not scored
+    assert loaded.layers == [LAYER]
+    pd.testing.assert_frame_equal(loaded.units, lr.units)
+    np.testing.assert_array_equal(loaded.cube.intersect, lr.cube.intersect)
+    with pytest.raises(ValueError, match="no scoring 'nope'"):
+        api.load(run.path, LAYER, scoring="nope")
+
     # counts under both conventions, and the cube's arrays behind them
     counts = lr.counts
     assert counts.loc["total", "per_category_sum"] == doc["summary"]["per_category_sum"]
@@ -190,6 +197,12 @@ def test_rescoring_gives_what_score_py_gives(module_run, tiny_labels, tmp_path):
                        stored_cube(copy))
     assert ((copy / "results" / name / f"{LAYER}.csv").read_bytes()
             == res.paths["csv"].read_bytes())
+    # score.py's scoring read back: the same frames and cube
+    loaded = api.load(copy, scoring=name, label_cache=tiny_labels.path)
+    pd.testing.assert_frame_equal(loaded.units, res.units)
+    assert loaded.summary == res.summary
+    np.testing.assert_array_equal(loaded.cube.iou, res.cube.iou)
+    assert loaded.paths["csv"] == copy / "results" / name / f"{LAYER}.csv"
 
 
 def test_compare_sweep_null_and_rotate(module_run, tiny_labels, tmp_path, capsys):

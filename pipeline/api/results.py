@@ -316,3 +316,48 @@ def sweep_frame(summaries: Sequence[dict]) -> pd.DataFrame:
     cats = list(summaries[0]["categories"]) if summaries else []
     return pd.DataFrame([[s["iou_threshold"], *count_values(s, cats)] for s in summaries],
                         columns=["iou_threshold", *count_columns(cats)])
+
+
+def load(run: "Run | str | os.PathLike", layer: "str | Sequence[str] | None" = None, *,
+         scoring: str = "", label_cache: str | os.PathLike | None = None) -> Results:
+    """The Results of a scoring done before (by :func:`score` or score.py), read back
+    without scoring again: the results documents of ``scoring`` (a name under results/,
+    "" for the default scoring) and the cube stored in the run. ``layer``: those layers
+    (default every layer scored). ValueError naming the fix when a layer was not scored
+    or its stored cube no longer matches the run (score it again)."""
+    from cache.cube import read_cube
+    from pipeline.layer_stages import cube_source
+    handle = as_run(run)
+    rdir = Path(str(store.results_dir(handle.path)))
+    rdir = rdir / scoring if scoring else rdir
+    wanted = layer_list(layer)
+    out = {}
+    for name in wanted or handle.layers:
+        stem = store.layer_file_name(name)
+        doc_path = rdir / f"{stem}.json"
+        if not doc_path.is_file():
+            if wanted:
+                raise ValueError(f"layer {name!r} of {handle.path} has no scoring "
+                                 f"{scoring!r} (no {doc_path}): score it with "
+                                 f"api.score(run, {name!r}, ...)")
+            continue
+        doc = results_doc.read_document(doc_path)
+        labels = LabelCache.open(label_cache or doc["run"]["label_cache"]["path"])
+        cube = read_cube(store.layer_group(handle.path, name),
+                         cube_source(handle.path, name, labels))
+        if cube is None or not np.any(np.abs(cube.levels - doc["config"]["quantile"])
+                                      <= 1e-12):
+            raise ValueError(f"layer {name!r} of {handle.path}: the stored cube is missing "
+                             f"or was made from other caches than {doc_path}: score it "
+                             f"again with api.score(run, {name!r}, ...)")
+        paths = {k: p for k, p in _paths(rdir / f"{stem}.csv", f"{stem}.html").items()
+                 if p.is_file()}
+        out[name] = results_of(name, doc, cube, labels, paths)
+    if not out:
+        raise ValueError(f"{handle.path}: no layer has the scoring {scoring!r} (no "
+                         f"{rdir}/<layer>.json): score the run with api.score(run)")
+    cfg = doc["config"]
+    cats = None if cfg["categories"] == cfg["all_categories"] else cfg["categories"]
+    return Results(handle, out, ScoreConfig(quantile=cfg["quantile"],
+                                            iou_threshold=cfg["iou_threshold"],
+                                            categories=cats, name=cfg.get("name") or None))
