@@ -157,7 +157,7 @@ def sweep(run: "Run | str | os.PathLike | LayerResults", layer: str | None = Non
     if isinstance(thresholds, str):
         thresholds = cli.parse_thresholds(thresholds, "thresholds=")
     if isinstance(run, LayerResults):
-        d = dissect_cube(run.cube.full, run._labels, run.cube.quantile,
+        d = dissect_cube(run.cube.full, run.labels, run.cube.quantile,
                          run.document["config"]["iou_threshold"],
                          run.document["config"]["categories"])
     else:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,8 +47,7 @@ def units_frame(doc: dict) -> pd.DataFrame:
         for c in cats:
             row.update({f"{c}-{f}": u["best"][c][f] for f in FIELDS})
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    return frame.set_index(pd.RangeIndex(len(frame), name=None)) if len(frame) else frame
+    return pd.DataFrame(rows)
 
 
 def counts_frame(summary: dict) -> pd.DataFrame:
@@ -89,7 +88,7 @@ class LayerResults:
     DataFrame (:func:`counts_frame`); cube: :class:`LayerCube`; paths: the files written
     ({"json", "csv", "html"} and "sweep_csv"/"sweep_png" with a sweep; {} for
     :meth:`at`); document: the results document; sweep: per-threshold summaries (a
-    DataFrame) when a sweep was asked for."""
+    DataFrame) when a sweep was asked for; labels: the label cache scored against."""
     layer: str
     units: pd.DataFrame
     summary: dict
@@ -97,7 +96,7 @@ class LayerResults:
     paths: dict[str, Path | str]
     document: dict = field(repr=False)
     sweep: pd.DataFrame | None = None
-    _labels: Any = field(default=None, repr=False)
+    labels: LabelCache | None = field(default=None, repr=False)
 
     @property
     def counts(self) -> pd.DataFrame:
@@ -119,9 +118,9 @@ class LayerResults:
             None if cfg["categories"] == cfg["all_categories"] else cfg["categories"])
         name = ScoreConfig(quantile=cfg["quantile"], iou_threshold=thr,
                            categories=cats).scoring_name()
-        doc = _document(self.cube.full, self._labels, self.cube.quantile, thr, cats,
+        doc = _document(self.cube.full, self.labels, self.cube.quantile, thr, cats,
                         self.document["run"], name)
-        return results_of(self.layer, doc, self.cube.full, self._labels, {})
+        return results_of(self.layer, doc, self.cube.full, self.labels, {})
 
 
 def _document(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: float,
@@ -136,8 +135,8 @@ def _document(cube: Cube, labels: LabelCache, quantile: float, iou_threshold: fl
         quantile=quantile, levels=cube.levels, run=run_meta, name=name)
 
 
-def results_of(layer: str, doc: dict, cube: Cube, labels: LabelCache,
-                  paths: dict) -> LayerResults:
+def results_of(layer: str, doc: dict, cube: Cube, labels: LabelCache, paths: dict
+               ) -> LayerResults:
     """The LayerResults of a results document and the cube it was made from."""
     q = float(doc["config"]["quantile"])
     v = cube.level_index(q)
@@ -147,7 +146,7 @@ def results_of(layer: str, doc: dict, cube: Cube, labels: LabelCache,
                    cube.thresholds[v], labels.label_names, list(cube.categories),
                    labels.primary_category, cube)
     return LayerResults(layer, units_frame(doc), doc["summary"], lc, paths, doc,
-                        _labels=labels)
+                        labels=labels)
 
 
 class Results(Mapping):
