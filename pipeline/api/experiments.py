@@ -23,7 +23,8 @@ from pipeline.layer_stages import (DEFAULT_LEVELS, ScoreConfig, dissect_cube, la
                                    layer_null)
 from pipeline.reports import compare as compare_mod
 from pipeline.reports.document import to_table
-from pipeline.reports.tables import TOTALS, count_columns, count_values
+from pipeline.reports.tables import (CONVENTIONS, TOTALS, category_order, count_columns,
+                                     count_values)
 from pipeline.scoring import Dissection
 from pipeline.stages import check_categories, needs_writing, run_label_cache, scoring_lock
 
@@ -79,7 +80,7 @@ def compare(*sources, iou_threshold: float = 0.04, layers: Sequence[str] | None 
         if isinstance(src, Results):
             tables += [to_table(r.document, _name(src.run, r)) for r in src.values()]
         elif isinstance(src, LayerResults):
-            tables.append(to_table(src.document, f"{src.layer}"))
+            tables.append(to_table(src.document, src.layer))
         else:
             path = src.path if isinstance(src, Run) else src
             tables += compare_mod.load_sources([path], layer_list(layers), scoring)
@@ -89,7 +90,6 @@ def compare(*sources, iou_threshold: float = 0.04, layers: Sequence[str] | None 
         if seen[t.name] > 1:
             t.name = f"{t.name}#{seen[t.name]}"
     summaries = compare_mod.compare(tables, iou_threshold)
-    from pipeline.reports.tables import CONVENTIONS, category_order
     cats = category_order(tables)
     rows = []
     for t, s in zip(tables, summaries):
