@@ -133,7 +133,7 @@ def unit_strips(acts, maxima, thresholds: np.ndarray, load_image: Callable[[int]
 
 
 def _unit_strips(acts, maxima, thresholds, load_image, seg_size, n, *, progress, desc):
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     mx = np.asarray(maxima[:])
     K = mx.shape[1]
     top = top_images(mx, n)
