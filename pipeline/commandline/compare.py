@@ -6,8 +6,8 @@
 Each argument is a run directory (all its scored layers, from results/<layer>.json), a
 results document (<layer>.json) or a NetDissect result CSV (ours or published, e.g.
 ../shared/golden/*.csv). Prints detectors and unique detectors per category under both
-conventions, and writes DIR/comparison.csv and DIR/comparison.png (grouped bars of unique
-detectors per category). No replay: runs are read from their results documents.
+conventions, and writes DIR/comparison.csv, DIR/comparison.png (grouped bars of unique
+detectors per category) and DIR/comparison.html (the settings, the chart and the table). No replay: runs are read from their results documents.
 The work is pipeline/reports/compare.py's load_sources, compare and write_comparison;
 this command parses and prints (`python scripts/compare.py` takes the same arguments).
 """
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take run directories' named scoring NAME (a folder under "
                         "results/, see score.py --name; default: the plain results)")
     p.add_argument("--out", default=None,
-                   help="directory for comparison.csv and comparison.png (default: none "
+                   help="directory for comparison.csv, .png and .html (default: none "
                         "written)")
 
 
@@ -44,10 +44,11 @@ def run(a: argparse.Namespace) -> int:
         tables = load_sources(a.sources, a.layers, a.scoring)
         summaries = compare(tables, a.iou_threshold)
         print(comparison_table(tables, summaries))
-        print("\n".join(settings_lines(tables, a.iou_threshold)))
+        settings = settings_lines(tables, a.iou_threshold)
+        print("\n".join(settings))
         if a.out:
-            csv_path, png = write_comparison(a.out, tables, summaries)
-            print(f"wrote {csv_path} and {png}")
+            csv_path, png, page = write_comparison(a.out, tables, summaries, settings)
+            print(f"wrote {csv_path}, {png} and {page}")
 
     return cli.run_main(
         body, (ResultCSVError, ResultsError, RunError),
