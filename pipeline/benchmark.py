@@ -150,6 +150,32 @@ def stage_rescore(run: str, layer: str, labels: str, levels: list[float]) -> Sta
                        dt, notes="read cube + labels + summary, no replay")
 
 
+def stage_report(run: str, layer: str, labels: str, levels: list[float], dataset: str
+                 ) -> StageResult:
+    """The results of one layer from its stored cube: the results document, the CSV and
+    the HTML page with each unit's top 8 images (pipeline/layer_stages.py layer_results),
+    into a scratch folder beside the run's results."""
+    from cache import store
+    from cache.cube import read_cube
+    from cache.labels import LabelCache
+    from pipeline.layer_stages import ScoreConfig, cube_source, layer_results
+    lab = LabelCache.open(labels)
+    cube = read_cube(store.layer_group(run, layer), cube_source(run, layer, lab))
+    out = Path(run) / "bench_report"
+    t0 = time.perf_counter()
+    layer_results(run, layer, cube, lab, ScoreConfig(levels=levels, quantile=0.005,
+                                                     dataset=dataset, progress=False,
+                                                     results_dir=out),
+                  log=lambda *a: None)
+    dt = time.perf_counter() - t0
+    page = out / f"{store.layer_file_name(layer)}.html"
+    K = store.activations(run, layer).shape[1]
+    return StageResult("report (document, CSV, HTML page)", K, dt,
+                       disk_mib=page.stat().st_size / 2**20,
+                       notes=f"{K} units x 8 top images; images/s column = units/s; "
+                             f"disk = the page")
+
+
 def stage_files(dataset: str) -> StageResult:
     """The dataset-file check done before every scoring (pipeline/dataset_files.py):
     stat every image and label PNG and compare with their records (none changed)."""
@@ -275,7 +301,7 @@ def table(results: list[StageResult]) -> str:
 
 # -------------------------------------------------------------------------- plan
 STAGES = ["generate", "labels", "extract", "activations", "quantiles", "tally", "rescore",
-          "files"]
+          "report", "files"]
 
 
 @dataclass(frozen=True)
@@ -379,6 +405,8 @@ def stage_call(plan: BenchPlan, stage: str) -> tuple[Callable[..., StageResult],
                                     levels=levels, device=p.device)),
         "rescore": (stage_rescore, dict(run=p.run, layer=p.layer, labels=p.labels,
                                         levels=levels)),
+        "report": (stage_report, dict(run=p.run, layer=p.layer, labels=p.labels,
+                                      levels=levels, dataset=p.dataset)),
         "files": (stage_files, dict(dataset=p.dataset)),
     }
     return calls[stage]

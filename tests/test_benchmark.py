@@ -13,12 +13,13 @@ from pipeline.layer_stages import DEFAULT_LEVELS
 def test_default_stages_are_those_that_apply(tmp_path):
     model = B.plan_stages(tmp_path, 100)
     assert model.stages == ("generate", "labels", "extract", "quantiles", "tally", "rescore",
-                            "files")
+                            "report", "files")
     synth = B.plan_stages(tmp_path, 100, synthetic=(8, 4, 4))
     assert synth.stages == ("generate", "labels", "activations", "quantiles", "tally",
-                            "rescore", "files")
+                            "rescore", "report", "files")
     given = B.plan_stages(tmp_path, 100, dataset=str(tmp_path / "mine"), synthetic=(8, 4, 4))
-    assert given.stages == ("labels", "activations", "quantiles", "tally", "rescore", "files")
+    assert given.stages == ("labels", "activations", "quantiles", "tally", "rescore",
+                            "report", "files")
     asked = B.plan_stages(tmp_path, 100, ["tally", "generate"], dataset="d")
     assert asked.stages == ("tally", "generate")
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['fast'\]; choose from "
@@ -61,6 +62,9 @@ def test_each_stage_gets_its_arguments(tmp_path):
         run=p.run, layer="conv4", labels=p.labels, levels=list(DEFAULT_LEVELS),
         device="cpu"))
     assert B.stage_call(p, "rescore")[0] is B.stage_rescore
+    assert B.stage_call(p, "report") == (B.stage_report, dict(
+        run=p.run, layer="conv4", labels=p.labels, levels=list(DEFAULT_LEVELS),
+        dataset=p.dataset))
     assert {B.stage_call(p, s)[0].__name__ for s in B.STAGES} == {
         f"stage_{s}" for s in B.STAGES}
 
