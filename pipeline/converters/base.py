@@ -9,7 +9,6 @@ the writer asks for. The writer (writer.py) does the rest.
 """
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -18,7 +17,7 @@ from typing import Callable, Iterator, Mapping, Protocol
 import numpy as np
 from PIL import Image
 
-from pipeline.broden import INDEX_FIELDS
+from pipeline.broden import INDEX_FIELDS, read_csv_table
 
 #: A category or source name: it becomes a file name (c_<category>.csv) or a folder.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -114,28 +113,10 @@ def read_class_categories(path: str | Path) -> dict[str, str]:
 
 
 def read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """(row number, row) of a CSV with a header holding ``required`` (ConvertError
-    naming the file otherwise)."""
-    if not path.is_file():
-        raise ConvertError(f"{path}: file not found")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in reader.fieldnames or []]
-            reader.fieldnames = header
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise ConvertError(f"{path}: missing column(s) {missing} in header {header}; "
-                                   f"the file needs a header row with {list(required)}")
-            rows = []
-            for i, r in enumerate(reader, start=1):
-                if None in r or any(r.get(c) is None for c in required):
-                    raise ConvertError(f"{path}, row {i}: expected {len(header)} fields; "
-                                       f"fix or remove the row")
-                rows.append((i, r))
-            return rows
-    except UnicodeDecodeError as e:
-        raise ConvertError(f"{path}: not a UTF-8 CSV file ({e})") from e
+    """(row number from 1, row) of a CSV whose header holds ``required`` (ConvertError
+    naming the file or row otherwise: pipeline/broden.py's reader)."""
+    return list(enumerate(read_csv_table(path, required, ConvertError,
+                                         "a conversion source needs it"), start=1))
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:

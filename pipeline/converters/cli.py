@@ -42,7 +42,9 @@ def _ints(text: str) -> list[int]:
                                          f"e.g. 0,255") from None
 
 
-def _common(p: argparse.ArgumentParser, spec: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, category: str | None) -> None:
+    """The options every subcommand shares; a single source's (``category``: the default
+    of its --category) unless ``category`` is None (a spec file names its own)."""
     p.add_argument("--out", required=True, help="the Broden directory to write (new)")
     p.add_argument("--image-size", type=_size, default=None, metavar="S|H,W",
                    help="size of the written images, resized bilinearly (default 224)")
@@ -59,7 +61,9 @@ def _common(p: argparse.ArgumentParser, spec: bool = False) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already at --out")
     cli.add_quiet(p)
-    if not spec:
+    if category is not None:
+        p.add_argument("--category", default=category,
+                       help=f"category of its classes (default {category})")
         p.add_argument("--name", default=None,
                        help="the source's folder under images/ (default: from its path)")
         p.add_argument("--split", default="train", help="index.csv's split (default train)")
@@ -75,33 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", required=True, help="folder of the images it names")
     c.add_argument("--panoptic-masks", default=None,
                    help="folder of the panoptic PNGs (default: the JSON's path without .json)")
-    c.add_argument("--category", default="object", help="category of its classes "
-                                                        "(default object)")
     c.add_argument("--no-crowd", action="store_true", help="leave out iscrowd regions")
-    _common(c)
+    _common(c, "object")
     m = sub.add_parser("masks", help="a folder of index-PNG masks plus a class list")
     m.add_argument("--images", required=True, help="folder of the images")
     m.add_argument("--masks", required=True, help="folder of the index-PNG masks")
     m.add_argument("--classes", required=True,
                    help="class list: text (line k = id k, from 0) or CSV id,name[,category]")
-    m.add_argument("--category", default="object", help="category of its classes "
-                                                        "(default object)")
     m.add_argument("--ignore", type=_ints, default=[255], metavar="V[,V...]",
                    help="pixel values meaning unlabelled (default 255)")
     m.add_argument("--mask-suffix", default=".png", help="mask name = KEY + this")
     m.add_argument("--image-suffix", default=None,
                    help="image name = KEY + this (default: .jpg, .jpeg or .png)")
-    _common(m)
+    _common(m, "object")
     s = sub.add_parser("scalars", help="per-image labels: class folders or an image,label CSV")
     s.add_argument("--images", default=None, help="folder of class folders, or the folder "
                                                   "--csv's images are relative to")
     s.add_argument("--csv", default=None, help="CSV image,label (labels ';'-separated)")
-    s.add_argument("--category", default="scene", help="category of its classes "
-                                                       "(default scene)")
-    _common(s)
+    _common(s, "scene")
     j = sub.add_parser("spec", help="several sources merged, described in a JSON file")
     j.add_argument("spec", help="the JSON spec (pipeline/converters/spec.py)")
-    _common(j, spec=True)
+    _common(j, None)
     return p
 
 
