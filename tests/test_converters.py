@@ -107,13 +107,14 @@ def coco_panoptic(root: Path) -> Path:
 
 def voc_masks(root: Path) -> tuple[Path, Path, Path]:
     """One image m1: palette mask with cat (1) rows 0-1, grass (2) rows 2-3, void (255)
-    rows 4-5, background (0) rows 6-7; class list CSV gives grass the category material."""
+    rows 4-5, background (0) rows 6-7; class list CSV gives grass the category material
+    and lists background, which --ignore 0 leaves unlabelled (as VOC needs)."""
     _jpg(root / "JPEGImages" / "m1.jpg")
     ids = np.zeros((S, S), np.int64)
     ids[0:2], ids[2:4], ids[4:6] = 1, 2, 255
     _index_png(root / "SegmentationClass" / "m1.png", ids)
     classes = _csv(root / "classes.csv", ["id", "name", "category"],
-                   [[1, "cat", ""], [2, "grass", "material"]])
+                   [[0, "background", ""], [1, "cat", ""], [2, "grass", "material"]])
     return root / "JPEGImages", root / "SegmentationClass", classes
 
 

@@ -10,8 +10,9 @@ images with a mask are converted (VOC's JPEGImages holds many without).
 The class list (:func:`read_class_list`) is a text file (line k names id k, counting from
 0; an empty line: no class with that id) or a CSV with columns ``id,name`` and optionally
 ``category`` (overriding the source's category for that class). Pixels whose value is
-in ``ignore`` (e.g. 255, VOC's void; 0 where it means "unlabelled") are unlabelled; any
-other value missing from the class list is refused, naming the mask.
+in ``ignore`` (e.g. 255, VOC's void; 0 where it means "unlabelled") are unlabelled, even
+when the class list names them (VOC's ``background`` at id 0); any other value missing
+from the class list is refused, naming the mask.
 """
 from __future__ import annotations
 
@@ -83,11 +84,11 @@ class MaskFolderSource:
         self.class_ids = dict(classes) if isinstance(classes, Mapping) else \
             read_class_list(classes, category, class_categories)
         self.ignore = frozenset(int(v) for v in ignore)
-        clash = sorted(self.ignore & set(self.class_ids))
-        if clash:
-            raise ConvertError(f"--ignore {clash}: also class id(s) of the class list "
-                               f"({self.class_ids[clash[0]].where}); a value is a class or "
-                               f"ignored, not both")
+        for v in self.ignore:               # ignored wins: VOC lists background as id 0
+            self.class_ids.pop(v, None)
+        if not self.class_ids:
+            raise ConvertError(f"--classes {classes}: every class id is in --ignore "
+                               f"{sorted(self.ignore)}; nothing is left to label")
         self.mask_suffix, self.image_suffix = mask_suffix, image_suffix
         self.name = name or self.mask_dir.name
         self.split = split
