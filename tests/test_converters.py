@@ -389,3 +389,23 @@ def test_scalar_class_folders_label_whole_images(tmp_path):
         ("scenes/street/0.jpg", (2,))]
     assert [(r["name"], r["frequency"], float(r["coverage"]))
             for r in _rows(out / "c_scene.csv")] == [("beach", "2", 2.0), ("street", "1", 1.0)]
+
+
+def test_rare_concepts_are_left_out_and_numbers_stay_dense(tmp_path):
+    """--min-frequency 2 drops cat, banded, dotted (one image each); --min-coverage 0.6
+    then also drops car (32 of 64 pixels x 1 = 0.5 images' worth)."""
+    said = []
+    out = convert(tmp_path / "a", all_sources(tmp_path / "src"),
+                  ConvertOptions((S, S), (S, S), drop_empty=True, min_frequency=2),
+                  progress=False, log=said.append)
+    ds = BrodenDataset(out)
+    assert {c.name: (c.number, c.category) for c in ds.concepts} == {
+        "person": (1, "object"), "grass": (2, "material"), "car": (3, "object")}
+    assert ds.all_categories == ["object", "material"]
+    t1 = next(r for r in ds.rows if r.image == "dtd/t1.jpg")
+    assert t1.cells == {"object": (), "material": ()}
+    assert "banded, cat, dotted" in said[-1]
+    out = convert(tmp_path / "b", all_sources(tmp_path / "src2"),
+                  ConvertOptions((S, S), (S, S), drop_empty=True, min_frequency=2,
+                                 min_coverage=0.6), progress=False, log=said.append)
+    assert [c.name for c in BrodenDataset(out).concepts] == ["person", "grass"]

@@ -58,6 +58,11 @@ def _common(p: argparse.ArgumentParser, category: str | None) -> None:
     p.add_argument("--shared-names", action="store_true", default=None,
                    help="one name in several categories is one label (primary category "
                         "by coverage) instead of refused")
+    p.add_argument("--min-frequency", type=int, default=None, metavar="N",
+                   help="leave out concepts on fewer than N images (Broden: 10)")
+    p.add_argument("--min-coverage", type=float, default=None, metavar="C",
+                   help="leave out concepts covering less than C images' worth of pixels "
+                        "(Broden: 0.5)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already at --out")
     cli.add_quiet(p)
@@ -126,7 +131,8 @@ def run(a: argparse.Namespace) -> Path:
         sources, fields = read_spec(a.spec)
     else:
         sources, fields = [_source(a)], {}
-    for k in ("image_size", "seg_size", "numbering", "drop_empty", "shared_names"):
+    for k in ("image_size", "seg_size", "numbering", "drop_empty", "shared_names",
+              "min_frequency", "min_coverage"):
         if getattr(a, k) is not None:
             fields[k] = getattr(a, k)
     options = ConvertOptions(**{**fields, "overwrite": a.overwrite})

@@ -50,13 +50,17 @@ class ConvertOptions:
     images and label planes; ``numbering``: ``frequency`` or ``name`` (module
     docstring); ``drop_empty``: drop classes with no pixel instead of refusing;
     ``shared_names``: let one name label classes of several categories; ``overwrite``:
-    replace an existing Broden directory at ``out``."""
+    replace an existing Broden directory at ``out``; ``min_frequency``,
+    ``min_coverage``: leave out (and list) concepts on fewer images or covering less
+    in all (in images' worth, summed over categories), as Broden did with 10 and 0.5."""
     image_size: tuple[int, int] = (224, 224)
     seg_size: tuple[int, int] = (112, 112)
     numbering: str = "frequency"
     drop_empty: bool = False
     shared_names: bool = False
     overwrite: bool = False
+    min_frequency: int | None = None
+    min_coverage: float | None = None
 
     def __post_init__(self):
         for what, hw in (("--image-size", self.image_size), ("--seg-size", self.seg_size)):
@@ -73,6 +77,11 @@ class _Counts:
     freq: dict[tuple[str, str], int]
     pix: dict[tuple[str, str], int]
     cat_images: dict[str, int]
+    npx: int                                    # sh * sw
+
+    def coverage(self, key: tuple[str, str]) -> float:
+        """Images' worth of pixels: the sum over images of the fraction covered."""
+        return self.pix[key] / self.npx
 
 
 def convert(out: str | os.PathLike, sources: Sequence[Source],
@@ -93,6 +102,7 @@ def convert(out: str | os.PathLike, sources: Sequence[Source],
         rows = _write_images(work, sources, options, progress)
         counts = _count(sources, rows, options)
         keep = _non_empty(declared, counts, options.drop_empty, log)
+        keep = _frequent(keep, counts, options.min_frequency, options.min_coverage, log)
         numbers = _number(keep, counts, options.numbering)
         if len(numbers) > MAX_LABEL:
             raise ConvertError(f"{len(numbers)} labels: a Broden PNG holds at most "
@@ -248,7 +258,7 @@ def _count(sources: Sequence[Source], rows: list[_Row], options: ConvertOptions)
         for key in set(masks) | scalars:
             freq[key] += 1
             pix[key] += sh * sw if key in scalars else int(masks[key].sum())
-    return _Counts(dict(freq), dict(pix), {})
+    return _Counts(dict(freq), dict(pix), {}, sh * sw)
 
 
 def _non_empty(declared: dict[tuple[str, str], list[str]], counts: _Counts,
@@ -269,6 +279,29 @@ def _non_empty(declared: dict[tuple[str, str], list[str]], counts: _Counts,
     if not keep:
         raise ConvertError("no class has a pixel in any image: nothing to dissect against")
     return keep
+
+
+def _frequent(keep: list[tuple[str, str]], counts: _Counts, min_frequency: int | None,
+              min_coverage: float | None, log: Callable[[str], None]) -> list[tuple[str, str]]:
+    """``keep`` less the concept names below ``min_frequency`` images or ``min_coverage``
+    (images' worth of pixels), totals over categories as joinseg.py's assign_labels."""
+    if min_frequency is None and min_coverage is None:
+        return keep
+    total_f: dict[str, int] = defaultdict(int)
+    total_c: dict[str, float] = defaultdict(float)
+    for key in keep:
+        total_f[key[1]] += counts.freq[key]
+        total_c[key[1]] += counts.coverage(key)
+    rare = sorted(n for n in total_f if total_f[n] < (min_frequency or 0)
+                  or total_c[n] < (min_coverage or 0.0))
+    if rare:
+        log(f"left out {len(rare)} concept(s) below --min-frequency {min_frequency} or "
+            f"--min-coverage {min_coverage}: {', '.join(rare)}")
+    left = [k for k in keep if k[1] not in rare]
+    if not left:
+        raise ConvertError(f"every concept is below --min-frequency {min_frequency} or "
+                           f"--min-coverage {min_coverage}; lower them")
+    return left
 
 
 def _number(keep: list[tuple[str, str]], counts: _Counts, numbering: str) -> dict[str, int]:
