@@ -334,6 +334,19 @@ def test_sources_need_distinct_names_and_a_new_out(tmp_path):
     with pytest.raises(ConvertError, match=r"out: exists and is not empty"):
         convert(tmp_path / "out", all_sources(tmp_path / "src2"), progress=False)
     assert (tmp_path / "out" / "x").read_text() == "mine"
+    opts = ConvertOptions((S, S), (S, S), drop_empty=True)
+    (tmp_path / "ds.converting-999999").mkdir()         # left by a killed conversion
+    said = []
+    convert(tmp_path / "ds", all_sources(tmp_path / "src3"), opts, progress=False,
+            log=said.append)
+    assert not (tmp_path / "ds.converting-999999").exists() and "did not finish" in said[0]
+    with pytest.raises(ConvertError, match=r"ds: exists and is not empty.*--overwrite"):
+        convert(tmp_path / "ds", all_sources(tmp_path / "src4"), opts, progress=False,
+                log=said.append)
+    out = convert(tmp_path / "ds", all_sources(tmp_path / "src5")[:1],
+                  ConvertOptions((S, S), (S, S), drop_empty=True, overwrite=True),
+                  progress=False, log=said.append)
+    assert [r.image for r in BrodenDataset(out).rows] == ["coco/a.jpg", "coco/b.jpg"]
 
 
 def test_cli_spec_merges_sources_and_reports_refusals(tmp_path, capsys):

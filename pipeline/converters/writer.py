@@ -18,13 +18,16 @@ two ids of one class list) is one label. It runs in two passes over the images:
    categories are listed by their lowest label number (as joinseg.py does), ties by
    name. Label planes are written per category: a pixel carrying k labels of one
    category appears in planes 1..k (larger regions first), so planes hold every label.
+   ``min_frequency`` / ``min_coverage`` first leave out rare concepts (and list them),
+   as joinseg.py did for Broden (10 images, 0.5 images' worth of pixels).
 
 Refused before anything is written under ``out`` (:class:`ConvertError`): a name given
 to classes of two categories (ambiguous; ``shared_names=True`` makes it one label listed
 in both categories, with its primary category by coverage as in Broden), a class
 without a pixel at ``seg_size`` (all listed; ``drop_empty=True`` drops them), a
 missing or unreadable image or mask. The directory is built beside ``out`` and renamed
-into place when complete.
+into place when complete (one a killed conversion left, ``<out>.converting-<pid>``, is
+removed by the next, listed).
 """
 from __future__ import annotations
 
@@ -96,8 +99,10 @@ def convert(out: str | os.PathLike, sources: Sequence[Source],
     _check_out(out, options.overwrite)
     _check_sources(sources)
     declared = _declared_classes(sources, options.shared_names)
+    for stale in sorted(out.parent.glob(f"{out.name}.converting-*")):
+        log(f"removing {stale}: left by a conversion that did not finish")
+        shutil.rmtree(stale, ignore_errors=True)
     work = out.with_name(f"{out.name}.converting-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
     try:
         rows = _write_images(work, sources, options, progress)
         counts = _count(sources, rows, options)
