@@ -268,9 +268,13 @@ def _label_fix(labels) -> str:
 # ------------------------------------------------------------ repair commands
 def extract_command(attrs: dict, where) -> str:
     """The scripts/extract.py command line that made the run at ``where`` (its root
-    attrs ``attrs``): resuming it with --repair re-does only what is damaged."""
+    attrs ``attrs``): resuming it with --repair re-does only what is damaged. A run of an
+    in-memory module (pipeline.api.extract) names a factory to write in its place: one
+    returning the same weights resumes it (the same keywords to pipeline.api.extract do)."""
     ds, model, prep = attrs["dataset"], attrs["model"], attrs.get("preprocessing") or {}
-    args = ["scripts/extract.py", "--dataset", ds["path"], "--model", model["spec"]]
+    spec = (f"<file.py:function returning your {model.get('class')} with the same weights>"
+            if model.get("source") == "module" else model["spec"])
+    args = ["scripts/extract.py", "--dataset", ds["path"], "--model", spec]
     if model.get("weights"):
         args += ["--weights", model["weights"]]
     args += ["--layers", ",".join(attrs["layers"])]

@@ -4,7 +4,8 @@ Data (``broden``, ``label_decoding``, ``synthetic/``), the network side (``model
 ``preprocess``, ``extract_config``, ``extract_run``, ``extract``), counting
 (``quantiles``, ``upsample``, ``tally``, ``replay``, ``distributed``), results
 (``scoring``, ``sweep``, ``null_model``), the stages that run them (``layer_stages`` for one
-layer, ``stages`` for a run), ``experiments/``, ``reports/``, and what the command lines
-share (``cli``, ``commands``, ``files``). Storage is ``cache/``, which imports nothing
-from here.
+layer, ``stages`` for a run), ``experiments/``, ``reports/``, the command lines
+(``commandline/``: the ``netdissect`` command, one module per subcommand, which
+``scripts/`` and ``python -m pipeline`` run) and what they share (``cli``, ``commands``,
+``files``). Storage is ``cache/``, which imports nothing from here.
 """

@@ -1,10 +1,14 @@
-"""What every command line of scripts/ shares: option groups, their parsing, one error wrapper.
+"""What every command line (pipeline/commandline/) shares: option groups, parsing, an error wrapper.
 
 ``parser(__doc__)`` describes a command by its docstring. The same option means the same
 thing everywhere:
 
 - ``--layers a,b`` (comma list; ``--layer a`` is kept as an alias and may be repeated),
 - ``--quiet`` (no progress bars; ``--no-progress`` is kept as an alias),
+- ``--device auto|cpu|cuda|cuda:N`` (where torch runs),
+- ``--out`` for where a command writes (unpack's ``--to`` and bench's ``--work`` are kept
+  as aliases), ``--overwrite`` to replace what is there (cache-labels' ``--rebuild`` is
+  kept as an alias),
 - ``--dataset``, ``--label-cache``, ``--quantile``, ``--iou-threshold``, ``--categories``,
   ``--device``, ``--tile-images``, ``--workers`` (tally worker processes) and
   ``--scheduler`` / ``--cluster`` for the scoring commands.
@@ -25,10 +29,16 @@ import sys
 from typing import Callable, Sequence
 
 
+def description(doc: str) -> str:
+    """The first paragraph of a command's module docstring (line breaks kept as written)."""
+    return doc.split("\n\n")[0].strip()
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
-    """A command's parser, described by the first paragraph of its module docstring (line
-    breaks kept as written)."""
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0].strip(),
+    """A command's parser, described by the first paragraph of its module docstring (to
+    print it as written, pass ``formatter_class=argparse.RawDescriptionHelpFormatter`` as
+    here to a subparser)."""
+    return argparse.ArgumentParser(description=description(doc),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -73,6 +83,13 @@ def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bars") -> Non
                    help=help)
 
 
+def add_device(p: argparse.ArgumentParser,
+               help: str = "where torch runs: auto (cuda when available), cpu, cuda or "
+                           "cuda:N (default auto)") -> None:
+    """``--device`` (pipeline/devices.py resolves it)."""
+    p.add_argument("--device", default="auto", help=help)
+
+
 def add_run_data(p: argparse.ArgumentParser) -> None:
     """The run's dataset and label cache (scoring commands)."""
     p.add_argument("--dataset", help="Broden directory (default: the one extract.py recorded)")
@@ -91,7 +108,8 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
 
 def add_compute(p: argparse.ArgumentParser) -> None:
     """Where and how the tally runs: device, tiles, worker processes, Dask cluster."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p, help="where the tally runs: auto (cuda when available), cpu, cuda or "
+                       "cuda:N (default auto)")
     p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="tiles counted at once on CPU, in N worker processes (default: one "

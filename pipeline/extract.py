@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import zarr
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cache import activations as cache_acts
 from cache import store

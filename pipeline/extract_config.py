@@ -37,9 +37,11 @@ class ExtractError(RuntimeError):
 
 @dataclass
 class ExtractConfig:
-    """Arguments of one extraction (see scripts/extract.py --help)."""
+    """Arguments of one extraction (see scripts/extract.py --help). ``model``: a SPEC
+    (--model, pipeline/models/sources.py) or an ``nn.Module`` in memory (used as it is,
+    put in eval mode and moved to the device; its identity is :func:`module_identity`)."""
     dataset: str | Path
-    model: str
+    model: str | torch.nn.Module
     layers: Sequence[str]
     out: str | Path
     weights: str | Path | None = None
@@ -209,6 +211,31 @@ def _preprocessing(c: ExtractConfig, model: torch.nn.Module, image_size: tuple[i
     return prep, extra
 
 
+def module_identity(model: torch.nn.Module) -> dict:
+    """What a run records of an in-memory model: ``class`` (module.qualname of its type)
+    and ``fingerprint`` (:func:`pipeline.models.checkpoints.model_fingerprint`, SHA-256
+    of its state_dict: names, dtypes, shapes, bytes). A resume compares both
+    (pipeline/extract_run.py): the same module resumes, a changed one is refused."""
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}",
+            "fingerprint": model_fingerprint(model)}
+
+
+def _model_record(c: ExtractConfig, model: torch.nn.Module) -> dict:
+    """The run's ``model`` attribute: spec, weights, seed and fingerprint; for an
+    in-memory module ``source: "module"``, its class and a spec naming it."""
+    if isinstance(c.model, torch.nn.Module):
+        ident = module_identity(model)
+        return {"spec": f"in-memory {ident['class']}", "source": "module",
+                "class": ident["class"], "weights": None, "weights_key": None,
+                "weights_prefix": None, "seed": None, "fingerprint": ident["fingerprint"]}
+    return {"spec": str(c.model),
+            "weights": str(Path(c.weights).resolve()) if c.weights else None,
+            "weights_key": c.weights_key, "weights_prefix": c.weights_prefix,
+            "seed": zoo_seed(str(c.model).strip()) if c.weights is None else None,
+            "fingerprint": model_fingerprint(model)}
+
+
 def setup_extraction(c: ExtractConfig) -> ExtractSetup:
     """Check ``c`` (a comma-separated ``c.layers`` string is split in place), open the
     dataset, load the model onto its device, choose the preprocessing and check its
@@ -227,7 +254,14 @@ def setup_extraction(c: ExtractConfig) -> ExtractSetup:
                if c.weights is not None else None)
     if weights is None and (c.weights_key or c.weights_prefix):
         raise ExtractError("--weights-key/--weights-prefix need --weights FILE")
-    model = load_model(c.model, weights, c.trust_checkpoint).to(device)
+    if isinstance(c.model, torch.nn.Module):
+        if weights is not None or c.trust_checkpoint:
+            raise ExtractError("weights=/trust_checkpoint= apply to a model spec; with an "
+                               "nn.Module, load the weights into it first "
+                               "(module.load_state_dict(...)) and leave weights out")
+        model = c.model.eval().to(device)
+    else:
+        model = load_model(c.model, weights, c.trust_checkpoint).to(device)
     notes: list[str] = []
     prep, prep_extra = _preprocessing(c, model, image_size, notes)
     plan = plan_layers(model, list(c.layers), prep.input_size, device,
@@ -244,11 +278,7 @@ def setup_extraction(c: ExtractConfig) -> ExtractSetup:
         dataset={"path": str(Path(c.dataset).resolve()), "fingerprint": ds.fingerprint(),
                  "num_images": n, "image_size": list(image_size),
                  "seg_size": list(seg_size)},
-        model={"spec": str(c.model),
-               "weights": str(Path(c.weights).resolve()) if c.weights else None,
-               "weights_key": c.weights_key, "weights_prefix": c.weights_prefix,
-               "seed": zoo_seed(str(c.model).strip()) if c.weights is None else None,
-               "fingerprint": model_fingerprint(model)},
+        model=_model_record(c, model),
         layer_shapes={name: shapes[name] for name in c.layers}, dtype=c.dtype,
         preprocessing={**prep.to_attrs(), **prep_extra}, versions=_versions(),
         layer_layouts={name: plan.layouts[name].to_attrs() for name in c.layers})

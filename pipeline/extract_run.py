@@ -48,6 +48,9 @@ def differences(old: dict, new: dict, layers: bool = True) -> list[str]:
                 b = f"{b[:12]} (spec {get(new, 'model', 'spec')!r}, weights " \
                     f"{get(new, 'model', 'weights')!r})"
             diffs.append(f"{what}: run has {a}, this command {b}")
+    classes = get(old, "model", "class"), get(new, "model", "class")
+    if None not in classes and classes[0] != classes[1]:      # in-memory modules
+        diffs.append(f"model class: run has {classes[0]}, this command {classes[1]}")
     if layers and set(old.get("layers") or []) != set(new["layers"]):
         diffs.append(f"layers (--layers): run has {old.get('layers')}, this command "
                      f"{new['layers']}")

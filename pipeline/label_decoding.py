@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cache import labels as label_store
 from cache.integrity import repair_label_cache, repair_label_metadata

@@ -38,7 +38,7 @@ from cache.cube import (Cube, TallyCheckpoint, read_cube, read_thresholds, write
 from cache.labels import LabelCache
 from pipeline import sweep as sweep_mod
 from pipeline.dataset_files import content_key
-from pipeline.null_model import NullConfig, null_p_values
+from pipeline.null_model import NullConfig, NullResult, null_p_values
 from pipeline.reports import document as results_doc
 from pipeline.reports.charts import sweep_chart
 from pipeline.files import write_csv, write_json, write_text
@@ -307,6 +307,26 @@ def cube_summary(cube: Cube, labels: LabelCache, config: ScoreConfig) -> dict:
     return {**d.summary(), "quantile": float(config.quantile)}
 
 
+def layer_null(run, layer: str, cube: Cube, d: Dissection, labels: LabelCache,
+               config: ScoreConfig, *, log=print) -> NullResult:
+    """The null model (``config.null``) of a layer's units at ``config.quantile``, each
+    tested with its label in ``d`` (the dissection of ``cube`` at that quantile) over
+    ``d``'s categories; a tqdm bar with ``config.progress``."""
+    from tqdm.auto import tqdm
+    v = cube.level_index(config.quantile)
+    acts = store.activations(run, layer)
+    concepts = [u.label if u.category else 0 for u in d.units]
+    primary = labels.primary_category
+    keep = np.isin(primary, [list(cube.categories).index(c) for c in d.categories])
+    with tqdm(total=acts.shape[1], unit="unit", desc=f"null {layer}",
+              disable=not config.progress, dynamic_ncols=True) as bar:
+        null = null_p_values(acts, labels, cube.thresholds[v], concepts, primary, keep,
+                             config.null, progress=bar.update)
+    log(f"[{layer}] null model ({', '.join(null.kinds)}; {null.permutations} "
+        f"permutations, {len(null.images)} images): {null.seconds:.1f} s")
+    return null
+
+
 def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: ScoreConfig,
                   *, log=print) -> tuple[Dissection, dict, Path]:
     """Dissect at ``config.quantile`` (and run the null model when ``config.null``); write
@@ -318,16 +338,7 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
     acts = store.activations(run, layer)
     null = None
     if config.null is not None:
-        from tqdm import tqdm
-        concepts = [u.label if u.category else 0 for u in d.units]
-        primary = labels.primary_category
-        keep = np.isin(primary, [list(cube.categories).index(c) for c in d.categories])
-        with tqdm(total=acts.shape[1], unit="unit", desc=f"null {layer}",
-                  disable=not config.progress, dynamic_ncols=True) as bar:
-            null = null_p_values(acts, labels, cube.thresholds[v], concepts, primary, keep,
-                                 config.null, progress=bar.update)
-        log(f"[{layer}] null model ({', '.join(null.kinds)}; {null.permutations} "
-            f"permutations, {len(null.images)} images): {null.seconds:.1f} s")
+        null = layer_null(run, layer, cube, d, labels, config, log=log)
     meta = results_doc.run_metadata(store.read_run_attrs(run), layer, store.run_path(run),
                                     acts.shape, acts.dtype, labels.path, labels.fingerprint)
     null_cfg = None

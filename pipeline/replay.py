@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cache.cube import Cube
 from cache.labels import LabelCache

@@ -205,8 +205,10 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
     from pipeline.devices import check_device
     from pipeline.distributed import check_scheduler_args, check_shared, dask_scheduler
     config.all_levels()
-    if config.top_images < 0:
-        raise ValueError(f"--top-images must be >= 0, got {config.top_images}")
+    from pipeline.reports.images import MAX_TOP_IMAGES
+    if not 0 <= config.top_images <= MAX_TOP_IMAGES:
+        raise ValueError(f"--top-images must be in 0..{MAX_TOP_IMAGES}, got "
+                         f"{config.top_images}")
     check_scheduler_args(scheduler, cluster)
     check_device(config.device, local=not (scheduler or cluster))
     exports = exports or Exports()

@@ -1,52 +1,14 @@
 #!/usr/bin/env python
 """Decode a Broden directory's labels once into a label cache (Zarr).
 
-    python scripts/cache_labels.py --dataset BRODEN_DIR [--out LABELS.zarr] [--workers N]
-        [--repair]
-
-Without --out the cache goes to $NETDISSECT_CACHE (default ~/.cache/netdissect)
-under a name derived from the dataset fingerprint, where score.py looks for it.
-An interrupted build resumes when the command is run again; --repair re-checks every
-chunk's CRC32C and re-decodes only the damaged ones. --out may be an fsspec URL.
+This script runs `netdissect cache-labels` from a checkout: the command is
+pipeline/commandline/cache_labels.py (its docstring and --help describe the options).
 """
 import sys
 
 import _bootstrap  # noqa: F401
 
-from cache.labels import LabelCacheError
-from pipeline import cli
-from pipeline.label_decoding import build_label_cache
-from cache.store import RunError
-from pipeline.broden import BrodenDataset, BrodenError
-
-
-def main(argv=None) -> int:
-    p = cli.parser(__doc__)
-    p.add_argument("--dataset", required=True, help="Broden directory (holds index.csv)")
-    p.add_argument("--out", help="label cache path (default: under $NETDISSECT_CACHE)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes")
-    p.add_argument("--chunk-images", type=int, default=256)
-    p.add_argument("--rebuild", action="store_true", help="overwrite a cache of another dataset")
-    p.add_argument("--repair", action="store_true",
-                   help="re-decode only the chunks that fail their checksum (or are missing)")
-    cli.add_quiet(p)
-    a = p.parse_args(argv)
-
-    def body() -> None:
-        cache = build_label_cache(BrodenDataset(a.dataset), a.out, chunk_images=a.chunk_images,
-                                  workers=a.workers, overwrite=a.rebuild, repair=a.repair,
-                                  progress=not a.quiet)
-        print(f"label cache: {cache.path} ({cache.num_images} images, "
-              f"{cache.num_labels - 1} label numbers, {cache.planes.shape[1]} label slots "
-              f"per pixel)")
-
-    return cli.run_main(
-        body, (BrodenError, LabelCacheError, RunError),
-        disk_note="finished chunks are kept: fix the cause (e.g. free disk space) and run "
-                  "the same command to resume",
-        interrupt_note="finished chunks are kept; run the same command to resume",
-        read_only_note="the label cache's location is read-only: give a writable --out "
-                       "(or copy the cache there) and rerun")
+from pipeline.commandline.cache_labels import main
 
 if __name__ == "__main__":
     sys.exit(main())

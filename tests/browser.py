@@ -32,13 +32,17 @@ def chromium() -> str:
                 f"install the Debian packages chromium and chromium-driver to run this test")
 
 
-def dump_dom(page: Path, scratch: Path) -> str:
-    """The DOM of the page at ``page`` (a file) once loaded and its scripts ran (10 s of
-    virtual time); ``scratch`` holds the browser profile."""
+def dump_dom(page: Path, scratch: Path, query: str = "", width: int | None = None) -> str:
+    """The DOM of the page at ``page`` (a file, opened with ``query``, e.g. ``?sort=unit``)
+    once loaded and its scripts ran (10 s of virtual time), in a window ``width`` px wide
+    (Chromium's default when None); ``scratch`` holds the browser profile."""
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={scratch / 'ud'}",
-           "--virtual-time-budget=10000", "--dump-dom", Path(page).as_uri()]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+           "--virtual-time-budget=10000", "--hide-scrollbars"]
+    if width:
+        cmd.append(f"--window-size={width},900")
+    r = subprocess.run(cmd + ["--dump-dom", Path(page).as_uri() + query],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import html
+import re
 
 import pytest
 
-from pipeline.reports.compare import compare, load_sources, write_comparison
+from pipeline.reports.compare import compare, load_sources, settings_lines, write_comparison
 from pipeline.reports.tables import comparison_rows
 from clirun import cli
 import scoring_fixtures as sf
@@ -80,15 +82,39 @@ def test_run_directory_document_and_our_csv_agree(run):
     assert len(rows) == 3 * 7                                   # 6 categories + total
 
 
-def test_write_comparison_writes_the_rows_and_the_chart(run, tmp_path):
+def read_sources_with_other_categories(tables):
+    """A copy of the first source scored on its first two categories only."""
+    import copy
+    t = copy.deepcopy(tables[0])
+    t.name = "subset"
+    t.categories = list(t.categories)[:2]
+    t.settings = dict(t.settings, categories=t.categories)
+    return [t]
+
+
+def test_write_comparison_writes_the_rows_the_chart_and_the_page(run, tmp_path):
     tables = load_sources([run])
     sums = compare(tables, 0.04)
-    csv_path, png = write_comparison(tmp_path / "a" / "b", tables, sums)
-    assert (csv_path, png) == (tmp_path / "a" / "b" / "comparison.csv",
-                               tmp_path / "a" / "b" / "comparison.png")
+    tables += read_sources_with_other_categories(tables)
+    sums = compare(tables, 0.04)
+    settings = settings_lines(tables, 0.04)
+    csv_path, png, page = write_comparison(tmp_path / "a" / "b", tables, sums, settings)
+    assert (csv_path, png, page) == (tmp_path / "a" / "b" / "comparison.csv",
+                                     tmp_path / "a" / "b" / "comparison.png",
+                                     tmp_path / "a" / "b" / "comparison.html")
     header, rows = comparison_rows(tables, sums)
     assert _csv(csv_path) == [dict(zip(header, map(str, r))) for r in rows]
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # the page: every source's column group, its totals, the warning, the chart
+    text = page.read_text()
+    for t, s in zip(tables, sums):
+        assert f"<th colspan=3>{html.escape(t.name)}</th>" in text
+    totals = re.search(r"<tr><td class=l><b>total</b></td>(.*)</tr>", text).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", totals) == [
+        str(s[k]) for s in sums for k in ("detectors", "unique_top_labels", "per_category_sum")]
+    assert "<p class=warn><b>Warning</b>: the sources were scored on different categories" \
+        in text and "<td>-</td>" in text
+    assert text.count("src='data:image/png;base64,") == 1
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=r"^--out .*sub: cannot create the directory"):
         write_comparison(tmp_path / "file" / "sub", tables, sums)

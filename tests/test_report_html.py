@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_html_chart_units_and_strips(report):
     # units by IoU (rank order), detectors marked
     order = [u["unit"] for u in sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"]))]
     assert [s["unit"] for s in strips] == order
-    assert page.count("<tr class=det>") == doc["summary"]["detectors"]
+    assert len(re.findall(r"<tr id=unit-\d+ class=det ", page)) == doc["summary"]["detectors"]
     # chosen images = argsort of the maxima; the first tile shows the top image and its mask
     mx = np.asarray(store.maxima(run, LAYER)[:])
     top = images.top_images(mx, 8)
@@ -148,11 +149,11 @@ def test_a_unit_that_never_fires_has_its_tiles_framed_as_empty():
                                             lambda i: pictures[i], (8, 8), 3)
     assert empty.tolist() == [[False] * 3, [True] * 3]
     w = images.THUMB
-    tile = strips[1][:, :w]
+    tile = strips[1][0][:, :w]
     frame = images.FRAME
     for edge in (tile[:frame], tile[-frame:], tile[:, :frame], tile[:, -frame:]):
         assert (edge == images.EMPTY_FRAME).all()
-    assert (strips[0][:frame, :w] != images.EMPTY_FRAME).any()
+    assert (strips[0][0][:frame, :w] != images.EMPTY_FRAME).any()
 
 
 def test_no_images_and_missing_dataset(report):
@@ -172,9 +173,18 @@ def test_score_cli_top_images(report, tmp_path):
     strips = _strips((run / "results" / f"{LAYER}.top3.html").read_text())
     assert len(strips) == 16 and all(len(s["images"]) == 3 for s in strips)
     assert (run / "results" / f"{LAYER}.html").read_text() == report["html"]   # kept
-    r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
-            LAYER, "--quiet", "--top-images", "-1", check=False)
-    assert r.returncode == 2 and "--top-images" in r.stderr
+    cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer", LAYER,
+        "--levels", "0.005,0.02", "--quiet", "--top-images", "12")
+    page = (run / "results" / f"{LAYER}.top12.html").read_text()
+    strips = _strips(page)                   # the row strip: 8 tiles; 4 more under details
+    assert len(strips) == 16 and all(len(s["images"]) == 12 for s in strips)
+    w = images.thumbnail(BrodenDataset(report["data"]).load_image(0)).shape[1]
+    assert all(s["pixels"].shape[1] == 8 * w + 7 * images.GAP for s in strips)
+    assert page.count("<details><summary>4 more</summary><img class=strip loading=lazy") == 16
+    for bad in ("-1", "65"):
+        r = cli("scripts/score.py", run, "--label-cache", report["labels_path"], "--layer",
+                LAYER, "--quiet", "--top-images", bad, check=False)
+        assert r.returncode == 2 and "--top-images must be in 0..64" in r.stderr
 
 
 def test_page_loads_every_image_in_chromium(report, tmp_path):
@@ -186,3 +196,70 @@ def test_page_loads_every_image_in_chromium(report, tmp_path):
     assert m, f"no data-images-loaded attribute in the DOM:\n{dom[:500]}"
     loaded, total = map(int, m.groups())
     assert total == 1 + len(report["doc"]["units"]) and loaded == total
+
+
+def _rows(dom: str) -> list[tuple[int, bool]]:
+    """(unit, shown) of the units table's rows in the DOM's order."""
+    return [(int(u), "hidden" not in rest)
+            for u, rest in re.findall(r'<tr id="unit-(\d+)"([^>]*)>', dom)]
+
+
+@pytest.fixture(scope="module")
+def page_file(report, tmp_path_factory) -> Path:
+    page = tmp_path_factory.mktemp("page") / "layer.html"
+    page.write_text(report["html"])
+    return page
+
+
+def test_sorting_and_filtering_in_chromium(report, page_file, tmp_path):
+    """The page's query string sorts and filters the units table as its controls do."""
+    units = {u["unit"]: u for u in report["doc"]["units"]}
+    rank = {u["unit"]: r for r, u in enumerate(
+        sorted(units.values(), key=lambda u: (-u["iou"], u["unit"])), 1)}
+
+    def shown(query: str) -> list[int]:
+        dom = dump_dom(page_file, tmp_path, query)
+        rows = _rows(dom)
+        assert sorted(u for u, _ in rows) == sorted(units)            # none lost
+        visible = [u for u, ok in rows if ok]
+        assert f'data-shown="{len(visible)}"' in dom
+        return visible
+    assert shown("") == sorted(units, key=rank.get)                    # rank order
+    assert shown("?sort=unit") == sorted(units)
+    assert shown("?sort=unit&desc=1") == sorted(units, reverse=True)
+    assert shown("?sort=iou&desc=0") == sorted(units, key=lambda n: (units[n]["iou"],
+                                                                     rank[n]))
+    assert shown("?sort=label") == sorted(units, key=lambda n: (units[n]["label"], rank[n]))
+    cat = units[min(units, key=rank.get)]["category"]
+    want = [n for n in sorted(units, key=rank.get)
+            if units[n]["category"] == cat and units[n]["detector"]]
+    assert want and shown(f"?cat={cat}&det=1") == want
+    text = units[min(units, key=rank.get)]["label"][1:3]
+    assert shown(f"?q={text}") == [n for n in sorted(units, key=rank.get)
+                                   if text.lower() in units[n]["label"].lower()]
+    concept = html_page.concept_units(report["doc"])[0]
+    assert shown("?concept=0") == [n for n in sorted(units, key=rank.get)
+                                   if n in set(concept.top) | set(concept.per_cat)]
+
+
+def test_anchors_enlarging_and_the_page_without_scripts(report, page_file, tmp_path):
+    page = report["html"]
+    ids = set(re.findall(r"id=['\"]?([\w-]+)", page))
+    for target in re.findall(r"href='#([\w-]+)'", page):
+        assert target in ids, target                               # every anchor resolves
+    assert {f"unit-{u['unit']}" for u in report["doc"]["units"]} <= ids
+    unit = report["doc"]["units"][3]["unit"]
+    dom = dump_dom(page_file, tmp_path, f"?open={unit}")
+    assert f'data-open="{unit}"' in dom and '<div id="lightbox">' in dom   # shown
+    # without scripts the page as written shows every unit in rank order, no controls
+    rows = [(int(u), "hidden" not in rest) for u, rest in
+            re.findall(r"<tr id=unit-(\d+)([^>]*)>", page)]
+    assert all(ok for _, ok in rows) and [u for u, _ in rows] == [
+        u["unit"] for u in sorted(report["doc"]["units"], key=lambda u: (-u["iou"], u["unit"]))]
+    assert "<form id=controls hidden " in page
+
+
+@pytest.mark.parametrize("width", [1024, 1280, 1920])
+def test_layout_fits_the_window(report, page_file, tmp_path, width):
+    dom = dump_dom(page_file, tmp_path, "", width=width)
+    assert 'data-overflow="0"' in dom, f"the page is wider than a {width} px window"

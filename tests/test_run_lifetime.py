@@ -153,3 +153,10 @@ def test_overwrite_lists_what_it_deletes_and_needs_yes_beyond_the_cache(small_br
     assert any("deleting" in m and "results/" in m for m in lines)
     assert not (run / "results").exists()
     assert store.read_run_attrs(run)["dtype"] == "float16"
+
+
+def test_yes_without_overwrite_is_refused_by_the_command():
+    from clirun import cli
+    r = cli("-m", "pipeline", "extract", "--dataset", "d", "--model", "demo", "--layers",
+            "conv5", "--out", "o", "--yes", check=False)
+    assert r.returncode == 2 and "--yes only confirms --overwrite" in r.stderr

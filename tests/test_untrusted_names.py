@@ -98,8 +98,8 @@ def test_report_runs_no_script_of_a_name(scored):
     doc = scored["doc"]
     for u in doc["units"]:                                  # every name shown, as text
         assert html.escape(u["label"]) in page
-        for best in u["best"].values():
-            assert html.escape(best["label"]) in page
+        for best in u["best"].values():                     # (0.000 entries left out)
+            assert html.escape(best["label"]) in page or best["iou"] == 0
     assert html.escape(CATEGORY) in page
     dom = dump_dom(page_path, scored["tmp"])
     assert not re.search(r"\sdata-pwned=", dom), "a name's script ran in the report"

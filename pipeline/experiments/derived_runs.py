@@ -157,7 +157,7 @@ def _transform_blocks(group, acts, layer: str, Mc: np.ndarray, dtype: str, block
     N, K, h, w = (int(s) for s in acts.shape)
     done = store.read_progress(group)
     writer = cache_acts.BlockWriter(group, [layer])
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     todo = [b for b in range(cache_acts.num_blocks(N, block)) if not done[b]]
     with tqdm(total=len(todo), unit="block", desc=f"transform {layer}",
               disable=not progress or not todo, dynamic_ncols=True) as bar:

@@ -103,9 +103,11 @@ def _derived_run(run, spec: RotationSpec, out: Path, Q: np.ndarray, K: int, kind
     return dest
 
 
-def _score_derived(dest: Path, spec: RotationSpec, labels, config: ScoreConfig) -> dict:
-    """Score the derived run from scratch (its lock held); the detector summary."""
-    quiet = (lambda m: None) if not config.progress else print
+def _score_derived(dest: Path, spec: RotationSpec, labels, config: ScoreConfig, log=print
+                   ) -> dict:
+    """Score the derived run from scratch (its lock held); the detector summary. Its
+    stage lines go to ``log`` only with ``config.progress``."""
+    quiet = (lambda m: None) if not config.progress else log
     with scoring_lock(dest):
         cube = layer_cube(dest, spec.layer, labels, config, log=quiet)
         if spec.reports:
@@ -130,7 +132,8 @@ def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
     store.check_layer(run, spec.layer)
     out = _out_dir(run, spec)
     K = int(store.activations(run, spec.layer).shape[1])
-    labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress)
+    labels = run_label_cache(run, config.dataset, label_cache, progress=config.progress,
+                             log=log)
     check_categories(labels, config.categories)
     jobs: list[tuple[str, float | None]] = [("rotation", x) for x in alphas]
     if spec.baseline:
@@ -143,7 +146,7 @@ def run_experiment(run_location, spec: RotationSpec, config: ScoreConfig, *,
         config.client = client
         for kind, alpha in jobs:
             dest = _derived_run(run, spec, out, Q, K, kind, alpha, config, log)
-            points.append((kind, alpha, _score_derived(dest, spec, labels, config)))
+            points.append((kind, alpha, _score_derived(dest, spec, labels, config, log)))
     return _write_tables(out, spec, config, points)
 
 

@@ -58,12 +58,14 @@ def layer_chart_png(summary: dict, title: str = "") -> bytes:
                 label=f"unique (per-cat sum) = {summary['per_category_sum']}")
     b2 = ax.bar(x + w / 2, topl, w, color="#ef8636",
                 label=f"unique (top labels) = {summary['unique_top_labels']}")
-    ax.bar(x + w / 2, det, w, fill=False, edgecolor="grey", linestyle="--", linewidth=0.8,
-           label=f"detector units = {summary['detectors']}")
+    b3 = ax.bar(x + w / 2, det, w, fill=False, edgecolor="grey", linestyle="--",
+                linewidth=0.8, label=f"detector units = {summary['detectors']} (outlines)")
     for bars in (b1, b2):
         ax.bar_label(bars, fontsize=7, padding=1)
+    ax.bar_label(b3, labels=[f"{d} units" if d else "" for d in det], fontsize=6,
+                 padding=1, color="grey")
     ax.set_xticks(x, cats)
-    ax.set_ylabel("unique detectors")
+    ax.set_ylabel("unique concepts (bars), units (outlines)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10)

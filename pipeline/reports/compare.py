@@ -4,7 +4,7 @@ and count each again at one IoU threshold.
     tables = load_sources(["runs/demo/run", "../shared/golden/caffe_reference_places205.csv"])
     summaries = compare(tables, iou_threshold=0.04)
     print(comparison_table(tables, summaries))        # pipeline.reports.tables
-    csv_path, png = write_comparison("runs/cmp", tables, summaries)
+    csv_path, png, page = write_comparison("runs/cmp", tables, summaries)
 
 Each source is a run directory (every scored layer, from its results documents), a results
 document (``<layer>.json``) or a NetDissect result CSV (ours or published). Every table is
@@ -13,7 +13,7 @@ counted again at the asked threshold under both conventions
 by label names (the published tables name real-Broden concepts). The side-by-side table
 and CSV rows are in :mod:`pipeline.reports.tables`, the chart in
 :mod:`pipeline.reports.charts`; :func:`write_comparison` writes both as
-``DIR/comparison.csv`` and ``DIR/comparison.png``.
+``DIR/comparison.csv``, ``DIR/comparison.png`` and ``DIR/comparison.html``.
 """
 from __future__ import annotations
 
@@ -92,10 +92,15 @@ def compare(tables: Sequence[ResultTable], iou_threshold: float = 0.04) -> list[
 
 
 def write_comparison(out: str | os.PathLike, tables: Sequence[ResultTable],
-                     summaries: Sequence[dict]) -> tuple[Path, Path]:
-    """Write ``out/comparison.csv`` (:func:`pipeline.reports.tables.comparison_rows`) and
-    ``out/comparison.png`` (:func:`pipeline.reports.charts.comparison_chart`), creating
-    ``out``; returns their paths. ValueError naming --out if it cannot be created."""
+                     summaries: Sequence[dict], settings: Sequence[str] = ()
+                     ) -> tuple[Path, Path, Path]:
+    """Write ``out/comparison.csv`` (:func:`pipeline.reports.tables.comparison_rows`),
+    ``out/comparison.png`` (:func:`pipeline.reports.charts.comparison_chart`) and
+    ``out/comparison.html`` (:mod:`pipeline.reports.compare_page`, with the
+    :func:`settings_lines`), creating ``out``; returns their paths. ValueError naming --out
+    if it cannot be created."""
+    from pipeline.files import write_text
+    from pipeline.reports.compare_page import render_comparison
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -104,4 +109,6 @@ def write_comparison(out: str | os.PathLike, tables: Sequence[ResultTable],
                          ) from None
     csv_path = write_csv(out / "comparison.csv", *comparison_rows(tables, summaries))
     png = comparison_chart(out / "comparison.png", tables, summaries)
-    return csv_path, png
+    page = write_text(out / "comparison.html",
+                      render_comparison(tables, summaries, settings, png.read_bytes()))
+    return csv_path, png, page

@@ -4,22 +4,28 @@ from the results document (:mod:`pipeline.reports.document`).
 The page holds, from the document plus, for the unit images, the dataset's images and the
 run's activation cache (never the network):
 
-- run facts and the summary table (detectors, unique (top), unique (per-cat) per category);
-- a bar chart of unique detectors per category (:func:`pipeline.reports.charts.layer_chart_png`:
-  both conventions side by side, with the detector units; title with layer, quantile and
-  IoU threshold);
-- every unit sorted by IoU (ties: unit number): rank, unit, label, category, IoU, detector
-  flag, p-values when the null model ran, best concept per category, and a strip of its
-  top-N images with its mask drawn (:mod:`pipeline.reports.images`). The chosen image
-  indices (0-based rows of index.csv) are in the strip's ``data-images`` attribute.
+- run facts, a link to the run's index of scorings (``index.html``,
+  :mod:`pipeline.reports.index_page`) and the summary table (detectors, unique (top),
+  unique (per-cat) per category);
+- what the layer detects: one bar per concept, grouped and coloured by category, with
+  the number of units under both conventions (:mod:`pipeline.reports.concept_chart`),
+  each bar a link to the concept's row of the concept table; then the category chart
+  (:func:`pipeline.reports.charts.layer_chart_png`);
+- every unit sorted by IoU (ties: unit number), row anchor ``#unit-<n>`` (1-based, as in
+  the CSV): rank, unit, label, category, IoU, detector flag, p-values when the null model
+  ran, best concept per category (0.000 entries left out), and a strip of its top-N
+  images with its mask drawn (:mod:`pipeline.reports.images`; images with an empty mask
+  framed in red). The chosen image indices (0-based rows of index.csv) are in the strip's
+  ``data-images`` attribute;
+- the concept table: per concept its units as links, and a link showing only them.
 
-Every image is embedded as a base64 ``data:`` URI (chart PNG, strips JPEG), so the page
-opens from disk and survives being moved or mailed; nothing else is written. Every name
-from the dataset, the run or the document (labels, categories, layer, model, paths) goes
-through ``html.escape`` (quotes too), so a name holding markup shows as text and runs
-nothing (tests/test_untrusted_names.py checks it in headless Chromium). A small inline
-script sets ``data-images-loaded="loaded/total"`` on ``<body>`` once the page has loaded
-(used by the headless-browser test).
+Sorting, filtering and enlarging come from one inline script (:mod:`page_script`); the
+page is complete without it. Every image is embedded as a base64 ``data:`` URI (chart
+PNG, strips JPEG), so the page opens from disk and survives being moved or mailed;
+nothing is fetched. Every name from the dataset, the run or the document (labels,
+categories, layer, model, paths) goes through ``html.escape`` (quotes too), so a name
+holding markup shows as text and runs nothing (tests/test_untrusted_names.py checks it in
+headless Chromium).
 """
 from __future__ import annotations
 
@@ -30,14 +36,10 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.reports.charts import layer_chart_png
-from pipeline.reports.images import DEFAULT_TOP_IMAGES, data_uri, unit_strips
+from pipeline.reports.concept_chart import chart_html, concept_units, table_html
+from pipeline.reports.images import DEFAULT_TOP_IMAGES, ROW_IMAGES, data_uri, unit_strips
 from pipeline.reports.netdissect_csv import p_columns
-
-_LOADED_SCRIPT = (
-    "<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
-    "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++;}"
-    "document.body.setAttribute('data-images-loaded',ok+'/'+im.length);});</script>")
-
+from pipeline.reports.page_script import SCRIPT, STYLE
 
 def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] | None = None,
            top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None
@@ -46,7 +48,14 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
     order) or None (no images; ``note`` says why); empty (K, n) bool: top images whose
     mask is empty (framed in red, counted in the cell)."""
     s = doc["summary"]
+    concepts = concept_units(doc)
     out = _summary_section(doc)
+    out.append("<h2 id=concepts-chart>What the layer detects</h2>"
+               "<p>One bar per concept, grouped and coloured by category: solid, the "
+               "detector units whose top label it is (the number above); light, the units "
+               "whose best concept in its category it is with IoU above the threshold (the "
+               "per-category convention). A bar links to the concept's units.</p>")
+    out.append(chart_html(concepts, s["categories"]))
     if chart is not None:
         out.append(f"<p><img class=chart alt='unique detectors per category' "
                    f"src='{data_uri(chart)}'></p>")
@@ -61,7 +70,9 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
                    + ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in sig.items()
                                if k != "alpha") + "</p>")
     out += _units_section(doc, strips, top, note, empty)
-    out.append("</table>" + _LOADED_SCRIPT + "</body></html>\n")
+    out.append("<h2 id=concepts>Concepts</h2>" + table_html(concepts))
+    out.append("<div id=lightbox hidden><p></p><img alt=''></div>" + SCRIPT
+               + "</body></html>\n")
     return "\n".join(out)
 
 
@@ -72,15 +83,13 @@ def _summary_section(doc: dict) -> list[str]:
     layer = str(run.get("layer"))
     out = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        "<meta name=viewport content='width=device-width, initial-scale=1'>",
         f"<title>Network Dissection: {e(layer)}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "td.l,th.l{text-align:left}tr.det{background:#eef6ee}"
-        "td.best{font-size:75%;color:#444;text-align:left}img.strip{display:block}"
-        "div.empty{font-size:75%;color:#b00}"
-        "p.warn{background:#fff3cd;border:1px solid #e0b000;padding:4px 8px}</style>"
-        "</head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>Layer {e(layer)}</h1>",
+        "<p><a href='index.html'>all scorings of this run</a> &middot; "
+        "<a href='#concepts-chart'>what it detects</a> &middot; <a href='#units'>units</a>"
+        " &middot; <a href='#concepts'>concepts</a></p>",
         *(f"<p class=warn><b>Warning</b>: {e(w)}.</p>" for w in s.get("warnings", [])),
         f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
         f"{e(str(run.get('dataset', {}).get('path')))} "
@@ -104,32 +113,61 @@ def _summary_section(doc: dict) -> list[str]:
     return out
 
 
+# the units table's columns: (header, data-sort key or "", width)
+_COLUMNS = (("rank", "rank", "3.2em"), ("unit", "unit", "3.6em"), ("label", "label", "9em"),
+            ("category", "category", "6.5em"), ("IoU", "iou", "4.6em"),
+            ("detector", "", "5.6em"))
+
+
+def _controls(categories) -> str:
+    """The sort/filter form, hidden until the page's script shows it."""
+    e = html.escape
+    opts = "".join(f"<option value='{e(c)}'>{e(c)}</option>" for c in categories)
+    return ("<form id=controls hidden onsubmit='return false'>"
+            f"<label>category <select id=f-cat><option value=''>all</option>{opts}</select>"
+            "</label><label>label <input id=f-q type=search size=14></label>"
+            "<label><input id=f-det type=checkbox> detectors only</label>"
+            "<button type=button id=f-reset>show all</button> <span id=shown></span>"
+            "</form>")
+
+
 def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarray | None,
                    note: str, empty: np.ndarray | None = None) -> list[str]:
-    """The units heading, its note and the units table without its closing tag."""
+    """The units heading, its notes, the controls and the units table."""
     e = html.escape
     cats = doc["summary"]["categories"]
     pcols = p_columns(doc)
-    out = ["<h2>Units</h2>"]
+    out = ["<h2 id=units>Units</h2>",
+           "<p>Units are numbered from 1 here and in the CSV (anchor <code>#unit-N</code>); "
+           "the rows of arrays exported with <code>--export-iou</code> and "
+           "<code>--export-thresholds</code>, and the API's <code>unit</code> column, are "
+           "0-based (N &minus; 1). Click a column name marked dotted to sort.</p>"]
     if strips is not None:
-        out.append(f"<p>Top {top.shape[1]} images of each unit by per-image maximum "
+        rows = (f" (the first {ROW_IMAGES} in the row, the rest under 'more')"
+                if top.shape[1] > ROW_IMAGES else "")
+        out.append(f"<p>Top {top.shape[1]} images{rows} of each unit by per-image maximum "
                    "activation; outside the unit's mask (upsampled map &gt; T<sub>k</sub>, "
                    "as scored) the image is dimmed, the mask's outline is yellow; an image "
                    "framed in red has an empty mask (the map never exceeds T<sub>k</sub> "
-                   "there once upsampled).</p>")
+                   "there once upsampled). Click a strip to enlarge it.</p>")
     elif note:
         out.append(f"<p>{e(note)}</p>")
-    out.append("<table><tr><th>rank</th><th>unit</th><th class=l>label</th>"
-               "<th class=l>category</th><th>IoU</th><th>detector</th>"
-               + "".join(f"<th>{e(p)}</th>" for p in pcols)
-               + "<th class=l>best per category</th>"
-               + ("<th class=l>top images</th>" if strips is not None else "") + "</tr>")
+    out.append(_controls(cats))
+    cols = list(_COLUMNS) + [(p, "", "4.6em") for p in pcols] + [
+        ("best per category", "", "12em")]
+    if strips is not None:
+        cols.append(("top images", "", "auto"))
+    out.append("<table id=unit-table><colgroup>"
+               + "".join(f"<col style='width:{w}'>" for _, _, w in cols) + "</colgroup>"
+               "<thead><tr>" + "".join(
+                   f"<th{' class=l' if h in ('label', 'category', 'best per category', 'top images') else ''}"
+                   + (f" data-sort={k}" if k else "") + f">{e(h)}</th>" for h, k, _ in cols)
+               + "</tr></thead><tbody>")
     order = sorted(doc["units"], key=lambda u: (-u["iou"], u["unit"]))
     for rank, u in enumerate(order, 1):
-        cls = " class=det" if u["detector"] else ""
         k = u["unit"] - 1
-        best = "<br>".join(f"{e(c)}: {e(u['best'][c]['label'])} {u['best'][c]['iou']:.3f}"
-                           for c in cats)
+        best = [f"{e(c)}: {e(u['best'][c]['label'])} {u['best'][c]['iou']:.3f}"
+                for c in cats if u["best"].get(c) and u["best"][c]["iou"] > 0]
         cell = ""
         if strips is not None:
             idx = ",".join(str(int(i)) for i in top[k])
@@ -138,14 +176,27 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
                      " data-empty='" + ",".join(str(int(v)) for v in empty[k]) + "'")
             said = (f"<div class=empty>{n_empty} of {top.shape[1]} with an empty mask</div>"
                     if n_empty else "")
+            first, *rest = strips[k]
+            more = ""
+            if rest:
+                more = (f"<details><summary>{top.shape[1] - ROW_IMAGES} more</summary>"
+                        + "".join(f"<img class=strip loading=lazy alt='unit {u['unit']}: "
+                                  f"{e(u['label'])} ({j + 2})' src='{data_uri(r)}'>"
+                                  for j, r in enumerate(rest)) + "</details>")
             cell = (f"<td class=l><img class=strip data-unit='{u['unit']}' "
-                    f"data-images='{idx}'{marks} alt='unit {u['unit']}' "
-                    f"src='{data_uri(strips[k])}'>{said}</td>")
-        out.append(f"<tr{cls}><td>{rank}</td><td>{u['unit']}</td>"
+                    f"data-images='{idx}'{marks} alt='unit {u['unit']}: {e(u['label'])}' "
+                    f"src='{data_uri(first)}'>{more}{said}</td>")
+        data = (f" data-rank={rank} data-unit={u['unit']} data-iou='{u['iou']:.6f}' "
+                f"data-label='{e(u['label'])}' data-category='{e(u['category'])}' "
+                f"data-det={int(bool(u['detector']))}")
+        out.append(f"<tr id=unit-{u['unit']}{' class=det' if u['detector'] else ''}{data}>"
+                   f"<td>{rank}</td><td>{u['unit']}</td>"
                    f"<td class=l>{e(u['label'])}</td><td class=l>{e(u['category'])}</td>"
                    f"<td>{u['iou']:.4f}</td><td>{'yes' if u['detector'] else ''}</td>"
                    + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
-                   + f"<td class=best>{best}</td>{cell}</tr>")
+                   + f"<td class=best title='{' / '.join(best)}'>{'<br>'.join(best)}</td>"
+                   f"{cell}</tr>")
+    out.append("</tbody></table>")
     return out
 
 

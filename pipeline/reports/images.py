@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 DEFAULT_TOP_IMAGES = 8
+ROW_IMAGES = 8                  # tiles per strip; more top images make further rows
+MAX_TOP_IMAGES = 64
 THUMB = 80                      # thumbnail height in px (width keeps the image's aspect)
 GAP = 2                         # px between the images of a strip
 DIM = 0.3                       # brightness kept outside the mask
@@ -115,11 +117,11 @@ def data_uri(pixels: np.ndarray | bytes, fmt: str = "JPEG") -> str:
 def unit_strips(acts, maxima, thresholds: np.ndarray, load_image: Callable[[int], np.ndarray],
                 seg_size: tuple[int, int], n: int = DEFAULT_TOP_IMAGES, *,
                 progress: bool = False, desc: str = "unit images"
-                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(strips, top, empty): per unit an (THUMB, W, 3) uint8 strip of its top-n images with
-    the mask drawn, top (K, n) the image indices shown, empty (K, n) bool those whose mask
-    is empty (framed in red). acts: (N, K, h, w) array-like (zarr), maxima (N, K),
-    thresholds (K,)."""
+                ) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray]:
+    """(strips, top, empty): per unit its top-n images with the mask drawn as strips of
+    ROW_IMAGES tiles ((THUMB, W, 3) uint8 each: the first row, then the rest), top (K, n)
+    the image indices shown, empty (K, n) bool those whose mask is empty (framed in red).
+    acts: (N, K, h, w) array-like (zarr), maxima (N, K), thresholds (K,)."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # tiny upsamplings: threads only contend (100x slower)
@@ -131,12 +133,12 @@ def unit_strips(acts, maxima, thresholds: np.ndarray, load_image: Callable[[int]
 
 
 def _unit_strips(acts, maxima, thresholds, load_image, seg_size, n, *, progress, desc):
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     mx = np.asarray(maxima[:])
     K = mx.shape[1]
     top = top_images(mx, n)
     thumbs: dict[int, np.ndarray] = {}          # image index -> thumbnail, shared by units
-    strips: list[np.ndarray] = [None] * K       # type: ignore[list-item]
+    strips: list[list[np.ndarray]] = [None] * K     # type: ignore[list-item]
     empty = np.zeros(top.shape, dtype=bool)
     chunks = getattr(acts, "chunks", None)
     group = max(1, min(K, int(chunks[1]) if chunks else 32, 64))
@@ -162,6 +164,7 @@ def _unit_strips(acts, maxima, thresholds, load_image, seg_size, n, *, progress,
                     tile = overlay(t, resize_nearest(m, t.shape[:2]))
                     empty[u, j] = not m.any()
                     tiles.append(frame_empty(tile) if empty[u, j] else tile)
-                strips[u] = strip(tiles)
+                strips[u] = [strip(tiles[i:i + ROW_IMAGES])
+                             for i in range(0, len(tiles), ROW_IMAGES)]
                 bar.update(1)
     return strips, top, empty

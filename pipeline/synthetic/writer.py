@@ -118,7 +118,7 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
         bar = tqdm(total=num_images, unit="img", desc="synthetic broden", smoothing=0.05)
 
     def consume(records: list[_Record]) -> None:
