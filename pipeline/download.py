@@ -133,7 +133,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         total = have + int(length) if length is not None else None
         bar = None
         if progress:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
             bar = tqdm(total=total, initial=have, unit="B", unit_scale=True,
                        desc=part.name.removesuffix(".zip.part"))
         try:

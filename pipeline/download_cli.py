@@ -12,14 +12,16 @@ environment failure (disk full, read-only folder).
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Sequence
 
-from pipeline import cli
+from pipeline import cli, commandline
 from pipeline.download import CATALOGUE, DownloadError, download
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's options (pipeline/commandline/'s interface)."""
     p.add_argument("name", nargs="?", choices=sorted(CATALOGUE), help="the dataset")
     p.add_argument("--dest", default="data", help="folder to put NAME.zip and NAME/ in "
                                                   "(default data)")
@@ -32,15 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="delete NAME.zip once unpacked")
     p.add_argument("--list", action="store_true", help="list the known datasets and URLs")
     cli.add_quiet(p)
-    a = p.parse_args(argv)
-    if a.list:
-        for e in CATALOGUE.values():
-            print(f"{e.name}: sha256 {e.sha256 or '(not recorded)'}; "
-                  + " | ".join(e.urls))
-        return 0
-    if a.name is None:
+
+
+def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.name is None and not a.list:
         p.error("give a dataset name (or --list)")
     cli.check_at_least(p, a, 0, "retries")
+
+
+def run(a: argparse.Namespace) -> int:
+    """List the catalogue, or download as ``a`` asks; the exit status (module docstring)."""
+    if a.list:
+        for e in CATALOGUE.values():
+            print(f"{e.name}: sha256 {e.sha256 or '(not recorded)'}; " + " | ".join(e.urls))
+        return 0
 
     def body() -> None:
         out = download(a.name, a.dest, a.mirror, retries=a.retries,
@@ -54,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"and rerun the same command to resume",
                         read_only_note=f"--dest {a.dest} is not writable: choose another "
                                        f"--dest")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The stand-alone command (``python -m pipeline.download_cli``)."""
+    return commandline.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ The result is read by every command that takes --dataset. Exit code: 0 written, 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
-from pipeline import cli
+from pipeline import cli, commandline
 from pipeline.converters.base import ConvertError, read_class_categories
 from pipeline.converters.writer import NUMBERINGS, ConvertOptions, convert
 
@@ -76,8 +77,9 @@ def _common(p: argparse.ArgumentParser, category: str | None) -> None:
                        help="name,category CSV: categories of single classes")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser(__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The subcommands coco, masks, scalars and spec with their options, on ``p``
+    (pipeline/commandline/'s interface: ``netdissect convert`` can use it as it is)."""
     sub = p.add_subparsers(dest="kind", required=True, metavar="{coco,masks,scalars,spec}")
     c = sub.add_parser("coco", help="COCO-style instances (polygons, RLE) or panoptic JSON")
     c.add_argument("--annotations", required=True, help="instances or panoptic JSON")
@@ -105,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("spec", help="several sources merged, described in a JSON file")
     j.add_argument("spec", help="the JSON spec (pipeline/converters/spec.py)")
     _common(j, None)
-    return p
 
 
 def _source(a: argparse.Namespace):
@@ -124,7 +125,7 @@ def _source(a: argparse.Namespace):
     return ScalarSource(a.images, a.category, csv=a.csv, **common)
 
 
-def run(a: argparse.Namespace) -> Path:
+def convert_from_args(a: argparse.Namespace) -> Path:
     """The conversion ``a`` asks for; returns the written directory."""
     if a.kind == "spec":
         from pipeline.converters.spec import read_spec
@@ -139,12 +140,11 @@ def run(a: argparse.Namespace) -> Path:
     return convert(a.out, sources, options, progress=not a.quiet)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-
+def run(a: argparse.Namespace) -> int:
+    """Convert as ``a`` asks and print a summary; the exit status (module docstring)."""
     def body() -> None:
         from pipeline.broden import BrodenDataset
-        out = run(a)
+        out = convert_from_args(a)
         ds = BrodenDataset(out)
         per_cat = {c: sum(1 for k in ds.concepts if k.category == c) for c in ds.categories}
         print(f"wrote {out}: {len(ds)} images, {len(ds.concepts)} concepts ("
@@ -154,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         interrupt_note=f"nothing was written at {a.out}; rerun the command",
                         disk_note=f"nothing was written at {a.out}: free space and rerun",
                         read_only_note=f"--out {a.out} is not writable: choose another --out")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The stand-alone command (``python -m pipeline.converters.cli``)."""
+    return commandline.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

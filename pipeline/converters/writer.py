@@ -188,7 +188,7 @@ class _Row:
 def _bar(total: int | None, desc: str, progress: bool):
     if not progress:
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     return tqdm(total=total, unit="img", desc=desc)
 
 
