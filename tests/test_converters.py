@@ -422,3 +422,22 @@ def test_rare_concepts_are_left_out_and_numbers_stay_dense(tmp_path):
                   ConvertOptions((S, S), (S, S), drop_empty=True, min_frequency=2,
                                  min_coverage=0.6), progress=False, log=said.append)
     assert [c.name for c in BrodenDataset(out).concepts] == ["person", "grass"]
+
+
+def test_one_file_named_by_two_sources_is_one_row_with_both_labels(tmp_path):
+    """COCO objects on a.jpg and b.jpg, and a CSV giving a.jpg the scene street."""
+    coco = coco_instances(tmp_path / "coco")
+    scenes = _csv(tmp_path / "scenes.csv", ["image", "label"], [["a.jpg", "street"]])
+    out = convert(tmp_path / "out",
+                  [CocoSource(coco, tmp_path / "coco" / "img", "object", name="coco"),
+                   ScalarSource(tmp_path / "coco" / "img", "scene", csv=scenes, name="sc")],
+                  ConvertOptions((S, S), (S, S), drop_empty=True), progress=False,
+                  log=lambda m: None)
+    ds = BrodenDataset(out)
+    numbers = {c.name: c.number for c in ds.concepts}
+    assert [r.image for r in ds.rows] == ["coco/a.jpg", "coco/b.jpg"]
+    a = ds.load_labels(0)
+    assert a.scalars.tolist() == [numbers["street"]] and a.scalar_categories == ["scene"]
+    assert set(np.unique(a.planes).tolist()) == {0, numbers["person"], numbers["car"]}
+    assert ds.rows[1].cells["scene"] == ()
+    assert not (out / "images" / "sc").exists()

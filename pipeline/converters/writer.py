@@ -3,7 +3,10 @@
 :func:`convert` merges its sources the way NetDissect's builder (joinseg.py) merges
 ADE20K, Pascal, OpenSurfaces and DTD: every image keeps its source's labels; a concept
 is identified by its *name*, so the same name in the same category from two sources (or
-two ids of one class list) is one label. It runs in two passes over the images:
+two ids of one class list) is one label. An image file named by several sources is one
+row with all their labels (e.g. COCO objects and a CSV of scene labels for the same
+photos), under the first source's folder and split. It runs in two passes over the
+images:
 
 1. every image is checked (present, readable, of the size its masks say), resized
    bilinearly to ``image_size`` and written as JPEG; its labels are decoded, sampled to
@@ -42,7 +45,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.broden_tables import MAX_LABEL, encode_plane, write_broden_csv, write_tables
-from pipeline.converters.base import ClassSpec, ConvertError, Labels, Source, check_name
+from pipeline.converters.base import (ClassSpec, ConvertError, Labels, Source, SourceImage,
+                                      check_name)
 
 NUMBERINGS = ("frequency", "name")
 
@@ -177,12 +181,23 @@ def _declared_classes(sources: Sequence[Source], shared_names: bool
 
 @dataclass
 class _Row:
-    """An image written in pass 1: its source index, output stem and sizes."""
+    """An image written in pass 1: the first source naming it (its split is the row's),
+    every source's item for it (one file named by several sources is one row), its
+    path under images/ and size."""
     source: int
-    item: object            # base.SourceImage
-    image: str              # path under images/
+    items: list[SourceImage]
+    image: str
     ih: int
     iw: int
+
+    def load(self, sh: int, sw: int) -> Labels:
+        """The labels of all its items together."""
+        out = Labels()
+        for item in self.items:
+            labels = item.load(sh, sw)
+            out.regions += labels.regions
+            out.scalars += labels.scalars
+        return out
 
 
 def _bar(total: int | None, desc: str, progress: bool):
@@ -194,9 +209,11 @@ def _bar(total: int | None, desc: str, progress: bool):
 
 def _write_images(work: Path, sources: Sequence[Source], options: ConvertOptions,
                   progress: bool) -> list[_Row]:
-    """Pass 1, images: check, resize bilinearly and write every source image as JPEG."""
+    """Pass 1, images: check, resize bilinearly and write every source image as JPEG
+    (once per file, whatever the number of sources naming it)."""
     ih, iw = options.image_size
     rows: list[_Row] = []
+    by_file: dict[Path, tuple[_Row, str]] = {}
     bar = _bar(None, "images", progress)
     for k, s in enumerate(sources):
         keys: dict[str, str] = {}
@@ -205,11 +222,22 @@ def _write_images(work: Path, sources: Sequence[Source], options: ConvertOptions
                 raise ConvertError(f"{item.where}: image {item.key!r} of source {s.name!r} "
                                    f"is also {keys[item.key]}; each image once per source")
             keys[item.key] = item.where
+            resized = _resized_image(item, ih, iw)         # checks it in any case
+            same = by_file.get(item.image.resolve())
+            if same is not None:
+                row, where = same
+                if row.source == k or any(i.where == item.where for i in row.items):
+                    raise ConvertError(f"{item.where}: names the file {item.image} again "
+                                       f"({where}); each image once per source")
+                row.items.append(item)
+                by_file[item.image.resolve()] = (row, item.where)
+                continue
             rel = f"{s.name}/{item.key}.jpg"
             dest = work / "images" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _resized_image(item, ih, iw).save(dest, "JPEG", quality=95, subsampling=0)
-            rows.append(_Row(k, item, rel, ih, iw))
+            resized.save(dest, "JPEG", quality=95, subsampling=0)
+            rows.append(_Row(k, [item], rel, ih, iw))
+            by_file[item.image.resolve()] = (rows[-1], item.where)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -259,7 +287,7 @@ def _count(sources: Sequence[Source], rows: list[_Row], options: ConvertOptions)
     freq: dict[tuple[str, str], int] = defaultdict(int)
     pix: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
-        masks, scalars = _merged(r.item.load(sh, sw), sh, sw)
+        masks, scalars = _merged(r.load(sh, sw), sh, sw)
         for key in set(masks) | scalars:
             freq[key] += 1
             pix[key] += sh * sw if key in scalars else int(masks[key].sum())
@@ -357,7 +385,7 @@ def _write_planes(work: Path, sources: Sequence[Source], rows: list[_Row],
     index_rows = []
     bar = _bar(len(rows), "labels", progress)
     for r in rows:
-        masks, scalars = _merged(r.item.load(sh, sw), sh, sw)
+        masks, scalars = _merged(r.load(sh, sw), sh, sw)
         stem = r.image[:-len(".jpg")]
         cells = []
         for cat in categories:
