@@ -61,7 +61,9 @@ _ORIGIN = "http://netdissect.csail.mit.edu/data/"
 # as archived (the original server has been offline at times).
 _WAYBACK = "https://web.archive.org/web/2024id_/"
 
-#: The known Broden releases (URLs of NetDissect's script/dlbroden.sh).
+#: The known Broden releases (URLs of NetDissect's script/dlbroden.sh). Exact sizes are
+#: not published: ``approx_size`` only sizes the disk-space check (975 MB for broden1_227
+#: as a third-party README gives it; broden1_224 assumed alike).
 CATALOGUE: dict[str, KnownArchive] = {
     "broden1_224": KnownArchive(
         "broden1_224", (_ORIGIN + "broden1_224.zip", _WAYBACK + _ORIGIN + "broden1_224.zip"),
