@@ -79,27 +79,32 @@ class ImageLabels:
         return present
 
 
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+def read_csv_table(path: Path, required: Sequence[str], error: type[Exception] = BrodenError,
+                   purpose: str = "a Broden directory needs it (check --dataset points at "
+                                  "e.g. broden1_224/)") -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV with a header holding the ``required`` columns; ``error``
+    (naming the file, the row or the columns; ``purpose`` says why a missing file
+    matters) for a missing file, a missing column or a row with the wrong number of
+    fields."""
     if not path.is_file():
-        raise BrodenError(f"{path}: file not found; a Broden directory needs it "
-                          f"(check --dataset points at e.g. broden1_224/)")
+        raise error(f"{path}: file not found; {purpose}")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
             if missing:
-                raise BrodenError(f"{path}: missing column(s) {', '.join(missing)} "
-                                  f"in header {header}; the file must have {list(required)}")
+                raise error(f"{path}: missing column(s) {', '.join(missing)} "
+                            f"in header {header}; the file must have {list(required)}")
             rows = []
             for i, r in enumerate(reader, start=1):
                 if None in r or any(v is None for v in r.values()):
-                    raise BrodenError(f"{path}, row {i}: expected {len(header)} fields, "
-                                      f"got a different number; fix or remove the row")
+                    raise error(f"{path}, row {i}: expected {len(header)} fields, "
+                                f"got a different number; fix or remove the row")
                 rows.append(r)
             return rows
     except UnicodeDecodeError as e:
-        raise BrodenError(f"{path}: not a UTF-8 CSV file ({e})") from e
+        raise error(f"{path}: not a UTF-8 CSV file ({e})") from e
 
 
 def _int(path: Path, row: int, col: str, value: str) -> int:
@@ -138,7 +143,7 @@ class BrodenDataset:
             raise BrodenError(f"{self.directory}: not a directory; pass the Broden folder "
                               f"(the one holding index.csv) as --dataset")
         self.all_categories: list[str] = [
-            r["name"] for r in _read_csv(self.directory / "category.csv", ["name"])]
+            r["name"] for r in read_csv_table(self.directory / "category.csv", ["name"])]
         if not self.all_categories:
             raise BrodenError(f"{self.directory / 'category.csv'}: lists no category")
         if categories is None:
@@ -157,7 +162,7 @@ class BrodenDataset:
     # ----------------------------------------------------------------- metadata
     def _read_labels(self) -> None:
         path = self.directory / "label.csv"
-        rows = _read_csv(path, ["number", "name"])
+        rows = read_csv_table(path, ["number", "name"])
         names: dict[int, str] = {}
         for i, r in enumerate(rows, start=1):
             n = _int(path, i, "number", r["number"])
@@ -184,7 +189,7 @@ class BrodenDataset:
         self.category_codes: dict[str, np.ndarray] = {}
         for g, cat in enumerate(self.all_categories):
             path = self.directory / f"c_{cat}.csv"
-            rows = _read_csv(path, ["code", "number"])
+            rows = read_csv_table(path, ["code", "number"])
             codes = {}
             for i, r in enumerate(rows, start=1):
                 code = _int(path, i, "code", r["code"])
@@ -215,7 +220,7 @@ class BrodenDataset:
 
     def _read_index(self) -> None:
         path = self.directory / "index.csv"
-        rows = _read_csv(path, list(INDEX_FIELDS) + self.all_categories)
+        rows = read_csv_table(path, list(INDEX_FIELDS) + self.all_categories)
         self.rows: list[IndexRow] = []
         for i, r in enumerate(rows, start=1):
             cells: dict[str, tuple[str | int, ...]] = {}

@@ -11,41 +11,21 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from pipeline.files import write_csv
+from pipeline.broden_tables import (encode_plane, union_pixel_counts, write_broden_csv,
+                                    write_tables)
 from pipeline.parallel import worker_start
-from pipeline.synthetic.catalogue import CATEGORIES, SyntheticConcept
+from pipeline.synthetic.catalogue import CATEGORIES
 from pipeline.synthetic.profiles import Profile, get_profile
 from pipeline.synthetic.render import size_hw
 
 
 def _stem(index: int, num_images: int) -> str:
     return f"{index:0{max(6, len(str(num_images - 1)))}d}"
-
-
-def _encode_plane(plane: np.ndarray) -> Image.Image:
-    rgb = np.zeros(plane.shape + (3,), dtype=np.uint8)
-    rgb[:, :, 0] = plane & 255
-    rgb[:, :, 1] = plane >> 8
-    return Image.fromarray(rgb, "RGB")
-
-
-def _pixel_counts(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and their pixel counts over the union of ``planes`` (a pixel counts once):
-    (k,) int64 label numbers ascending, (k,) int64 counts."""
-    if len(planes) == 1:
-        st = planes[0].reshape(1, -1)
-    else:
-        st = np.sort(np.stack(planes).reshape(len(planes), -1), axis=0)
-        st[1:][st[1:] == st[:-1]] = 0
-    counts = np.bincount(st.ravel())
-    counts[0] = 0
-    labels = np.flatnonzero(counts)
-    return labels.astype(np.int64), counts[labels].astype(np.int64)
 
 
 @dataclass
@@ -69,12 +49,12 @@ def _write_one(out: Path, index: int, num_images: int, seed: int, ih: int, iw: i
         for k, plane in enumerate(g.planes[cat]):
             name = f"{stem}_{cat}.png" if len(g.planes[cat]) == 1 and cat != "part" \
                 else f"{stem}_{cat}_{k + 1}.png"
-            _encode_plane(plane).save(img_dir / name, "PNG", compress_level=1)
+            encode_plane(plane).save(img_dir / name, "PNG", compress_level=1)
             entries.append(name)
         entries.extend(str(v) for v in g.scalars[cat])
         row[cat] = ";".join(entries)
         if g.planes[cat]:
-            counts[cat] = _pixel_counts(g.planes[cat])
+            counts[cat] = union_pixel_counts(g.planes[cat])
         elif g.scalars[cat]:
             s = np.unique(np.array(g.scalars[cat], dtype=np.int64))
             counts[cat] = (s, np.full(s.shape, sh * sw, dtype=np.int64))
@@ -85,15 +65,6 @@ def _write_chunk(args) -> list[_Record]:
     out, lo, hi, num_images, seed, ih, iw, sh, sw, profile = args
     return [_write_one(Path(out), i, num_images, seed, ih, iw, sh, sw, profile)
             for i in range(lo, hi)]
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """A Broden CSV table: ``\\n`` line ends, written atomically (pipeline/files.py)."""
-    write_csv(path, header, rows, lineterminator="\n")
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))        # shortest exact repr: distinct counts stay distinct
 
 
 def write_dataset(out_dir: str | os.PathLike, num_images: int = 2000,
@@ -124,7 +95,7 @@ def write_dataset(out_dir: str | os.PathLike, num_images: int = 2000,
     rows, freq, pix, cat_freq = _write_images(jobs, workers, num_images, header,
                                               len(prof.concepts) + 1, progress)
     _write_tables(out, prof, freq, pix, cat_freq, sh * sw)
-    _write_csv(out / "index.csv", header, rows)
+    write_broden_csv(out / "index.csv", header, rows)
     return out
 
 
@@ -179,28 +150,11 @@ def _write_images(jobs: list[tuple], workers: int, num_images: int, header: Sequ
 def _write_tables(out: Path, prof: Profile, freq: np.ndarray, pix: np.ndarray,
                   cat_freq: np.ndarray, npx: int) -> None:
     """Write c_<category>.csv, category.csv and label.csv of profile ``prof`` from the
-    counts of :func:`_write_images`; ``npx`` = sh * sw pixels of a segmentation."""
+    counts of :func:`_write_images` (pipeline/broden_tables.py); ``npx`` = sh * sw."""
     # Category maps: every label of its intended primary category, plus the other
     # categories: always (prof.list_all) or where it occurred in this dataset.
-    concepts = prof.concepts
-    members: list[list[SyntheticConcept]] = []
-    for g, cat in enumerate(CATEGORIES):
-        members.append([c for c in concepts if c.category == cat or (
-            cat in c.also and (prof.list_all or freq[g, c.number] > 0))])
-        _write_csv(out / f"c_{cat}.csv", ["code", "number", "name", "frequency", "coverage"],
-                   [[code, c.number, c.name, int(freq[g, c.number]),
-                     _fmt(pix[g, c.number] / npx)]
-                    for code, c in enumerate(members[g], start=1)])
-    _write_csv(out / "category.csv", ["name", "first", "last", "count", "frequency"],
-               [[cat, min(c.number for c in members[g]), max(c.number for c in members[g]),
-                 len(members[g]), int(cat_freq[g])] for g, cat in enumerate(CATEGORIES)])
-    member_numbers = [{c.number for c in m} for m in members]
-    label_rows = []
-    for c in concepts:
-        gs = [g for g in range(len(CATEGORIES)) if c.number in member_numbers[g]]
-        label_rows.append([c.number, c.name,
-                           ";".join(f"{CATEGORIES[g]}({int(freq[g, c.number])})" for g in gs),
-                           int(sum(freq[g, c.number] for g in gs)),
-                           _fmt(sum(pix[g, c.number] for g in gs) / npx), ""])
-    _write_csv(out / "label.csv", ["number", "name", "category", "frequency", "coverage", "syns"],
-               label_rows)
+    members = [[c.number for c in prof.concepts if c.category == cat or (
+        cat in c.also and (prof.list_all or freq[g, c.number] > 0))]
+        for g, cat in enumerate(CATEGORIES)]
+    write_tables(out, CATEGORIES, [(c.number, c.name) for c in prof.concepts], members,
+                 freq, pix, cat_freq, npx)
