@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.broden import BrodenDataset
-from pipeline.converters import cli
+from pipeline.commandline import convert as cli
 from pipeline.converters.base import ConvertError, nearest_indices
 from pipeline.converters.coco import CocoSource
 from pipeline.converters.masks import MaskFolderSource, convert_masks

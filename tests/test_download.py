@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.broden import BrodenDataset
 from pipeline.download import CATALOGUE, DownloadError, KnownArchive, download
-from pipeline.download_cli import main
+from pipeline.commandline.download import main
 from tiny_broden import write_tiny_broden
 
 NAME = "broden1_224"

@@ -1,11 +1,11 @@
 """Convert your own concepts to a Broden directory: COCO annotations, index-PNG masks, per-image labels.
 
-    convert coco    --annotations instances.json --images DIR --category object --out OUT
-    convert masks   --images DIR --masks DIR --classes classes.txt --category object
+    netdissect convert coco    --annotations instances.json --images DIR --category object --out OUT
+    netdissect convert masks   --images DIR --masks DIR --classes classes.txt --category object
                     --ignore 255 --out OUT
-    convert scalars (--images CLASS_FOLDERS | --csv labels.csv [--images DIR])
+    netdissect convert scalars (--images CLASS_FOLDERS | --csv labels.csv [--images DIR])
                     --category scene --out OUT
-    convert spec    SPEC.json --out OUT       (several sources merged: pipeline/converters/spec.py)
+    netdissect convert spec    SPEC.json --out OUT       (several sources merged: pipeline/converters/spec.py)
 
 Shared options: --image-size S|H,W (default 224), --seg-size S|H,W (default 112),
 --numbering frequency|name, --drop-empty, --shared-names, --overwrite, --quiet; per source:
@@ -80,7 +80,9 @@ def _common(p: argparse.ArgumentParser, category: str | None) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The subcommands coco, masks, scalars and spec with their options, on ``p``
     (pipeline/commandline/'s interface: ``netdissect convert`` can use it as it is)."""
-    sub = p.add_subparsers(dest="kind", required=True, metavar="{coco,masks,scalars,spec}")
+    sub = p.add_subparsers(dest="kind", required=True, metavar="{coco,masks,scalars,spec}",
+                           help="the kind of source: coco, masks, scalars, or a spec of "
+                                "several (netdissect convert KIND --help)")
     c = sub.add_parser("coco", help="COCO-style instances (polygons, RLE) or panoptic JSON")
     c.add_argument("--annotations", required=True, help="instances or panoptic JSON")
     c.add_argument("--images", required=True, help="folder of the images it names")

@@ -1,7 +1,7 @@
 """Download Broden (broden1_224 or broden1_227): resumable, checksum-verified, unpacked safely.
 
-    download NAME --dest DIR [--mirror URL ...] [--no-keep-archive] [--quiet]
-    download --list
+    netdissect download NAME --dest DIR [--mirror URL ...] [--no-keep-archive] [--quiet]
+    netdissect download --list
 
 Fetches DIR/NAME.zip (resuming an interrupted transfer; mirrors tried in order),
 verifies its checksum before unpacking, unpacks it into DIR/NAME (pipeline/download.py)
@@ -22,7 +22,8 @@ from pipeline.download import CATALOGUE, DownloadError, download
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's options (pipeline/commandline/'s interface)."""
-    p.add_argument("name", nargs="?", choices=sorted(CATALOGUE), help="the dataset")
+    p.add_argument("name", nargs="?", choices=sorted(CATALOGUE), metavar="NAME",
+                   help=f"the dataset: {', '.join(sorted(CATALOGUE))}")
     p.add_argument("--dest", default="data", help="folder to put NAME.zip and NAME/ in "
                                                   "(default data)")
     p.add_argument("--mirror", action="append", default=None, metavar="URL",
