@@ -350,3 +350,33 @@ def test_cli_explains_and_names_bad_arguments(explained, capsys):
     assert "--units" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(run), "--layer", "features.3", "--beam", "0"])
+
+
+@pytest.mark.slow
+def test_known_answer_colour_union_through_extraction(tmp_path):
+    """A unit of a hand-built model that fires on red or yellow pixels of the synthetic
+    Broden (tests/compositional_model.py) is explained as red-c OR yellow-c with IoU
+    near 1, far above its best single colour; the red unit stays red-c. At q = 0.2 both
+    supports (about 9% and 5% of the pixels) are below the quantile, so T = 0 and the
+    masks are the supports themselves."""
+    from pathlib import Path
+    from pipeline.compositional import compositional
+    from pipeline.extract import extract
+    from pipeline.extract_config import ExtractConfig
+    from pipeline.synthetic.writer import write_dataset
+    import scoring_fixtures as sf
+    data = write_dataset(tmp_path / "data", num_images=200, image_size=64, seg_size=32,
+                         seed=5, workers=1, progress=False)
+    model = f"{Path(__file__).with_name('compositional_model.py')}:build"
+    extract(ExtractConfig(dataset=data, model=model, layers=["units"], out=tmp_path / "run",
+                          mean=(0, 0, 0), std=(1, 1, 1), workers=0, progress=False),
+            log=lambda m: None)
+    labels = sf.make_labels(data, tmp_path / "labels.zarr")
+    res = compositional(tmp_path / "run", "units", quantile=0.2, label_cache=labels.path,
+                        log=lambda m: None)
+    union, red = res.units
+    assert {labels.label_names[c] for c in union.best.formula.atoms} == {"red-c", "yellow-c"}
+    assert union.best.formula.ops == ("OR",)
+    assert union.best.iou > 0.85 and union.single.iou < 0.7, (union.best, union.single)
+    assert labels.label_names[red.single.formula.atoms[0]] == "red-c"
+    assert red.single.iou > 0.85

@@ -40,6 +40,8 @@ from cache.set_counts import SetCounts
 __all__ = ["Formula", "UnitFormulas", "SetIndex", "search_unit", "OPS"]
 
 OPS = ("AND", "OR", "AND NOT")
+#: |f AND c| vectors kept for reuse across units (each (L,) int64: 10 kB at L = 1,198)
+CACHED_FORMULAS = 4096
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,19 @@ class SetIndex:
         self.col_start = np.concatenate([[0], np.cumsum(np.bincount(self.flat,
                                                                     minlength=self.L))])
         self.label_pixels = self._label_sums(np.arange(self.S), self.pixels)
+        self._pixel_sums: dict[Formula, np.ndarray] = {}
+
+    def pixels_with(self, f: "Scored") -> np.ndarray:
+        """(L,) int64 |f AND c| for every label c. It depends on the formula only, not
+        on the unit, so it is kept for the next units whose beam holds the same formula
+        (the common labels and their combinations: at most CACHED_FORMULAS at once)."""
+        got = self._pixel_sums.get(f.formula)
+        if got is None:
+            if len(self._pixel_sums) >= CACHED_FORMULAS:
+                self._pixel_sums.clear()
+            got = self._pixel_sums[f.formula] = self._label_sums(f.support,
+                                                                 self.pixels[f.support])
+        return got
 
     def label_sets(self, c: int) -> np.ndarray:
         """(n,) int64 sorted indices of the sets holding label c."""
@@ -192,7 +207,7 @@ def _step(index, active, M, beam_now: list[Scored], Ic, Pc, ok, beam: int,
         a = active[f.support]
         hit = a > 0
         Ifc = index._label_sums(f.support[hit], a[hit])               # I(f AND c) (L,)
-        Pfc = index._label_sums(f.support, index.pixels[f.support])    # |f AND c|
+        Pfc = index.pixels_with(f)                                     # |f AND c|
         cand_I = np.stack([Ifc, f.intersect + Ic - Ifc, f.intersect - Ifc])     # (3, L)
         cand_P = np.stack([Pfc, f.pixels + Pc - Pfc, f.pixels - Pfc])
         changes = np.stack([(Pfc < f.pixels) & (Pfc > 0),       # AND: shrinks, not empty
