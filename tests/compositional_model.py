@@ -6,6 +6,7 @@ maps are at segmentation resolution (upsampling is the identity)."""
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -31,14 +32,6 @@ class ColourUnion(nn.Module):
         return torch.stack([torch.maximum(red, yellow), red], dim=1)
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.units = ColourUnion()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.units(x)
-
-
 def build() -> nn.Module:
-    return Net().eval()
+    """The model: its only layer is ``units`` (eval mode)."""
+    return nn.Sequential(OrderedDict(units=ColourUnion())).eval()
