@@ -380,3 +380,27 @@ def test_known_answer_colour_union_through_extraction(tmp_path):
     assert union.best.iou > 0.85 and union.single.iou < 0.7, (union.best, union.single)
     assert labels.label_names[red.single.formula.atoms[0]] == "red-c"
     assert red.single.iou > 0.85
+
+
+def test_single_label_counts_equal_the_cube(explained):
+    """From the set counts, I(k, c) and |L_c| of every label are the IoU cube's counts at
+    the same quantile (two implementations of the same replay), and |M_k| is the cube's
+    activation over a category every image has."""
+    from pipeline.layer_stages import ScoreConfig, layer_cube
+    from cache import store
+    from cache.set_counts import read_set_counts
+    run, labels, res, _ = explained
+    cube = layer_cube(run, "features.3", labels,
+                      ScoreConfig(levels=(0.02,), quantile=0.02, progress=False),
+                      log=lambda m: None)
+    g = store.layer_group(store.open_run(run), "features.3")
+    counts = read_set_counts(g, 0.02, g["set_counts/q0.02"].attrs["source"])
+    index = SetIndex(counts, labels.num_labels)
+    np.testing.assert_array_equal(index.label_pixels, cube.label_pixels)
+    for k in range(counts.num_units):
+        sets, act = counts.unit(k)
+        np.testing.assert_array_equal(index._label_sums(sets, act), cube.intersect[0, k])
+    everywhere = labels.read(0, labels.num_images).present.all(axis=0)
+    assert everywhere.any()                    # colour: every synthetic image has one
+    g0 = int(np.flatnonzero(everywhere)[0])
+    np.testing.assert_array_equal(counts.unit_pixels(), cube.activation[0, :, g0])
