@@ -404,3 +404,28 @@ def test_single_label_counts_equal_the_cube(explained):
     assert everywhere.any()                    # colour: every synthetic image has one
     g0 = int(np.flatnonzero(everywhere)[0])
     np.testing.assert_array_equal(counts.unit_pixels(), cube.activation[0, :, g0])
+
+
+def test_edited_or_stale_set_counts_are_recomputed(explained, tmp_path):
+    import shutil
+    import zarr
+    from pipeline.compositional import compositional
+    run, labels, res, _ = explained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    node = zarr.open_group(str(copy / "layers" / "features.3" / "set_counts" / "q0.02"),
+                           mode="r+")
+    node.attrs["num_images"] = 1                # an edit: the digest no longer matches
+    logs: list[str] = []
+    again = compositional(copy, "features.3", quantile=0.02, beam=3,
+                          label_cache=labels.path, log=logs.append)
+    assert not again.stats["set_counts_reused"]
+    assert any("set_counts/q0.02" in m and "recomputing" in m for m in logs), logs
+    assert [u.best.iou if u.best else 0 for u in again.units] == \
+        [u.best.iou if u.best else 0 for u in res.units]
+    # another quantile is another node; the first is kept
+    other = compositional(copy, "features.3", quantile=0.05, beam=3,
+                          label_cache=labels.path, log=logs.append)
+    assert not other.stats["set_counts_reused"]
+    assert compositional(copy, "features.3", quantile=0.02, beam=3, label_cache=labels.path,
+                         log=logs.append).stats["set_counts_reused"]
