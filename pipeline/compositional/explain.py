@@ -13,6 +13,16 @@ label, e.g. a scene, covers every pixel of its image); a formula's mask is its B
 combination, pixel by pixel; IoU = |M ∩ F| / |M ∪ F| summed over *every* image of the
 run (no X_g restriction: a formula mixes categories). Re-running with another length,
 beam, unit range or category subset reuses the stored counts (no replay).
+
+Where this differs from the authors' code (jayelm/compexp, vision/): T_k is the exact
+quantile, not a sketch; S_k is this project's normative upsampling, not PIL's; the
+dataset is the run's (they used Broden's ADE20K images and the categories object, part,
+scene, texture, color: pass ``categories`` for the atoms); extensions that leave a
+formula's mask unchanged and candidates whose mask equals a kept one are dropped (they
+keep them, so their beam can hold copies of one mask); IoU has no 1e-10 in the union.
+Like theirs: a scalar label covers its whole image, the union is over the whole
+dataset, the beam keeps the best of the old beam and its extensions, every label may
+extend a formula, and only singles with IoU > 0 start the beam.
 """
 from __future__ import annotations
 
