@@ -34,7 +34,7 @@ import zarr
 
 from cache import metadata
 from cache.store import store_location
-from cache.zarr_io import read_whole, zstd_codecs
+from cache.zarr_io import WRITE_CONFIG, read_whole, zstd_codecs
 
 THRESHOLD_ARRAYS = ("thresholds",)
 CUBE_ARRAYS = ("thresholds", "intersect", "activation", "label_pixels")
@@ -64,8 +64,10 @@ class Cube:
 
 
 def _array(g: zarr.Group, name: str, data: np.ndarray) -> None:
-    g.create_array(name, data=np.ascontiguousarray(data),
-                   compressors=zstd_codecs(), overwrite=True)
+    # every chunk written, all-zero ones included (thresholds of units that are zero on
+    # more than 1 - q of their values are 0): an absent chunk reads as damage
+    g.create_array(name, data=np.ascontiguousarray(data), compressors=zstd_codecs(),
+                   overwrite=True, config=WRITE_CONFIG)
 
 
 def node_digest(zstore, node: str, attrs: dict, arrays) -> tuple[str | None, str | None]:

@@ -46,3 +46,19 @@ def test_cube_merge_and_staleness(tmp_path):
     assert read_cube(g, {"model": "other"}) is None
     g["cube"].attrs["complete"] = False          # a write interrupted half way
     assert read_cube(g, src) is None
+
+
+def test_all_zero_thresholds_and_cube_are_stored(tmp_path):
+    """Units that are zero on more than 1 - q of their values have T = 0; an all-zero
+    thresholds array (and a dead layer's all-zero cube) must be written, not left as
+    absent chunks that read as damage."""
+    g = zarr.open_group(tmp_path / "layer", mode="w")
+    src = {"model": "m1"}
+    write_thresholds(g, [0.2], np.zeros((1, 3)), src)
+    lv, t = read_thresholds(g, src)
+    assert lv.tolist() == [0.2] and t.tolist() == [[0.0, 0.0, 0.0]]
+    zero = Cube(np.array([0.2]), np.zeros((1, 3)), np.zeros((1, 3, 5), np.int64),
+                np.zeros((1, 3, 2), np.int64), np.zeros(5, np.int64), ["a", "b"])
+    write_cube(g, zero, src)
+    got = read_cube(g, src)
+    assert got is not None and not got.intersect.any() and got.intersect.shape == (1, 3, 5)
