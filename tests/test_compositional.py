@@ -339,7 +339,7 @@ def test_stage_writes_csv_and_json_and_reuses_the_counts(explained):
 
 
 def test_cli_explains_and_names_bad_arguments(explained, capsys):
-    from pipeline.compositional.cli import main
+    from pipeline.commandline.compositional import main
     run, labels, _, _ = explained
     assert main([str(run), "--layer", "features.3", "--quantile", "0.02", "--units", "1-2",
                  "--label-cache", str(labels.path), "--quiet"]) == 0

@@ -14,8 +14,8 @@ import pytest
 from clirun import ROOT, cli
 from pipeline.commandline import main as command
 
-NAMES = ["extract", "score", "rotate", "compare", "cache-labels", "synthetic", "convert",
-         "download", "bench",
+NAMES = ["extract", "score", "compositional", "rotate", "compare", "cache-labels",
+         "synthetic", "convert", "download", "bench",
          "demo", "verify", "unpack", "experiments", "train-demo"]
 
 

@@ -1,7 +1,7 @@
 """Compositional explanations of a layer's units: the best formula of concepts (AND, OR,
 AND NOT, up to --length atoms) for each unit, by beam search, from the run's caches.
 
-    RUN --layer L [--quantile 0.005] [--length 3] [--beam 5] [--units 1-10]
+    netdissect compositional RUN --layer L [--quantile 0.005] [--length 3] [--beam 5] [--units 1-10]
         [--categories object,part,...] [--label-cache PATH] [--dataset DIR]
         [--workers N] [--results-dir DIR] [--quiet]
 
@@ -15,16 +15,16 @@ results/[q<quantile>/]<layer>.formulas.csv and .formulas.json.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cache.labels import LabelCacheError
 from cache.store import RunError
-from pipeline import cli
+from pipeline import cli, commandline
 from pipeline.broden import BrodenError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = cli.parser(__doc__)
-    p.add_argument("run", help="run directory written by scripts/extract.py")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by netdissect extract")
     cli.add_layers(p, required=True, help="the layer of the run to explain (one)")
     p.add_argument("--quantile", type=float, default=0.005,
                    help="activation quantile q: T_k is the (1-q) quantile (default 0.005)")
@@ -42,16 +42,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", default=None,
                    help="write the report files here instead of RUN/results")
     cli.add_quiet(p)
-    a = p.parse_args(argv)
+
+
+def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if len(a.layers) != 1:
         p.error(f"--layer: explain one layer at a time, got {a.layers}")
     cli.check_at_least(p, a, 1, "length", "beam", "workers")
-    return a
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-
+def run(a: argparse.Namespace) -> int:
     def body() -> None:
         from pipeline.compositional.explain import compositional
         res = compositional(a.run, a.layers[0], a.quantile, a.length, a.beam, a.units,
@@ -70,3 +69,7 @@ def main(argv=None) -> int:
                                   "and rerun the same command",
                         interrupt_note="nothing of this search was stored; rerun the same "
                                        "command")
+
+
+def main(argv=None) -> int:
+    return commandline.standalone(sys.modules[__name__], argv)
