@@ -357,9 +357,10 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         header, rows = csv_rows(doc)
         write_csv(out / f"{name}.csv", header, rows)
         _note_formulas(layer, name, config.page_name(name), header, rows, log)
-        from pipeline.reports.html_page import layer_report
+        from pipeline.reports.html_page import layer_report, read_formulas
+        formulas = None if store.is_url(final) else read_formulas(final, name)
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
-                            progress=config.progress, log=log)
+                            progress=config.progress, log=log, formulas=formulas)
         write_text(out / config.page_name(name), page)
     if not store.is_url(final):                     # the run's index of its scorings
         from pipeline.reports.index_page import write_index

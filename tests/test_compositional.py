@@ -429,3 +429,32 @@ def test_edited_or_stale_set_counts_are_recomputed(explained, tmp_path):
     assert not other.stats["set_counts_reused"]
     assert compositional(copy, "features.3", quantile=0.02, beam=3, label_cache=labels.path,
                          log=logs.append).stats["set_counts_reused"]
+
+
+def test_the_layer_page_shows_the_formulas_beside_the_labels(tiny_data, tiny_labels,
+                                                             tiny_run, tmp_path):
+    """A default search written beside the default scoring's results document rewrites
+    the layer's page with a formula column; a later scoring keeps it."""
+    import html as html_lib
+    import scoring_fixtures as sf
+    from pipeline.compositional import compositional
+    run = sf.copy_fresh(tiny_run, tmp_path / "run")
+    cube = sf.score_library(run, tiny_labels, "features.3")
+    page = run / "results" / "features.3.html"
+    assert "formula (IoU)" not in page.read_text()
+    logs: list[str] = []
+    res = compositional(run, "features.3", label_cache=tiny_labels.path, log=logs.append)
+    assert any("formulas added to" in m for m in logs)
+    text = page.read_text()
+    assert "formula (IoU)" in text
+    assert "href='features.3.formulas.csv'" in (run / "results" / "index.html").read_text()
+    for u in res.units:
+        if u.best is not None:
+            name = u.best.formula.text(tiny_labels.label_names)
+            assert f"{html_lib.escape(name)} {u.best.iou:.3f}</td>" in text
+    from pipeline.layer_stages import ScoreConfig, layer_results
+    layer_results(run, "features.3", cube, tiny_labels, ScoreConfig(progress=False),
+                  log=lambda *a: None)
+    assert "formula (IoU)" in page.read_text()
+    index = (run / "results" / "index.html").read_text()
+    assert "href='features.3.formulas.csv'" in index

@@ -42,11 +42,13 @@ from pipeline.reports.netdissect_csv import p_columns
 from pipeline.reports.page_script import SCRIPT, STYLE
 
 def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] | None = None,
-           top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None
-           ) -> str:
+           top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None,
+           formulas: dict | None = None) -> str:
     """The page (module docstring). chart: PNG bytes or None; strips/top: per unit (unit
     order) or None (no images; ``note`` says why); empty (K, n) bool: top images whose
-    mask is empty (framed in red, counted in the cell)."""
+    mask is empty (framed in red, counted in the cell); formulas: unit (1-based) ->
+    (formula, IoU) of the compositional search at this quantile (:func:`read_formulas`),
+    shown beside the label."""
     s = doc["summary"]
     concepts = concept_units(doc)
     out = _summary_section(doc)
@@ -69,7 +71,7 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
                    f"{e(str(sig.get('alpha')))}: "
                    + ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in sig.items()
                                if k != "alpha") + "</p>")
-    out += _units_section(doc, strips, top, note, empty)
+    out += _units_section(doc, strips, top, note, empty, formulas)
     out.append("<h2 id=concepts>Concepts</h2>" + table_html(concepts))
     out.append("<div id=lightbox hidden><p></p><img alt=''></div>" + SCRIPT
                + "</body></html>\n")
@@ -131,8 +133,24 @@ def _controls(categories) -> str:
             "</form>")
 
 
+def read_formulas(folder, layer_file: str) -> dict | None:
+    """unit (1-based) -> (formula, IoU) from ``folder/<layer_file>.formulas.json`` (the
+    default search of ``netdissect compositional``, written beside the results document of
+    the same quantile), or None when there is none (or it cannot be read)."""
+    import json
+    from pathlib import Path
+    path = Path(folder) / f"{layer_file}.formulas.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {int(u["unit"]): (u["best"]["formula"], float(u["best"]["iou"]))
+                for u in doc["units"] if u.get("best")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarray | None,
-                   note: str, empty: np.ndarray | None = None) -> list[str]:
+                   note: str, empty: np.ndarray | None = None,
+                   formulas: dict | None = None) -> list[str]:
     """The units heading, its notes, the controls and the units table."""
     e = html.escape
     cats = doc["summary"]["categories"]
@@ -153,8 +171,13 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
     elif note:
         out.append(f"<p>{e(note)}</p>")
     out.append(_controls(cats))
-    cols = list(_COLUMNS) + [(p, "", "4.6em") for p in pcols] + [
-        ("best per category", "", "12em")]
+    cols = list(_COLUMNS) + [(p, "", "4.6em") for p in pcols]
+    if formulas is not None:
+        cols.append(("formula (IoU)", "", "12em"))
+        out.insert(2, "<p>Formula: the unit's best formula of concepts (AND, OR, AND NOT) "
+                      "found by <code>netdissect compositional</code> at this quantile, its "
+                      "IoU counted over every image (not per category).</p>")
+    cols.append(("best per category", "", "12em"))
     if strips is not None:
         cols.append(("top images", "", "auto"))
     out.append("<table id=unit-table><colgroup>"
@@ -194,24 +217,33 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
                    f"<td class=l>{e(u['label'])}</td><td class=l>{e(u['category'])}</td>"
                    f"<td>{u['iou']:.4f}</td><td>{'yes' if u['detector'] else ''}</td>"
                    + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
+                   + (_formula_cell(formulas.get(u["unit"])) if formulas is not None else "")
                    + f"<td class=best title='{' / '.join(best)}'>{'<br>'.join(best)}</td>"
                    f"{cell}</tr>")
     out.append("</tbody></table>")
     return out
 
 
+def _formula_cell(found) -> str:
+    if found is None:
+        return "<td class=l></td>"
+    text, iou = found
+    return f"<td class=best title='{html.escape(text)}'>{html.escape(text)} {iou:.3f}</td>"
+
+
 def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
                  top_n: int = DEFAULT_TOP_IMAGES, *, progress: bool = False,
-                 log=print) -> str:
+                 log=print, formulas: dict | None = None) -> str:
     """The page of one scored layer. ``run``/``dataset`` (a BrodenDataset, a path, or None
     for the path the run recorded) give the unit images; ``top_n`` 0 or no readable dataset
-    gives the page without them (``log`` says why)."""
+    gives the page without them (``log`` says why); ``formulas`` as for :func:`render`."""
     s = doc["summary"]
     title = (f"{doc['run'].get('layer')}: unique detectors per category (quantile "
              f"{s['quantile']}, IoU > {s['iou_threshold']})")
     chart = layer_chart_png(s, title)
     if top_n <= 0 or run is None:
-        return render(doc, chart, note="" if top_n <= 0 else "no run: no unit images")
+        return render(doc, chart, note="" if top_n <= 0 else "no run: no unit images",
+                      formulas=formulas)
     from cache import store
     from pipeline.broden import BrodenError
     try:
@@ -219,13 +251,13 @@ def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
     except (BrodenError, OSError) as ex:
         note = f"unit images left out: the dataset could not be read ({ex}); pass --dataset"
         log(f"[{layer}] {note}")
-        return render(doc, chart, note=note)
+        return render(doc, chart, note=note, formulas=formulas)
     t0 = time.perf_counter()
     strips, top, empty = unit_strips(store.activations(run, layer), store.maxima(run, layer),
                               np.asarray(doc["thresholds"]["T"], dtype=np.float64),
                               dataset.load_image, seg, top_n, progress=progress,
                               desc=f"images {layer}")
-    page = render(doc, chart, strips, top, empty=empty)
+    page = render(doc, chart, strips, top, empty=empty, formulas=formulas)
     log(f"[{layer}] HTML report with top-{top.shape[1]} images of {len(strips)} units: "
         f"{time.perf_counter() - t0:.1f} s, {len(page) / 1e6:.1f} MB")
     return page

@@ -2,7 +2,8 @@
 scoring (the default one in ``results/``, named ones in ``results/<name>/``), with its
 settings (quantile, IoU threshold, categories, null model), its headline numbers
 (detectors, unique concepts of the detectors' top labels, the per-category sum) and links
-to its HTML pages and CSV. Rebuilt from the results documents on disk after every scoring,
+to its HTML pages and CSV (and the formula tables of ``netdissect compositional`` at the
+same quantile). Rebuilt from the results documents on disk after every scoring,
 so it lists what is there (a scoring removed by hand disappears from it). Self-contained,
 no script.
 """
@@ -72,6 +73,8 @@ def render_index(results: Path, run_facts: dict | None = None) -> str:
             links = [f"<a href='{rel}{quote(p)}'>{e(p)}</a>"
                      for p in _pages(path.parent, path.stem)]
             links.append(f"<a href='{rel}{quote(path.stem)}.csv'>{e(path.stem)}.csv</a>")
+            links += [f"<a href='{rel}{quote(f.name)}'>{e(f.name)}</a>"    # compositional
+                      for f in sorted(path.parent.glob(f"{path.stem}.formulas*.csv"))]
             out.append(
                 f"<tr><td class=l>{e(scoring or '(default)')}</td>"
                 f"<td class=l>{e(str(s.get('layer', path.stem)))}</td>"
