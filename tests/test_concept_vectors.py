@@ -269,3 +269,16 @@ def test_cli_names_bad_flags(tiny_run, tiny_labels, args, message, capsys):
                    str(tiny_labels.path), "--quiet", *args])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_runs(tiny_run, tiny_labels, tmp_path, capsys):
+    import shutil
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    rc = cli.main([str(run), "--layer", "features.3", "--label-cache", str(tiny_labels.path),
+                   "--concepts", "sky,brick", "--pixels", "200", "--steps", "5",
+                   "--quantile", "0.02", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "of 2 concepts" in out
+    for ext in ("csv", "npy", "png"):
+        assert (run / "results" / f"features.3.concept_vectors.{ext}").is_file()
