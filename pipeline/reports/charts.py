@@ -1,6 +1,6 @@
 """Every chart of the reports, drawn with matplotlib (the one module that imports it, on
 the Agg backend): the layer chart of the HTML page, the IoU-threshold sweep, the rotation
-experiment and the comparison.
+experiment, the comparison and the concept vectors (Net2Vec).
 
 matplotlib is imported on the first chart drawn (importing this module is cheap), with the
 Agg backend set there once, so charts are drawn without a display. Files are PNG at 100 dpi;
@@ -162,6 +162,42 @@ def comparison_chart(path: str | os.PathLike, tables: Sequence[ResultTable],
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel(f"count (IoU > {summaries[0]['iou_threshold'] if summaries else ''})")
+    path = Path(path)
+    _save(fig, path)
+    return path
+
+
+def concept_vector_chart(path: str | os.PathLike, unit_iou: Sequence[float],
+                         vector_iou: Sequence[float], categories: Sequence[str],
+                         names: Sequence[str], title: str = "", labelled: int = 12) -> Path:
+    """PNG: one point per concept, its best single unit's held-out IoU (x) against its
+    concept vector's (y), coloured by category, with the diagonal; the ``labelled``
+    concepts farthest from the diagonal are named."""
+    plt = _pyplot()
+    x = np.asarray(unit_iou, dtype=np.float64)
+    y = np.asarray(vector_iou, dtype=np.float64)
+    cats = list(categories)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, c in enumerate(dict.fromkeys(cats)):
+        sel = np.array([k == c for k in cats], dtype=bool)
+        ax.scatter(x[sel], y[sel], s=18, color=colors[i % len(colors)],
+                   label=f"{c} ({int(sel.sum())})")
+    top = max(1e-3, float(np.max(np.r_[x, y], initial=0.0))) * 1.05
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=0.8)
+    for j in np.argsort(-np.abs(y - x))[:labelled]:
+        ax.annotate(str(names[j]), (x[j], y[j]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("best single unit IoU (held-out)")
+    ax.set_ylabel("concept vector IoU (held-out)")
+    ax.grid(alpha=0.3)
+    if len(x):
+        ax.legend(fontsize=8, title=f"{int((y > x).sum())} of {len(x)} above the diagonal",
+                  title_fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
     path = Path(path)
     _save(fig, path)
     return path
