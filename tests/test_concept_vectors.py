@@ -23,7 +23,7 @@ import torch
 import reference as ref
 from cache.labels import LabelTile
 from cache.labelsets import canonical_planes, canonical_scalars
-from pipeline.concept_vectors import cli
+from pipeline.commandline import concept_vectors as cli
 from pipeline.concept_vectors.evaluation import vector_counts
 from pipeline.concept_vectors.experiment import VectorConfig, compute, concept_vectors
 from pipeline.concept_vectors.sampling import (image_features, pixel_features, plan_sample,

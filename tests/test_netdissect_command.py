@@ -14,9 +14,9 @@ import pytest
 from clirun import ROOT, cli
 from pipeline.commandline import main as command
 
-NAMES = ["extract", "score", "compositional", "rotate", "compare", "cache-labels",
-         "synthetic", "convert", "download", "bench",
-         "demo", "verify", "unpack", "experiments", "train-demo"]
+NAMES = ["extract", "score", "compositional", "concept-vectors", "rotate", "compare",
+         "cache-labels", "synthetic", "convert", "download", "bench", "demo", "verify",
+         "unpack", "experiments", "train-demo"]
 
 
 def netdissect(*args, check: bool = True) -> subprocess.CompletedProcess:

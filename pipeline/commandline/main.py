@@ -21,9 +21,9 @@ from pipeline import cli, commandline
 # the subcommands, in the order --help lists them; NAME runs pipeline/commandline/MODULE.py
 # (module_of(NAME)), which scripts/MODULE.py also runs (but synthetic is
 # scripts/make_synthetic_broden.py and train-demo scripts/train_demo_model.py)
-SUBCOMMANDS = ("extract", "score", "compositional", "rotate", "compare", "cache-labels",
-               "synthetic", "convert", "download", "bench", "demo", "verify", "unpack",
-               "experiments", "train-demo")
+SUBCOMMANDS = ("extract", "score", "compositional", "concept-vectors", "rotate", "compare",
+               "cache-labels", "synthetic", "convert", "download", "bench", "demo", "verify",
+               "unpack", "experiments", "train-demo")
 HERE = Path(__file__).resolve().parent
 
 
