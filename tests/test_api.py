@@ -269,3 +269,22 @@ def test_the_notebook_example_runs(tmp_path, monkeypatch, capsys):
     assert sweep.loc[1, "per_category_sum"] == conv2.summary["per_category_sum"]
     assert sweep["detectors"].is_monotonic_decreasing
     assert capsys.readouterr() == ("", "")
+
+
+def test_formulas_and_concept_vectors(module_run, tiny_labels, capsys):
+    """The API's compositional explanations and concept vectors are the commands' tables,
+    printed nowhere without progress=True."""
+    import csv
+    _, run = module_run
+    frame = api.formulas(run, LAYER, length=2, beam=2, label_cache=tiny_labels.path)
+    K = run.shapes[LAYER][0]
+    assert len(frame) == K and list(frame["unit"]) == list(range(1, K + 1))
+    with open(frame.attrs["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["formula"] for r in rows] == list(frame["formula"])
+    assert all(frame["iou"] >= frame["single_iou"] - 1e-12)     # a formula is never worse
+    vectors, weights = api.concept_vectors(run, LAYER, ["sky", "brick"],
+                                           label_cache=tiny_labels.path,
+                                           pixels_per_concept=200, steps=5)
+    assert list(vectors["concept"]) == ["sky", "brick"] and weights.shape == (2, K)
+    assert capsys.readouterr().out == ""

@@ -13,12 +13,14 @@ DataFrames, with the same code and files as the command lines.
 
 Nothing prints unless asked: ``progress=True`` shows tqdm bars (widgets in Jupyter) and
 the log lines. ``run.py``: extract and the Run handle; ``results.py``: score and its
-Results; ``experiments.py``: compare, rotate, sweep, null.
+Results; ``experiments.py``: compare, rotate, sweep, null, formulas (compositional
+explanations), concept_vectors (Net2Vec).
 """
-from pipeline.api.experiments import compare, null, rotate, sweep
+from pipeline.api.experiments import compare, concept_vectors, formulas, null, rotate, sweep
 from pipeline.api.results import (LayerCube, LayerResults, Results, load, score,
                                   units_frame)
 from pipeline.api.run import Run, extract
 
 __all__ = ["extract", "Run", "score", "load", "Results", "LayerResults", "LayerCube",
-           "units_frame", "compare", "rotate", "sweep", "null"]
+           "units_frame", "compare", "rotate", "sweep", "null", "formulas",
+           "concept_vectors"]

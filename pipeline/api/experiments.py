@@ -203,3 +203,30 @@ def null(run: "Run | str | os.PathLike", layer: str, *, kinds="both",
     frame = pd.DataFrame(cols)
     frame.attrs["images"] = res.images
     return frame
+
+
+def formulas(run: "Run | str | os.PathLike", layer: str, *, quantile: float = 0.005,
+             length: int = 3, beam: int = 5, units=None,
+             categories: Sequence[str] | None = None, label_cache=None,
+             progress: bool = False, log: Log | None = None) -> pd.DataFrame:
+    """Compositional explanations of ``layer`` (``netdissect compositional``;
+    pipeline/compositional/explain.py): one row per unit (``unit`` from 1, as in the
+    CSV written beside the results), its best formula and IoU per length and its best
+    single label; ``attrs`` holds the csv and json paths."""
+    from pipeline.compositional import compositional
+    res = compositional(as_run(run).path, layer, quantile, length, beam, units, label_cache,
+                        progress, categories=categories, log=chosen_log(progress, log))
+    frame = pd.DataFrame(res.rows, columns=res.header)
+    frame.attrs.update(csv=res.csv_path, json=res.json_path)
+    return frame
+
+
+def concept_vectors(run: "Run | str | os.PathLike", layer: str, concepts=None, *,
+                    progress: bool = False, log: Log | None = None, **options
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Concept vectors (Net2Vec) of ``layer`` (``netdissect concept-vectors``;
+    pipeline/concept_vectors/experiment.py, whose keyword options it takes): (one row per
+    concept, the weights (concepts, K))."""
+    from pipeline.concept_vectors import concept_vectors as run_vectors
+    return run_vectors(as_run(run).path, layer, concepts, progress=progress,
+                       log=chosen_log(progress, log), **options)
