@@ -194,13 +194,16 @@ def test_a_filesystem_without_locks_is_named(tmp_path, monkeypatch):
 
 def test_exports_to_s3(on_s3, local, tmp_path):
     """--export-iou/--export-thresholds at s3:// URLs (once written to a local folder
-    named ``s3:``); the run is only read: its cube is stored."""
+    named ``s3:``); the run is only read (its cube is stored, the reports go to
+    --results-dir): nothing in it changes, and no lock note is printed."""
     url = on_s3["url"]
     iou, thr = f"{url}-exports/iou", f"{url}-exports/T.npy"
     out = tmp_path / "results"
+    before, said = snapshot(url + "/"), []
     [s] = score_run(url, config(results_dir=str(out)), layers=["features.3"],
                     label_cache=str(on_s3["labels"].path), exports=Exports(iou, thr),
-                    log=lambda m: None)
+                    log=said.append)
+    assert snapshot(url + "/") == before and not [m for m in said if "lock" in m], said
     fs = bucket_fs()
     got = np.load(io.BytesIO(fs.cat(iou + ".npy")))
     np.testing.assert_array_equal(got, s.dissection.iou)
