@@ -98,6 +98,9 @@ def test_scoring_from_s3_equals_the_local_run(on_s3, local):
         assert fs.cat(s.csv_path) == (local / "results" / f"{layer}.csv").read_bytes()
         assert fs.exists(f"{url}/results/{layer}.json") and fs.exists(f"{url}/results/{layer}.html")
     assert on_s3["scored"][1].cube.intersect.sum() > 0
+    index = fs.cat(f"{url}/results/index.html").decode()      # the run's index of scorings
+    for layer in LAYERS:
+        assert f"<a href='{layer}.html'>" in index and f"<a href='{layer}.csv'>" in index
 
 
 def test_writers_of_s3_say_there_is_no_lock(on_s3, tiny_data):
@@ -233,3 +236,15 @@ def test_score_cli_on_a_local_cluster_from_s3(s3, tiny_run, local, tmp_path):
         assert (fs.cat(f"{results}/{layer}.csv")
                 == (local / "results" / f"{layer}.csv").read_bytes())
     assert not fs.exists(f"{url}/results")
+    assert f"<a href='{LAYERS[0]}.csv'>" in fs.cat(f"{results}/index.html").decode()
+
+
+def test_a_named_scoring_on_s3_is_listed_in_the_index(on_s3):
+    """--iou-threshold 0.08 (no replay) goes to RUN/results/iou0.08/ on the bucket, and
+    RUN/results/index.html lists it beside the default scoring."""
+    url = on_s3["url"]
+    [s] = score_run(url, config(iou_threshold=0.08), layers=["features.3"],
+                    label_cache=str(on_s3["labels"].path), log=lambda m: None)
+    assert s.csv_path == f"{url}/results/iou0.08/features.3.csv"
+    index = bucket_fs().cat(f"{url}/results/index.html").decode()
+    assert "<a href='iou0.08/features.3.csv'>" in index and "<a href='features.3.csv'>" in index
