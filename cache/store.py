@@ -60,7 +60,10 @@ installed by the user). Scoring writes thresholds, cubes and reports into a URL 
 (``results_output`` stages report files locally and uploads them). Extraction and the
 label-cache build take an ``fcntl`` lock, which exists only for local directories:
 extraction writes to local (or shared-filesystem) directories only, and nothing
-stops two writers of one object-store location (do not start two).
+stops two writers of one object-store location: scoring or building a label cache
+there prints :func:`no_lock_note` (start one writer at a time), and a RunLock asked
+of a URL, or of a filesystem without flock (an object store mounted with FUSE), is a
+RunError saying what to do instead.
 """
 from __future__ import annotations
 
