@@ -60,7 +60,10 @@ installed by the user). Scoring writes thresholds, cubes and reports into a URL 
 (``results_output`` stages report files locally and uploads them). Extraction and the
 label-cache build take an ``fcntl`` lock, which exists only for local directories:
 extraction writes to local (or shared-filesystem) directories only, and nothing
-stops two writers of one object-store location (do not start two).
+stops two writers of one object-store location: scoring or building a label cache
+there prints :func:`no_lock_note` (start one writer at a time), and a RunLock asked
+of a URL, or of a filesystem without flock (an object store mounted with FUSE), is a
+RunError saying what to do instead.
 """
 from __future__ import annotations
 
@@ -324,7 +327,8 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike, purpose: str = "extraction",
                  name: str = LOCK_NAME):
         if is_url(run_dir):
-            raise RunError(f"--out {run_dir}: extraction writes to local directories only")
+            raise RunError(f"{run_dir}: a {purpose} takes a file lock, which object "
+                           f"storage cannot give; {_LOCAL_ONLY.get(purpose, _LOCAL)}")
         self.run_dir = Path(location(run_dir))
         self.purpose = purpose
         self.name = name
@@ -342,7 +346,13 @@ class RunLock:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                raise RunError(f"{path}: cannot lock it ({e.strerror or e}): this "
+                               f"filesystem has no file locks (an object store mounted "
+                               f"with FUSE?); {_LOCAL_ONLY.get(self.purpose, _LOCAL)}"
+                               ) from e
             pid, what = _holder(fd)
             os.close(fd)
             who = f" (pid {pid})" if pid else ""
@@ -422,6 +432,26 @@ def check_no_links_out(root: str | os.PathLike) -> None:
                        f"{shown}{more}. Writing here would change the files they point "
                        f"to: replace them by copies (e.g. `cp -rL {root} NEW` and use NEW) "
                        f"or remove them")
+
+
+_LOCAL = ("work on a local (or shared-filesystem) directory and copy it to object "
+          "storage afterwards (README, 'Running on a cluster')")
+#: What to do instead of locking an object store, by the purpose of the RunLock.
+_LOCAL_ONLY = {"extraction": "extract to a local (or shared-filesystem) --out and copy "
+                             "the run to object storage afterwards (README, 'Running on a "
+                             "cluster')",
+               "scoring": "score the run at its s3:// (or other fsspec) URL, which takes "
+                          "no lock, or a local copy",
+               "label-cache build": "give the cache's s3:// (or other fsspec) URL, which "
+                                    "takes no lock, or build it locally and copy it"}
+
+
+def no_lock_note(where: str, what: str) -> str:
+    """The note a writer of an fsspec URL prints: no lock guards it (object stores have
+    none), so the user must keep to one writer."""
+    return (f"note: {where} is on object storage, which has no file lock: nothing stops "
+            f"a second {what} of it meanwhile (two writers would corrupt it); run one at "
+            f"a time, or work on a local copy and copy it back")
 
 
 #: What else a writer refused by a lock can do, by the purpose of its own RunLock.

@@ -21,7 +21,7 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cache.store import temp_affixes, writing
+from cache.store import is_url, temp_affixes, writing
 
 
 @contextmanager
@@ -51,20 +51,27 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` atomically (charts, exported .npy arrays); returns the path."""
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path | str:
+    """Write ``data`` atomically (charts, exported .npy arrays); returns the path. An
+    fsspec URL (``--export-iou s3://...``) is written with one fsspec put: an object
+    store replaces an object whole, so it needs no temp file."""
+    if is_url(path):
+        import fsspec
+        with writing(path), fsspec.open(str(path), "wb") as f:
+            f.write(data)
+        return str(path)
     path = Path(path)
     with _atomic(path, binary=True) as f:
         f.write(data)
     return path
 
 
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """``np.save`` to ``path`` atomically (``.npy`` appended when missing, as np.save
-    does); returns the path written."""
-    path = Path(path)
-    if path.suffix != ".npy":
-        path = path.with_name(path.name + ".npy")
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path | str:
+    """``np.save`` to ``path`` (a local path, atomically, or an fsspec URL) with
+    ``.npy`` appended when missing, as np.save does; returns the path written."""
+    path = str(path) if is_url(path) else Path(path)
+    if not str(path).endswith(".npy"):
+        path = f"{path}.npy" if isinstance(path, str) else path.with_name(path.name + ".npy")
     buf = io.BytesIO()
     np.save(buf, array)
     return write_bytes(path, buf.getvalue())

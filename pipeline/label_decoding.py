@@ -24,7 +24,7 @@ from cache import labels as label_store
 from cache.integrity import repair_label_cache, repair_label_metadata
 from cache.labels import LabelCache, LabelCacheError, default_label_cache_path
 from cache.labelsets import canonical_planes, canonical_scalars
-from cache.store import RunError, RunLock, is_url, location
+from cache.store import RunError, RunLock, is_url, location, no_lock_note
 from cache.zarr_io import clear_flags, writable
 from pipeline.broden import BrodenDataset, BrodenError
 from pipeline.dataset_files import find_changes, label_files, records
@@ -116,15 +116,16 @@ def build_label_cache(dataset: BrodenDataset, path: str | os.PathLike | None = N
                 return refresh_label_cache(dataset, cache, progress=progress, log=log)
         except LabelCacheError:
             pass
-    with _build_lock(path):
+    with _build_lock(path, log):
         return _build(dataset, path, chunk_images, workers, overwrite, progress, repair, log,
                       start)
 
 
-def _build_lock(path: str):
+def _build_lock(path: str, log=print):
     """``LABELS.zarr.lock`` beside a local cache (a second builder is refused); none
-    for an fsspec URL."""
+    for an fsspec URL (object storage has no file lock: a note says so)."""
     if is_url(path):
+        log(no_lock_note(path, "label-cache build"))
         return contextlib.nullcontext()
     where = Path(path)
     return RunLock(where.parent, "label-cache build", name=where.name + ".lock")

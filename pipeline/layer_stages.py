@@ -362,8 +362,10 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
                             progress=config.progress, log=log, formulas=formulas)
         write_text(out / config.page_name(name), page)
-    if not store.is_url(final):                     # the run's index of its scorings
-        from pipeline.reports.index_page import write_index
+    from pipeline.reports.index_page import write_index   # the run's index of its scorings
+    if store.is_url(final):
+        write_index(final.rsplit("/", 1)[0] if config.scoring_name() else final)
+    else:
         write_index(Path(final).parent if config.scoring_name() else Path(final))
     return d, doc["summary"], _final_path(final, f"{name}.csv")
 

@@ -147,11 +147,13 @@ def check_categories(labels: LabelCache, categories: Sequence[str] | None) -> No
                              f"{labels.categories}")
 
 
-def scoring_lock(run) -> contextlib.AbstractContextManager:
-    """The run's lock while scoring writes into it (a local run; an fsspec URL has none),
-    so a second writer (scoring or extraction) of the same run is refused."""
+def scoring_lock(run, log=print) -> contextlib.AbstractContextManager:
+    """The run's lock while scoring writes into it, so a second writer (scoring or
+    extraction) of the same run is refused; an fsspec URL has none (object storage has
+    no file lock), and a note (``store.no_lock_note``) says so."""
     where = store.run_path(run)
     if isinstance(where, str):
+        log(store.no_lock_note(where, "scoring"))
         return contextlib.nullcontext()
     return store.RunLock(where, "scoring")
 
@@ -226,7 +228,7 @@ def score_run(run_location, config: ScoreConfig, *, layers: Sequence[str] | None
                              log=log)
     check_categories(labels, config.categories)
     writes = needs_writing(run, layers, labels, config)
-    with scoring_lock(run) if writes else contextlib.nullcontext():
+    with scoring_lock(run, log) if writes else contextlib.nullcontext():
         with dask_scheduler(scheduler, cluster, log, security) as client:
             if client is not None:
                 check_shared(run, labels)

@@ -49,7 +49,7 @@ def layer_dissection(run: Run, layer: str, config: ScoreConfig,
                              progress=config.progress, log=log)
     check_categories(labels, config.categories)
     writes = needs_writing(run.path, [layer], labels, config)
-    with scoring_lock(run.path) if writes else contextlib.nullcontext():
+    with scoring_lock(run.path, log) if writes else contextlib.nullcontext():
         cube = layer_cube(run.path, layer, labels, config, log=log)
     d = dissect_cube(cube, labels, config.quantile, config.iou_threshold, config.categories)
     return LayerDissection(cube, labels, d, config)

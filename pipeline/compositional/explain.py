@@ -130,7 +130,7 @@ def layer_set_counts(run, layer: str, labels, quantile: float, *, workers: int |
         if counts is not None:
             return counts, {"set_counts_seconds": 0.0, "set_counts_reused": True,
                             "sets": counts.num_sets, "entries": int(counts.active.shape[0])}
-    with scoring_lock(run):
+    with scoring_lock(run, log):
         return _compute(run, layer, labels, quantile, workers, progress, log)
 
 

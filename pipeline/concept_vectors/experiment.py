@@ -104,7 +104,7 @@ def layer_threshold(run, layer: str, quantile: float, log) -> np.ndarray:
     from pipeline.stages import scoring_lock
     stored = read_thresholds(store.layer_group(run, layer), layer_source(run, layer))
     have = stored is not None and np.any(np.abs(stored[0] - quantile) <= 1e-12)
-    with contextlib.nullcontext() if have else scoring_lock(run):
+    with contextlib.nullcontext() if have else scoring_lock(run, log):
         return layer_thresholds(run, layer, [quantile], log=log)[1][0]
 
 

@@ -104,9 +104,9 @@ def write_transformed_run(run, layer: str, M: np.ndarray, out: str | os.PathLike
     transform = transform_record(transform, M, dtype, compute_dtype)
     fp = derived_fingerprint(source_identity(src, layer), layer, transform)
     block = int(attrs.get("block_images") or 256)
-    out = Path(store.location(out))
     if store.is_url(out):
         raise RunError(f"--out {out}: derived runs are written to local directories only")
+    out = Path(store.location(out))
     with RunLock(out, "rotation"):
         if _resumable(out, fp):
             group = zarr.open_group(out, mode="r+")

@@ -71,7 +71,11 @@ def _out_dir(run, spec: RotationSpec) -> Path:
     if spec.out is None and isinstance(where, str):
         raise ValueError(f"{where} is a URL: give --out, a local directory for the "
                          f"derived runs")
-    return Path(spec.out) if spec.out else Path(where) / "rotations"
+    if spec.out is not None and store.is_url(spec.out):
+        raise ValueError(f"--out {spec.out}: derived runs are written to a local (or "
+                         f"shared-filesystem) directory; give a local --out (copy it to "
+                         f"object storage afterwards if you like)")
+    return Path(store.location(spec.out)) if spec.out else Path(where) / "rotations"
 
 
 def _transform(spec: RotationSpec, Q: np.ndarray, K: int, kind: str, alpha: float | None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -89,6 +90,33 @@ def render_index(results: Path, run_facts: dict | None = None) -> str:
     return "\n".join(out)
 
 
-def write_index(results: Path) -> Path:
-    """Write ``results/index.html`` (atomically) and return its path."""
-    return write_text(results / INDEX_NAME, render_index(results))
+def write_index(results: Path | str) -> Path | str:
+    """Write ``results/index.html`` (atomically) and return its path. Results at an
+    fsspec URL (a run on object storage): the page is rendered from a local copy of
+    their results documents (the HTML pages only by name) and uploaded."""
+    if isinstance(results, Path):
+        return write_text(results / INDEX_NAME, render_index(results))
+    import fsspec
+    from cache.store import remove_stale_dirs, temp_dir
+    fs, root = fsspec.core.url_to_fs(results)
+    root = root.rstrip("/")
+    remove_stale_dirs(INDEX_STAGING)
+    tmp = temp_dir(INDEX_STAGING)
+    try:
+        for path in fs.find(root, maxdepth=2):
+            rel = path[len(root) + 1:]
+            if rel.endswith((".json", ".html")) and rel != INDEX_NAME:
+                local = Path(tmp, rel)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                if rel.endswith(".json"):
+                    fs.get_file(path, str(local))
+                else:
+                    local.touch()
+        text = render_index(Path(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fs.pipe_file(f"{root}/{INDEX_NAME}", text.encode("utf-8"))
+    return f"{results.rstrip('/')}/{INDEX_NAME}"
+
+
+INDEX_STAGING = "netdissect-index-"
