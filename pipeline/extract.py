@@ -34,7 +34,7 @@ from pipeline.dataset_files import find_changes, image_files
 from pipeline.extract_config import (ExtractConfig, ExtractError, ExtractSetup,
                                      config_workers, setup_extraction, torch_threads)
 from pipeline.extract_grow import grow
-from pipeline.extract_run import growth, open_or_create
+from pipeline.extract_run import growth, inspects_run, open_or_create
 from pipeline.models.hooks import LayerCapture
 from pipeline.preprocess import ResizedImages, image_loader, to_model_input
 
@@ -151,7 +151,8 @@ def extract_with_stats(config: ExtractConfig, log: Log = print) -> ExtractStats:
         plan = growth(out, s, config, log)
         if plan is not None:
             return _grow(plan, s, config, log)
-        group, block, created = open_or_create(out, s, config, log)
+        group, block, created = open_or_create(out, s, config, log,
+                                               metadata_checked=inspects_run(out, config))
         if config.repair and not created:
             from cache.integrity import repair_run
             repair_run(group, list(config.layers), log)

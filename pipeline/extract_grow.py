@@ -97,12 +97,11 @@ def grow(plan: GrowPlan, config: ExtractConfig, extract: Callable, log: Log):
 def _move_in(plan: GrowPlan, log: Log) -> None:
     """Move the staged layer nodes into the run, then record them in its attrs."""
     out, staging = plan.out, plan.staging
-    staged = zarr.open_group(staging, mode="r").attrs if (staging / "zarr.json").is_file() \
-        else None
+    staged = (staging / "zarr.json").is_file()
     for n in plan.new_layers:
         src, dst = staging / "layers" / layer_node(n), out / "layers" / layer_node(n)
         if not dst.exists():
-            if staged is None or not is_complete(staging):
+            if not staged or not is_complete(staging):
                 raise RunError(f"{staging}: the staging run of layer {n!r} is incomplete; "
                                f"rerun the same command")
             src.rename(dst)

@@ -67,11 +67,16 @@ def differences(old: dict, new: dict, layers: bool = True) -> list[str]:
     return diffs
 
 
+def inspects_run(out: Path, c: ExtractConfig) -> bool:
+    """Whether :func:`growth` reads the run at ``out`` (checking its metadata first)."""
+    return not (c.overwrite or c.repair) and (out / "zarr.json").is_file()
+
+
 def growth(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log) -> GrowPlan | None:
     """The layers this extraction adds to the complete run at ``out``
     (pipeline/extract_grow.py), or None when it resumes, creates or is refused as usual
     (:func:`open_or_create`)."""
-    if c.overwrite or c.repair or not (out / "zarr.json").is_file():
+    if not inspects_run(out, c):
         return None
     _check_metadata(out, False, log)
     try:
@@ -83,14 +88,15 @@ def growth(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log) -> GrowPlan |
     return plan_growth(out, old, s, c, differences(old, s.attrs, layers=False))
 
 
-def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log
-                   ) -> tuple[zarr.Group, int, bool]:
-    """(group, block_images, created)."""
+def open_or_create(out: Path, s: ExtractSetup, c: ExtractConfig, log: Log,
+                   metadata_checked: bool = False) -> tuple[zarr.Group, int, bool]:
+    """(group, block_images, created); ``metadata_checked``: :func:`growth` already
+    checked the run's metadata."""
     if c.overwrite and ((out / "zarr.json").is_file() or (out / COPY_NAME).is_file()):
         _confirm_overwrite(out, c, log)
     if (out / "zarr.json").is_file() or (out / COPY_NAME).is_file():
         try:
-            if not c.overwrite:
+            if not c.overwrite and not metadata_checked:
                 _check_metadata(out, c.repair, log)
             group = zarr.open_group(out, mode="r+")
             old = dict(group.attrs)

@@ -12,7 +12,7 @@ from typing import Sequence
 from pipeline.reports.images import data_uri
 from pipeline.reports.netdissect_csv import ResultTable
 from pipeline.reports.page_script import STYLE
-from pipeline.reports.tables import CONVENTIONS, TOTALS, category_order
+from pipeline.reports.tables import category_order, comparison_counts
 
 
 def render_comparison(tables: Sequence[ResultTable], summaries: Sequence[dict],
@@ -40,12 +40,7 @@ def render_comparison(tables: Sequence[ResultTable], summaries: Sequence[dict],
     for c in category_order(tables) + [None]:
         cells = []
         for s in summaries:
-            if c is None:
-                vals = [s[t] for t in TOTALS]
-            elif c not in s["categories"]:
-                vals = ["-"] * 3
-            else:
-                vals = [s[key][c] for _, key, _ in CONVENTIONS]
+            vals = comparison_counts(s, c) or ["-"] * 3
             cells += [f"<td>{e(str(v))}</td>" for v in vals]
         name = "<b>total</b>" if c is None else e(c)
         out.append(f"<tr><td class=l>{name}</td>{''.join(cells)}</tr>")

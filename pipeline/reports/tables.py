@@ -141,6 +141,16 @@ def comparison_rows(tables: Sequence[ResultTable], summaries: Sequence[dict]
     return inert_table(header, rows)
 
 
+def comparison_counts(summary: dict, category: str | None) -> list | None:
+    """(det, top, per-cat) of one source in ``category`` (None: the totals), or None when
+    the source does not score that category."""
+    if category is None:
+        return [summary[tot] for tot in TOTALS]
+    if category not in summary["categories"]:
+        return None
+    return [summary[key][category] for _, key, _ in CONVENTIONS]
+
+
 def comparison_table(tables: Sequence[ResultTable], summaries: Sequence[dict]) -> str:
     """Side by side: a row per category (and total), three columns per source
     (det = detector units, top = unique top labels, per-cat = per-category sum)."""
@@ -157,12 +167,9 @@ def comparison_table(tables: Sequence[ResultTable], summaries: Sequence[dict]) -
     lines = [head1, head2]
 
     def cell(s, c, w):
-        if c is None:
-            vals = [s[tot] for tot in TOTALS]
-        elif c not in s["categories"]:
+        vals = comparison_counts(s, c)
+        if vals is None:
             return f"  {'-':>{w}}"
-        else:
-            vals = [s[key][c] for _, key, _ in CONVENTIONS]
         return f"  {f'{vals[0]:>4}  {vals[1]:>4}  {vals[2]:>7}':>{w}}"
 
     for c in cats:
