@@ -1,6 +1,8 @@
-"""Exact IoU tally kernels (DESIGN.md, "Scoring kernels"): torch code, CPU or CUDA (on CPU
-the per-pixel stage runs on numpy views of the same tensors), and the :class:`Tally` that
-accumulates their counts.
+"""Exact IoU tally kernels (DESIGN.md, "Scoring kernels") and the :class:`Tally` that
+accumulates their counts. Two pixel stages count the same integers: on CPU, one compiled
+pass (numba, :mod:`pipeline.tally_numba`: steps 1-4 below, at the granularity of cells
+and rows of cells instead of pieces); on CUDA (and on CPU without numba), the array
+code below, torch tensors on CUDA and numpy views of them on CPU.
 
 A :class:`Tally` is a mergeable accumulator: ``add`` counts one tile, ``merge`` adds
 another Tally's counts, ``state_dict`` / ``from_state`` carry the counts between processes
@@ -52,7 +54,7 @@ import numpy as np
 import torch
 
 from .label_sets import LabelSets, label_sets
-from .upsample import axis_pieces
+from .upsample import axis_pieces, bilinear_weights
 
 __all__ = ["Tally", "merged", "tally_tile", "piece_length"]
 
@@ -142,6 +144,34 @@ class _Geometry:
     cell_hi_x: torch.Tensor  # (w,) int64
 
 
+_NUMBA: list = []       # [pipeline.tally_numba.count_tile or None] once the import was tried
+_NUMBA_MAX_LEVELS = 8   # pipeline.tally_numba.MAX_LEVELS (kept here: no numba import)
+
+
+def _numba_tally():
+    """The compiled pixel stage (:func:`pipeline.tally_numba.count_tile`), or None
+    without numba."""
+    if not _NUMBA:
+        try:
+            from pipeline.tally_numba import count_tile
+        except ImportError:
+            count_tile = None
+        _NUMBA.append(count_tile)
+    return _NUMBA[0]
+
+
+def _compiled_axes(h: int, w: int, sh: int, sw: int) -> tuple:
+    """(y1s (h,), wy (sh,), ystart (h + 1,), x1s (w,), wx (sw,), xstart (w + 1,)): the
+    cells of the (h, w) -> (sh, sw) upsampling as the compiled kernel reads them."""
+    from pipeline.tally_numba import cell_starts
+    out = []
+    for n_in, n_out in ((h, sh), (w, sw)):
+        idx0, _, w1 = bilinear_weights(n_in, n_out)
+        out += [np.minimum(np.arange(n_in) + 1, n_in - 1).astype(np.int64),
+                np.ascontiguousarray(w1, dtype=np.float64), cell_starts(idx0, n_in)]
+    return tuple(out)
+
+
 def _ends(ax) -> np.ndarray:
     """(2, n_pieces) weights of the first and last (non-padding) pixel of each piece."""
     last = (ax.pos >= 0).sum(axis=1) - 1
@@ -176,7 +206,7 @@ class _Kernel:
     def __init__(self, T: torch.Tensor, num_labels: int, num_categories: int,
                  map_size: tuple[int, int], seg_size: tuple[int, int],
                  chunk_values: int | None, max_maps: int, hist_entries: int | None,
-                 numpy_on_cpu: bool, label_set_method: str):
+                 numpy_on_cpu: bool, label_set_method: str, pixel_kernel: str = "auto"):
         self.device = T.device
         self.V, self.K = T.shape
         self.L, self.G = num_labels, num_categories
@@ -196,6 +226,20 @@ class _Kernel:
         # the torch pixel stage (numpy_on_cpu False) goes with the torch label sets CUDA runs
         self.set_method = "torch" if label_set_method == "auto" and not numpy_on_cpu \
             else label_set_method
+        if pixel_kernel == "auto":
+            pixel_kernel = "numba" if self.device.type == "cpu" and numpy_on_cpu \
+                and _numba_tally() is not None else "arrays"
+        if pixel_kernel == "numba":
+            if _numba_tally() is None:
+                raise ValueError("pixel_kernel 'numba' needs numba: pip install numba, or "
+                                 "use pixel_kernel='arrays'")
+            if self.device.type != "cpu":
+                raise ValueError(f"pixel_kernel 'numba' runs on CPU, the tally is on "
+                                 f"{self.device}: use pixel_kernel='arrays'")
+            if self.set_method == "auto":
+                self.set_method = "numba"
+            self._axes = _compiled_axes(self.h, self.w, *seg_size)
+        self.pixel_kernel = pixel_kernel
         self.geo = _geometry(self.h, self.w, *seg_size, self.device)
         self._hbuf: torch.Tensor | None = None  # the (c, k, set) histogram's allocation
         self._hbuf_zero = True                  # whether it is all zero
@@ -213,6 +257,9 @@ class _Kernel:
             nslots = int(used.nonzero().max()) + 1 if bool(used.any()) else 0
             planes = planes[:, :nslots]
         sets = label_sets(planes, scalars, L, self.set_method)
+        if self.pixel_kernel == "numba":
+            self._count_compiled(acts, sets, present, hist, cat)
+            return
         g = self.geo
         sid = sets.sid[:, g.pix].reshape(-1, g.gg).t().reshape(-1)     # (gg * B * n_pieces,)
         # maps that may hold an active pixel: S <= map maximum (+ rounding slack)
@@ -239,6 +286,36 @@ class _Kernel:
             self._expand(H, sets, s0, s1, present, hist, cat)
             self._hbuf_zero = True
             b0 = b1
+
+    def _count_compiled(self, acts, sets: LabelSets, present, hist, cat) -> None:
+        """Steps 1-4 in one compiled pass (:mod:`pipeline.tally_numba`), which counts at
+        most _NUMBA_MAX_LEVELS levels: more levels are counted in groups of consecutive
+        sorted levels, whose per-level counts give the counts by c of all V levels."""
+        a = acts.numpy()
+        if a.dtype != np.float64:
+            a = a.astype(np.float32)                # exact; float16 has no compiled loops
+        a = np.ascontiguousarray(a)
+        args = (*self._axes, sets.sid.reshape(sets.sid.shape[0], -1).numpy(),
+                sets.labels.numpy(), np.asarray(sets.offsets, dtype=np.int64), present.numpy())
+        Ts, V = self._Tsorted.numpy(), self.V
+        if V <= _NUMBA_MAX_LEVELS:
+            _numba_tally()(a, Ts, _SLACK, *args, hist.numpy(), cat.numpy())
+            return
+        # passing[v]: pixels above the v-th smallest level; exactly c levels: passing[c - 1]
+        # - passing[c] (sorted levels: a pixel above one is above every lower one)
+        passing = [np.zeros((V, self.K * n), np.int64) for n in (self.L, self.G)]
+        for v0 in range(0, V, _NUMBA_MAX_LEVELS):
+            part = np.ascontiguousarray(Ts[v0:v0 + _NUMBA_MAX_LEVELS])
+            n = part.shape[0]
+            by_c = [np.zeros((n + 1) * self.K * x, np.int64) for x in (self.L, self.G)]
+            _numba_tally()(a, part, _SLACK, *args, *by_c)
+            for acc, counts in zip(passing, by_c):
+                above = counts.reshape(n + 1, -1)[::-1].cumsum(axis=0)[::-1]   # c >= r
+                acc[v0:v0 + n] += above[1:]
+        for acc, out in zip(passing, (hist, cat)):
+            exact = out.numpy().reshape(V + 1, -1)
+            exact[1:V] += acc[:-1] - acc[1:]
+            exact[V] += acc[-1]
 
     def _buffer(self, n: int) -> torch.Tensor:
         """A zeroed int64 histogram of n entries (reuses one allocation, which _expand
@@ -418,6 +495,10 @@ class Tally:
                     runs, which the tests check on CPU)
     label_set_method: "auto" (numba on CPU when installed and numpy_on_cpu, else torch),
                     "numba" or "torch" (:func:`pipeline.label_sets.label_sets`)
+    pixel_kernel:   "auto" (numba on CPU when installed and numpy_on_cpu, else arrays),
+                    "numba" (steps 1-4 in one compiled pass, :mod:`pipeline.tally_numba`)
+                    or "arrays" (the numpy / torch array code below, the code CUDA runs;
+                    chunk_values, max_maps and hist_entries bound its memory)
     chunk_values:   upsampled float64 values per block (default 2^18 on CPU, 2^22 on GPU)
     max_maps:       bound on candidate (image, unit) maps converted to float64 at once
                     (also kept below chunk_values / (h * w))
@@ -429,7 +510,7 @@ class Tally:
                  map_size: tuple[int, int], seg_size: tuple[int, int], device=None, *,
                  numpy_on_cpu: bool = True, chunk_values: int | None = None,
                  max_maps: int = 1 << 14, hist_entries: int | None = None,
-                 label_set_method: str = "auto"):
+                 label_set_method: str = "auto", pixel_kernel: str = "auto"):
         T = _as_tensor(thresholds, device=device, dtype=torch.float64)
         if T.ndim != 2 or T.shape[0] < 1:
             raise ValueError(f"thresholds must be (V, K), got shape {tuple(T.shape)}")
@@ -453,7 +534,11 @@ class Tally:
         self._hist = torch.zeros(C * self.K * self.L, dtype=torch.int64, device=self.device)
         self._cat = torch.zeros(C * self.K * self.G, dtype=torch.int64, device=self.device)
         self.images = 0
-        self._knobs = dict(numpy_on_cpu=numpy_on_cpu, chunk_values=chunk_values,
+        if pixel_kernel not in ("auto", "numba", "arrays"):
+            raise ValueError(f"pixel_kernel must be 'auto', 'numba' or 'arrays', got "
+                             f"{pixel_kernel!r}")
+        self._knobs = dict(numpy_on_cpu=numpy_on_cpu, pixel_kernel=pixel_kernel,
+                           chunk_values=chunk_values,
                            max_maps=max_maps, hist_entries=hist_entries,
                            label_set_method=label_set_method)
         self._kernel: _Kernel | None = None

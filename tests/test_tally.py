@@ -14,18 +14,21 @@ from pipeline.label_sets import label_sets
 from pipeline.quantiles import exact_thresholds_inmemory
 from pipeline.tally import Tally, merged, tally_tile
 
-# "cpu-torch": CPU with the pixel stage on torch tensors, the code CUDA runs (on CPU it
-# normally runs on numpy views)
-DEVICES = ["cpu", "cpu-torch"] + (["cuda"] if torch.cuda.is_available() else [])
+# "cpu": the compiled pixel stage (numba); "cpu-numpy": the array code on numpy views;
+# "cpu-torch": the array code on torch tensors, the code CUDA runs
+DEVICES = ["cpu", "cpu-numpy", "cpu-torch"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def real(device: str) -> str:
-    return "cpu" if device == "cpu-torch" else device
+    return "cpu" if device.startswith("cpu") else device
 
 
 def pixel_stage(device: str) -> dict:
-    """Tally knob: the torch pixel stage (the code CUDA runs) for the "cpu-torch" device."""
-    return {"numpy_on_cpu": device != "cpu-torch"}
+    """Tally knobs of each pixel stage ("cpu" asks for the compiled one explicitly, so a
+    missing numba fails the test rather than testing the array code twice)."""
+    return {"cpu": {"pixel_kernel": "numba"},
+            "cpu-numpy": {"pixel_kernel": "arrays"},
+            "cpu-torch": {"pixel_kernel": "arrays", "numpy_on_cpu": False}}.get(device, {})
 
 
 LEVELS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
@@ -98,6 +101,18 @@ def test_random_ties_several_levels(seed, device):
     T = exact_thresholds_inmemory(acts, LEVELS + [0.3])
     run_and_compare(acts, cat, planes, scalars, T, (32, 32), device)
     run_and_compare(acts, cat, planes, scalars, T, (32, 32), device, **SMALL)
+
+
+@pytest.mark.parametrize("levels", [1, 8, 9, 17])
+def test_compiled_pass_level_counts(levels):
+    """The compiled pass counts up to 8 levels at once and more in groups of 8 sorted
+    levels: 1, 8, 9 and 17 levels (with ties among the levels) against the reference."""
+    acts, cat, planes, scalars = make_case(40 + levels, B=4, ties=False)
+    q = np.linspace(0.002, 0.4, levels)
+    if levels > 2:
+        q[1] = q[2]                                      # two equal levels
+    T = exact_thresholds_inmemory(acts, list(q))
+    run_and_compare(acts, cat, planes, scalars, T, (32, 32), "cpu")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -236,7 +251,7 @@ def noisy_planes(rng, B, P, n, L):
     return planes
 
 
-@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu-torch"])
+@pytest.mark.parametrize("device", [d for d in DEVICES if d not in ("cpu-numpy", "cpu-torch")])
 @pytest.mark.parametrize("method", ["numba", "torch"])
 def test_label_sets_match_unique_rows(method, device):
     """Label sets with 1..7 labels per pixel, label numbers up to 1,197 and up to
@@ -276,6 +291,34 @@ def test_label_set_method_errors(monkeypatch):
         Tally(np.zeros((1, 1)), 2, 1, (1, 1), (1, 1), label_set_method="sort")
     with pytest.raises(ValueError, match="num_labels must be"):
         Tally(np.zeros((1, 1)), 0, 1, (1, 1), (1, 1))
+
+
+def test_pixel_kernel_choice_and_errors(monkeypatch):
+    """auto: the compiled pixel stage on CPU, the array code when numba is missing or the
+    torch stage is asked for; a bad name and 'numba' without numba are refused."""
+    import pipeline.tally as tally_module
+    acts, cat, planes, scalars = make_case(3, B=2, K=3)
+    T = exact_thresholds_inmemory(acts, [0.05, 0.2])
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.ones((2, 3), bool)
+
+    def kernel_of(**knobs):
+        t = Tally(T, len(cat), 3, (7, 7), (32, 32), **knobs)
+        t.add(acts, cp, cs, present)
+        return t._kernel.pixel_kernel, [c.numpy() for c in t.result()]
+
+    chosen, counts = kernel_of()
+    assert chosen == "numba"
+    assert kernel_of(numpy_on_cpu=False)[0] == "arrays"
+    with pytest.raises(ValueError, match="pixel_kernel must be"):
+        Tally(T, len(cat), 3, (7, 7), (32, 32), pixel_kernel="fast")
+    monkeypatch.setattr(tally_module, "_NUMBA", [None])       # as if numba were missing
+    with pytest.raises(ValueError, match="needs numba"):
+        kernel_of(pixel_kernel="numba")
+    chosen, fallback = kernel_of()
+    assert chosen == "arrays"
+    for a, b in zip(counts, fallback):
+        np.testing.assert_array_equal(a, b)
 
 
 def many_label_case(seed, B=4, K=4, L=15, seg_size=(32, 32)):
@@ -381,12 +424,13 @@ def test_tiles_accumulate(device):
 def test_count_interrupted_before_expansion_leaves_no_trace(monkeypatch):
     """The (c, k, set) histogram buffer is reused between image groups and tiles (each
     expansion zeroes what it read): a count stopped between binning and expansion must
-    not leak its partial histogram into the next count."""
+    not leak its partial histogram into the next count. (The array code's buffer: the
+    compiled kernel's histogram lives only inside one call, which Ctrl-C cannot split.)"""
     acts, cat, planes, scalars = make_case(85, B=4, ties=False)
     T = exact_thresholds_inmemory(acts, [0.05, 0.2])
     cp, cs = canonical(planes, scalars, (32, 32))
     present = np.stack([R.image_categories(p, s, cat, 3) for p, s in zip(planes, scalars)])
-    t = Tally(T, len(cat), 3, (7, 7), (32, 32))
+    t = Tally(T, len(cat), 3, (7, 7), (32, 32), pixel_kernel="arrays")
     t.add(acts, cp, cs, present)
     once = [c.clone() for c in t.result()]
     assert once[0].sum() > 0

@@ -46,7 +46,7 @@ class _SetKernel(_Kernel):
                  map_size, seg_size):
         super().__init__(thresholds[None, :], num_labels, num_categories, map_size, seg_size,
                          chunk_values=None, max_maps=1 << 14, hist_entries=None,
-                         numpy_on_cpu=True, label_set_method="auto")
+                         numpy_on_cpu=True, label_set_method="auto", pixel_kernel="arrays")
         self.entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.sets = None
 
