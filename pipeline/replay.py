@@ -49,6 +49,7 @@ PROCESS_MIN_VALUES = 1 << 27
 # the kernel).
 TILE_IMAGES = 1024
 BLOCK_IMAGES = 256
+MIN_TILES = 16
 
 
 def tile_size(act_chunk: int, label_chunk: int, target: int = 256) -> int:
@@ -77,13 +78,16 @@ def shareable(*arrays) -> bool:
 
 def tile_ranges(acts, labels: LabelCache, tile_images: int | None = None
                 ) -> list[tuple[int, int]]:
-    """Image ranges [start, stop) of the replay's tiles (default :func:`tile_size` at
-    TILE_IMAGES) over the N images of ``acts``; ValueError when the label cache has fewer."""
+    """Image ranges [start, stop) of the replay's tiles over the N images of ``acts``
+    (default: :func:`tile_size` near TILE_IMAGES, or N / MIN_TILES when that is smaller,
+    but not under BLOCK_IMAGES); ValueError when the label cache has fewer."""
     N = acts.shape[0]
     if N > labels.num_images:
         raise ValueError(f"activation cache has {N} images but the label cache only "
                          f"{labels.num_images}: they come from different datasets")
-    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images, TILE_IMAGES)
+    # at least MIN_TILES tiles while they hold a block or more, so workers share the work
+    target = min(TILE_IMAGES, max(BLOCK_IMAGES, N // MIN_TILES))
+    step = tile_images or tile_size(acts.chunks[0], labels.chunk_images, target)
     return [(s, min(s + step, N)) for s in range(0, N, step)]
 
 
