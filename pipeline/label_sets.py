@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["LabelSets", "label_sets", "numba_available"]
@@ -65,25 +66,28 @@ def label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int,
                method: str = "auto") -> LabelSets:
     """The label sets of a tile.
 
-    planes:     (B, P, n) int32 or int64 canonical slots (labels 0..num_labels-1; any
-                strides)
+    planes:     (B, P, n) int32 or int64 tensor, or a numpy array of any integer dtype,
+                of canonical slots (labels 0..num_labels-1; any strides)
     scalars:    (B, S) int64 scalar labels of each image
     num_labels: L, at most 2^31
     method:     "numba", "torch" or "auto" (numba on CPU when installed, else torch)
     """
     if method == "auto":
-        method = "numba" if planes.device.type == "cpu" and numba_available() else "torch"
+        method = "numba" if (isinstance(planes, np.ndarray) or planes.device.type == "cpu") \
+            and numba_available() else "torch"
     if method == "numba":
         kernel = _numba_kernel()
         if kernel is None:
             raise ValueError("label-set method 'numba' needs numba: pip install numba, "
                              "or use method='torch'")
-        if planes.device.type != "cpu":
+        if not isinstance(planes, np.ndarray) and planes.device.type != "cpu":
             raise ValueError(f"label-set method 'numba' runs on CPU, planes are on "
                              f"{planes.device}: use method='torch'")
-        sid, rep = kernel(planes.numpy())
+        sid, rep = kernel(planes if isinstance(planes, np.ndarray) else planes.numpy())
         sid, rep = torch.from_numpy(sid), torch.from_numpy(rep)
     elif method == "torch":
+        if isinstance(planes, np.ndarray):
+            planes = torch.from_numpy(planes.astype(np.int32))
         sid, rep = _packed_rounds(planes, num_labels)
     else:
         raise ValueError(f"label-set method must be 'auto', 'numba' or 'torch', got {method!r}")
@@ -122,7 +126,11 @@ def _sets_from(planes, scalars, sid, rep) -> LabelSets:
     (flat b * n + x; sets ordered by image)."""
     B, P, n = planes.shape
     image = rep // n
-    slots = planes[image, :, rep - image * n].to(torch.int64)          # (NS, P)
+    if isinstance(planes, np.ndarray):
+        slots = torch.from_numpy(planes[image.numpy(), :, (rep - image * n).numpy()]
+                                 .astype(np.int64))                  # (NS, P)
+    else:
+        slots = planes[image, :, rep - image * n].to(torch.int64)      # (NS, P)
     labels = torch.cat([slots, scalars[image].to(torch.int64)], dim=1)
     counts = torch.bincount(image, minlength=B)
     offsets = [0] + torch.cumsum(counts, 0).tolist()

@@ -102,8 +102,11 @@ def count_tile(acts, maxima, labels: LabelCache, thr: torch.Tensor, start: int, 
     for s in range(start, stop, step):
         e = min(s + step, stop)
         t = labels.read(s, e)
-        block = (torch.from_numpy(acts[s:e]).to(dev), thr,
-                 torch.from_numpy(t.planes.astype(np.int32)).to(dev),
+        # on CPU the label slots stay the cache's uint16 (read as they are by the
+        # compiled pass; the array code converts them)
+        planes = t.planes if dev.type == "cpu" else torch.from_numpy(
+            t.planes.astype(np.int32)).to(dev)
+        block = (torch.from_numpy(acts[s:e]).to(dev), thr, planes,
                  torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev))
         mx = torch.from_numpy(maxima[s:e]).to(dev)
         if total is None:

@@ -253,8 +253,9 @@ class _Kernel:
         # canonical slots hold zeros last: only slots used somewhere in the tile matter
         planes = planes.reshape(B, planes.shape[1], -1)
         if planes.shape[1]:
-            used = (planes != 0).any(dim=2).any(dim=0)
-            nslots = int(used.nonzero().max()) + 1 if bool(used.any()) else 0
+            used = (planes != 0).any(2).any(0)                        # (P,) bool
+            used = used if isinstance(used, np.ndarray) else used.cpu().numpy()
+            nslots = int(np.flatnonzero(used).max()) + 1 if used.any() else 0
             planes = planes[:, :nslots]
         sets = label_sets(planes, scalars, L, self.set_method)
         if self.pixel_kernel == "numba":
@@ -553,23 +554,28 @@ class Tally:
         present: (B, G) bool, category membership X_g of each image
         maxima:  (B, K) exact per-map maxima of acts; computed from acts when None
         """
-        tile = self._checked(acts, planes, scalars, present, maxima)
         if self._kernel is None:
             self._kernel = _Kernel(self.T, self.L, self.G, (self.h, self.w),
                                    (self.sh, self.sw), **self._knobs)
+        tile = self._checked(acts, planes, scalars, present, maxima)
         self._kernel.count(*tile, self._hist, self._cat)
         self.images += tile[0].shape[0]
 
     def _checked(self, acts, planes, scalars, present, maxima) -> tuple:
         """(acts, planes int32, scalars (B, S) int64, present (B, G) bool, maxima) on
-        self.device; ValueError naming the input whose shape or labels do not fit."""
+        self.device (planes: a numpy array of up to 32-bit integers stays as it is for the
+        compiled pass); ValueError naming the input whose shape or labels do not fit."""
         dev, K, L = self.device, self.K, self.L
         acts = _as_tensor(acts, device=dev)
         B = acts.shape[0]
         if tuple(acts.shape[1:]) != (K, self.h, self.w):
             raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
                              f"{self.h}, {self.w})")
-        planes = _as_tensor(planes, device=dev)             # int32 below, once in range
+        # the compiled pass reads the label cache's integers as they are (no copy)
+        keep = isinstance(planes, np.ndarray) and planes.dtype.kind in "iu" \
+            and planes.dtype.itemsize <= 4 and self._kernel is not None \
+            and self._kernel.pixel_kernel == "numba"
+        planes = planes if keep else _as_tensor(planes, device=dev)   # int32 once in range
         if planes.ndim != 4 or planes.shape[0] != B or tuple(planes.shape[2:]) != (self.sh, self.sw):
             raise ValueError(f"planes has shape {tuple(planes.shape)}, expected "
                              f"({B}, P, {self.sh}, {self.sw})")
@@ -578,12 +584,14 @@ class Tally:
         if present.shape[1] != self.G:
             raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
         for name, lab in (("planes", planes), ("scalars", scalars)):
-            if lab.numel():
-                lo, hi = int(lab.min()), int(lab.max())
+            if lab.size if keep and lab is planes else lab.numel():
+                lo = 0 if keep and lab is planes and lab.dtype.kind == "u" else int(lab.min())
+                hi = int(lab.max())
                 if lo < 0 or hi >= L:
                     raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
                                      f"raise num_labels")
-        planes = planes.to(torch.int32)
+        if not keep:
+            planes = planes.to(torch.int32)
         if maxima is None:
             maxima = acts.amax(dim=(2, 3))
         maxima = _as_tensor(maxima, device=dev)
@@ -691,7 +699,6 @@ def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: i
     """
     acts = _as_tensor(acts)
     present = _as_tensor(present).reshape(acts.shape[0], -1)
-    planes = _as_tensor(planes)
     t = Tally(thresholds, num_labels, present.shape[1], tuple(acts.shape[2:]),
               tuple(planes.shape[2:]), device=acts.device, **kwargs)
     t.add(acts, planes, scalars, present, maxima)

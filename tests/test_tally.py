@@ -103,6 +103,26 @@ def test_random_ties_several_levels(seed, device):
     run_and_compare(acts, cat, planes, scalars, T, (32, 32), device, **SMALL)
 
 
+def test_label_cache_integers_are_read_as_they_are():
+    """Planes as the label cache stores them (numpy uint16, labels above 255) give the
+    compiled pass the counts of int32 tensors, and a label past num_labels is refused."""
+    acts, cat, planes, scalars = make_case(21, B=3, L=300, ties=False)
+    planes[0][:, 3:9, 3:9] = 299                         # the largest label, above 255
+    T = exact_thresholds_inmemory(acts, [0.02, 0.1])
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.ones((3, 3), bool)
+    assert cp.max() == 299
+    counts = []
+    for p in (torch.as_tensor(cp.astype(np.int32)), cp.astype(np.uint16), cp.astype(np.int16)):
+        counts.append([c.numpy() for c in tally_tile(acts, None, T, p, cs, present, 300,
+                                                     pixel_kernel="numba").result()])
+    for other in counts[1:]:
+        for a, b in zip(counts[0], other):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="planes hold labels in 0..299, outside 0..298"):
+        tally_tile(acts, None, T, cp.astype(np.uint16), cs, present, 299)
+
+
 @pytest.mark.parametrize("levels", [1, 8, 9, 17])
 def test_compiled_pass_level_counts(levels):
     """The compiled pass counts up to 8 levels at once and more in groups of 8 sorted
