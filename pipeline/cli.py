@@ -110,7 +110,9 @@ def add_compute(p: argparse.ArgumentParser) -> None:
     """Where and how the tally runs: device, tiles, worker processes, Dask cluster."""
     add_device(p, help="where the tally runs: auto (cuda when available), cpu, cuda or "
                        "cuda:N (default auto)")
-    p.add_argument("--tile-images", type=int, default=None, help="images per replay tile")
+    p.add_argument("--tile-images", type=int, default=None,
+                   help="images per replay tile (a worker's unit of work, merged and "
+                        "checkpointed; default about 1,024, or N / 16 for small caches)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="tiles counted at once on CPU, in N worker processes (default: one "
                         "per core, in processes for large caches and threads for small ones; "
