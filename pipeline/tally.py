@@ -144,30 +144,31 @@ class _Geometry:
     cell_hi_x: torch.Tensor  # (w,) int64
 
 
-_NUMBA: list = []       # [the module pipeline.tally_numba or None] once the import was tried
+_NUMBA: list = []       # [pipeline.tally_numba.count_tile or None] once the import was tried
+_NUMBA_MAX_LEVELS = 8   # pipeline.tally_numba.MAX_LEVELS (kept here: no numba import)
 
 
 def _numba_tally():
-    """The compiled pixel stage's module (:mod:`pipeline.tally_numba`), or None without
-    numba."""
+    """The compiled pixel stage (:func:`pipeline.tally_numba.count_tile`), or None
+    without numba."""
     if not _NUMBA:
         try:
-            from pipeline import tally_numba
+            from pipeline.tally_numba import count_tile
         except ImportError:
-            tally_numba = None
-        _NUMBA.append(tally_numba)
+            count_tile = None
+        _NUMBA.append(count_tile)
     return _NUMBA[0]
 
 
 def _compiled_axes(h: int, w: int, sh: int, sw: int) -> tuple:
     """(y1s (h,), wy (sh,), ystart (h + 1,), x1s (w,), wx (sw,), xstart (w + 1,)): the
     cells of the (h, w) -> (sh, sw) upsampling as the compiled kernel reads them."""
+    from pipeline.tally_numba import cell_starts
     out = []
     for n_in, n_out in ((h, sh), (w, sw)):
         idx0, _, w1 = bilinear_weights(n_in, n_out)
-        hi = np.minimum(np.arange(n_in) + 1, n_in - 1)         # idx1 of each cell
-        out += [hi.astype(np.int64), np.ascontiguousarray(w1, dtype=np.float64),
-                _numba_tally().cell_starts(idx0, n_in)]
+        out += [np.minimum(np.arange(n_in) + 1, n_in - 1).astype(np.int64),
+                np.ascontiguousarray(w1, dtype=np.float64), cell_starts(idx0, n_in)]
     return tuple(out)
 
 
@@ -239,9 +240,7 @@ class _Kernel:
                 self.set_method = "numba"
             self._axes = _compiled_axes(self.h, self.w, *seg_size)
         self.pixel_kernel = pixel_kernel
-        # the pieces of the array code (the compiled pass works on cells and rows)
-        self.geo = _geometry(self.h, self.w, *seg_size, self.device) \
-            if pixel_kernel == "arrays" else None
+        self.geo = _geometry(self.h, self.w, *seg_size, self.device)
         self._hbuf: torch.Tensor | None = None  # the (c, k, set) histogram's allocation
         self._hbuf_zero = True                  # whether it is all zero
 
@@ -291,28 +290,26 @@ class _Kernel:
 
     def _count_compiled(self, acts, sets: LabelSets, present, hist, cat) -> None:
         """Steps 1-4 in one compiled pass (:mod:`pipeline.tally_numba`), which counts at
-        most MAX_LEVELS levels: more levels are counted in groups of consecutive
+        most _NUMBA_MAX_LEVELS levels: more levels are counted in groups of consecutive
         sorted levels, whose per-level counts give the counts by c of all V levels."""
         a = acts.numpy()
-        if a.dtype != np.float64:                   # exact; float16 has no compiled loops
-            a = a.astype(np.float32, copy=False)
+        if a.dtype != np.float64:
+            a = a.astype(np.float32)                # exact; float16 has no compiled loops
         a = np.ascontiguousarray(a)
         args = (*self._axes, sets.sid.reshape(sets.sid.shape[0], -1).numpy(),
                 sets.labels.numpy(), np.asarray(sets.offsets, dtype=np.int64), present.numpy())
         Ts, V = self._Tsorted.numpy(), self.V
-        compiled = _numba_tally()
-        most = compiled.MAX_LEVELS
-        if V <= most:
-            compiled.count_tile(a, Ts, _SLACK, *args, hist.numpy(), cat.numpy())
+        if V <= _NUMBA_MAX_LEVELS:
+            _numba_tally()(a, Ts, _SLACK, *args, hist.numpy(), cat.numpy())
             return
         # passing[v]: pixels above the v-th smallest level; exactly c levels: passing[c - 1]
         # - passing[c] (sorted levels: a pixel above one is above every lower one)
         passing = [np.zeros((V, self.K * n), np.int64) for n in (self.L, self.G)]
-        for v0 in range(0, V, most):
-            part = np.ascontiguousarray(Ts[v0:v0 + most])
+        for v0 in range(0, V, _NUMBA_MAX_LEVELS):
+            part = np.ascontiguousarray(Ts[v0:v0 + _NUMBA_MAX_LEVELS])
             n = part.shape[0]
             by_c = [np.zeros((n + 1) * self.K * x, np.int64) for x in (self.L, self.G)]
-            compiled.count_tile(a, part, _SLACK, *args, *by_c)
+            _numba_tally()(a, part, _SLACK, *args, *by_c)
             for acc, counts in zip(passing, by_c):
                 above = counts.reshape(n + 1, -1)[::-1].cumsum(axis=0)[::-1]   # c >= r
                 acc[v0:v0 + n] += above[1:]
@@ -587,9 +584,8 @@ class Tally:
         if present.shape[1] != self.G:
             raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
         for name, lab in (("planes", planes), ("scalars", scalars)):
-            array = isinstance(lab, np.ndarray)
-            if lab.size if array else lab.numel():
-                lo = 0 if array and lab.dtype.kind == "u" else int(lab.min())
+            if lab.size if keep and lab is planes else lab.numel():
+                lo = 0 if keep and lab is planes and lab.dtype.kind == "u" else int(lab.min())
                 hi = int(lab.max())
                 if lo < 0 or hi >= L:
                     raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
