@@ -353,14 +353,16 @@ def layer_results(run, layer: str, cube: Cube, labels: LabelCache, config: Score
         name=config.scoring_name())
     name = store.layer_file_name(layer)
     with store.results_output(run, config.results_dir, config.scoring_name()) as (out, final):
+        if not store.is_url(final):     # the analyses made beside it at these thresholds
+            from pipeline.reports.analyses import attach_analyses
+            attach_analyses(doc, final, name, log)
         write_json(results_doc.document_path(out, name), doc)
         header, rows = csv_rows(doc)
         write_csv(out / f"{name}.csv", header, rows)
         _note_formulas(layer, name, config.page_name(name), header, rows, log)
-        from pipeline.reports.html_page import layer_report, read_formulas
-        formulas = None if store.is_url(final) else read_formulas(final, name)
+        from pipeline.reports.html_page import layer_report
         page = layer_report(doc, run, layer, config.dataset, config.top_images,
-                            progress=config.progress, log=log, formulas=formulas)
+                            progress=config.progress, log=log)
         write_text(out / config.page_name(name), page)
     from pipeline.reports.index_page import write_index   # the run's index of its scorings
     if store.is_url(final):

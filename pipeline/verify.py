@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import zarr
 
 from cache import integrity, metadata, store
@@ -123,6 +124,58 @@ def check_stored_results(t: Target) -> list[Finding]:
                 out += [Finding(f"{d.array} chunk {d.chunk} ({d.file})", DAMAGED, d.problem,
                                 fix) for n in arrays
                         for d in integrity.scan_array(g[f"{name}/{n}"])]
+    return out
+
+
+def check_set_counts(t: Target) -> list[Finding]:
+    """The compositional search's stored label-set counts (cache/set_counts.py) of every
+    layer and quantile: metadata intact, computed from the run, labels and thresholds as
+    they are now, every chunk valid. Derived data: netdissect compositional recomputes
+    them (a stale or damaged node is ignored, never read)."""
+    if t.group is None:
+        return []
+    from cache.cube import read_thresholds
+    from cache.set_counts import ARRAYS, GROUP
+    from pipeline.layer_stages import cube_source, layer_source
+    labels = _label_cache(t)
+    more = ["--label-cache", str(t.label_cache)] if t.label_cache else []
+    out = []
+    for layer in store.layer_names(t.group):
+        g = store.layer_group(t.group, layer)
+        if GROUP not in g:
+            continue
+        try:
+            source = layer_source(t.group, layer)
+        except (store.RunError, LabelCacheError):
+            continue            # what it reads is damaged: check_run_chunks names it
+        cube = (cube_source(t.group, layer, labels) if labels else
+                {**source, "labels": t.attrs["dataset"]["fingerprint"]})
+        stored_T = read_thresholds(g, source)
+        for node in sorted(g[GROUP].group_keys()):
+            name = f"{GROUP}/{node}"
+            where = str(store.store_location(g.store, f"{g.path}/{name}"))
+            fix = shlex.join(["scripts/compositional.py", str(t.run), "--layer", layer,
+                              "--quantile", node[1:], *more]) + " (recomputes them)"
+            attrs, problem = node_problem(g, name, ARRAYS)
+            if attrs is None and problem is None:
+                continue
+            if problem:
+                out.append(Finding(f"{where}/zarr.json", DAMAGED, problem, fix))
+                continue
+            src = dict(attrs.get("source") or {})
+            digest, q = src.pop("thresholds", None), src.pop("quantile", None)
+            fresh = _without_labels(src, labels) == cube
+            if fresh and stored_T is not None and q is not None:
+                hit = np.flatnonzero(np.abs(stored_T[0] - float(q)) <= 1e-12)
+                if hit.size:
+                    from cache.set_counts import counts_source
+                    fresh = counts_source({}, q, stored_T[1][hit[0]])["thresholds"] == digest
+            if not fresh:
+                out.append(Finding(where, STALE, "computed from other activations, labels or "
+                                   "thresholds than the run holds now", fix))
+                continue
+            out += [Finding(f"{d.array} chunk {d.chunk} ({d.file})", DAMAGED, d.problem, fix)
+                    for n in ARRAYS for d in integrity.scan_array(g[f"{name}/{n}"])]
     return out
 
 
@@ -277,7 +330,8 @@ def check_derived_runs(t: Target) -> list[Finding]:
 
 
 RUN_CHECKS: list[Callable[[Target], list[Finding]]] = [
-    check_run_metadata, check_run_chunks, check_stored_results, check_derived_source]
+    check_run_metadata, check_run_chunks, check_stored_results, check_set_counts,
+    check_derived_source]
 CHECKS: list[Callable[[Target], list[Finding]]] = [
     *RUN_CHECKS, check_dataset, check_label_cache, check_dataset_files, check_derived_runs]
 

@@ -431,6 +431,62 @@ def test_edited_or_stale_set_counts_are_recomputed(explained, tmp_path):
                          log=logs.append).stats["set_counts_reused"]
 
 
+def test_verify_names_damaged_and_stale_set_counts_and_the_repair_works(explained,
+                                                                         tmp_path):
+    """scripts/verify.py checks the stored set counts: a clean run has no finding; a
+    damaged chunk, an edited node and counts made at other thresholds are each named with
+    the command that recomputes them, and that command clears the finding."""
+    import shlex
+    import shutil
+    import zarr
+    from pipeline.compositional import compositional
+    from pipeline.verify import verify_run
+    run, labels, res, _ = explained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+
+    def found():
+        return [f for f in verify_run(copy, str(labels.path))[0] if "set_counts" in f.what]
+
+    assert found() == []
+    node = copy / "layers" / "features.3" / "set_counts" / "q0.02"
+    chunk = next(p for p in sorted((node / "active").rglob("*")) if p.is_file()
+                 and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (f,) = found()
+    assert f.state == "damaged" and "active" in f.what, f
+    assert f.fix.startswith(f"scripts/compositional.py {shlex.quote(str(copy))} --layer "
+                            f"features.3 --quantile 0.02"), f.fix
+
+    def repair():
+        argv = shlex.split(f.fix.split(" (")[0])
+        assert argv[:2] == ["scripts/compositional.py", str(copy)]
+        compositional(copy, "features.3", quantile=float(argv[argv.index("--quantile") + 1]),
+                      beam=3, label_cache=labels.path, log=lambda *a: None)
+
+    repair()
+    assert found() == []
+    g = zarr.open_group(str(node), mode="r+")
+    g.attrs["num_images"] = 1               # an edit after writing
+    (f,) = found()
+    assert f.state == "damaged" and f.what.endswith("q0.02/zarr.json"), f
+    repair()
+    assert found() == []
+    src = dict(g.attrs["source"])           # counts of other thresholds, sealed as if current
+    src["thresholds"] = "0" * 64
+    from cache.set_counts import read_set_counts, write_set_counts
+    from cache import store
+    layer = store.layer_group(store.open_run(copy, mode="r+"), "features.3")
+    counts = read_set_counts(layer, 0.02, g.attrs["source"])
+    write_set_counts(layer, counts, src)
+    (f,) = found()
+    assert f.state == "stale" and "thresholds" in f.problem, f
+    repair()
+    assert found() == []
+
+
 def test_the_layer_page_shows_the_formulas_beside_the_labels(tiny_data, tiny_labels,
                                                              tiny_run, tmp_path):
     """A default search written beside the default scoring's results document rewrites
@@ -444,9 +500,23 @@ def test_the_layer_page_shows_the_formulas_beside_the_labels(tiny_data, tiny_lab
     assert "formula (IoU)" not in page.read_text()
     logs: list[str] = []
     res = compositional(run, "features.3", label_cache=tiny_labels.path, log=logs.append)
-    assert any("formulas added to" in m for m in logs)
+    assert any("updated with the analyses" in m for m in logs), logs
     text = page.read_text()
     assert "formula (IoU)" in text
+    doc = json.loads((run / "results" / "features.3.json").read_text())
+    assert doc["schema_version"] == 2
+    block = doc["analyses"]["formulas"]
+    assert block["file"] == "features.3.formulas.json" and block["config"]["length"] == 3
+    assert doc["analyses"]["concept_vectors"] is None
+    by_unit = {u.unit + 1: u for u in res.units}
+    for rec in doc["units"]:
+        u = by_unit[rec["unit"]]
+        if u.best is None:
+            assert "formula" not in rec
+        else:
+            assert rec["formula"]["formula"] == u.best.formula.text(tiny_labels.label_names)
+            assert rec["formula"]["iou"] == u.best.iou
+            assert rec["formula"]["single_iou"] == (u.single.iou if u.single else 0.0)
     assert "href='features.3.formulas.csv'" in (run / "results" / "index.html").read_text()
     for u in res.units:
         if u.best is not None:
@@ -456,5 +526,7 @@ def test_the_layer_page_shows_the_formulas_beside_the_labels(tiny_data, tiny_lab
     layer_results(run, "features.3", cube, tiny_labels, ScoreConfig(progress=False),
                   log=lambda *a: None)
     assert "formula (IoU)" in page.read_text()
+    again = json.loads((run / "results" / "features.3.json").read_text())
+    assert [u.get("formula") for u in again["units"]] == [u.get("formula") for u in doc["units"]]
     index = (run / "results" / "index.html").read_text()
     assert "href='features.3.formulas.csv'" in index

@@ -250,7 +250,7 @@ def test_api_writes_results(tiny_run, tiny_labels, tmp_path):
                                label_cache=tiny_labels, steps=20)
     assert frame["concept"].tolist() == sorted(["sky", "brick"], key=names.index)
     assert W.shape == (2, 16)
-    for k in ("csv", "npy", "png"):
+    for k in ("csv", "npy", "png", "json"):
         assert Path(frame.attrs[k]).is_file(), k
     np.testing.assert_array_equal(np.load(frame.attrs["npy"]), W)
     import pandas as pd
@@ -280,5 +280,71 @@ def test_cli_runs(tiny_run, tiny_labels, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "of 2 concepts" in out
-    for ext in ("csv", "npy", "png"):
-        assert (run / "results" / f"features.3.concept_vectors.{ext}").is_file()
+    for ext in ("csv", "npy", "png", "json"):
+        assert (run / "results" / "q0.02" / f"features.3.concept_vectors.{ext}").is_file()
+
+
+def test_results_document_and_page_link_the_vectors(tiny_run, tiny_labels, tmp_path):
+    """Concept vectors at the scoring's quantile are linked into its results document
+    (schema v2 ``analyses``) and shown on its page; the vectors' own document holds the
+    frame with units from 1 and the weights' digest; a scoring at another quantile is not
+    linked to them."""
+    import hashlib
+    import html as html_lib
+    import json
+    import scoring_fixtures as sf
+    from pipeline.layer_stages import ScoreConfig, layer_results
+    run = sf.copy_fresh(tiny_run, tmp_path / "run")
+    cube = sf.score_library(run, tiny_labels, "features.3")
+    res = run / "results"
+    assert "id=concept-vectors" not in (res / "features.3.html").read_text()
+    frame, W = concept_vectors(run, "features.3", concepts=["sky", "brick"],
+                               pixels_per_concept=400, label_cache=tiny_labels, steps=10)
+    own = json.loads(Path(frame.attrs["json"]).read_text())
+    assert own["schema"] == "netdissect-zarr/concept-vectors" and own["schema_version"] == 1
+    assert [c["concept"] for c in own["concepts"]] == frame["concept"].tolist()
+    assert [c["unit"] for c in own["concepts"]] == (frame["unit"] + 1).tolist()
+    assert own["weights"]["sha256"] == hashlib.sha256(
+        Path(frame.attrs["npy"]).read_bytes()).hexdigest()
+    assert own["weights"]["shape"] == list(W.shape)
+    top = own["concepts"][0]["top_units"]
+    assert top[0][1] == W[0, top[0][0] - 1] and abs(top[0][1]) == np.abs(W[0]).max()
+    import pandas as pd
+    csv = pd.read_csv(frame.attrs["csv"])
+    assert csv["unit"].tolist() == (frame["unit"] + 1).tolist()
+
+    doc = json.loads((res / "features.3.json").read_text())
+    block = doc["analyses"]["concept_vectors"]
+    assert block["file"] == "features.3.concept_vectors.json"
+    assert block["summary"]["concepts"] == 2
+    assert block["summary"]["vector_better"] == int((frame["vector_iou"] >
+                                                     frame["unit_iou"]).sum())
+    page = (res / "features.3.html").read_text()
+    assert "id=concept-vectors" in page
+    for _, r in frame.iterrows():
+        assert f"<td class=l>{html_lib.escape(r['concept'])}</td>" in page
+        assert f"<td>{r['vector_iou']:.4f}</td>" in page
+        assert f"<a href='#unit-{r['unit'] + 1}'>" in page
+    index = (res / "index.html").read_text()
+    assert "href='features.3.concept_vectors.csv'" in index
+
+    layer_results(run, "features.3", cube, tiny_labels, ScoreConfig(progress=False),
+                  log=lambda *a: None)                  # a rescoring keeps the link
+    assert json.loads((res / "features.3.json").read_text())["analyses"][
+        "concept_vectors"] == block
+    other = ScoreConfig(progress=False, quantile=0.02, levels=sf.LEVELS)
+    logs: list[str] = []
+    layer_results(run, "features.3", cube, tiny_labels, other, log=logs.append)
+    far = json.loads((res / "q0.02" / "features.3.json").read_text())
+    assert far["analyses"] == {"formulas": None, "concept_vectors": None}
+    assert "id=concept-vectors" not in (res / "q0.02" / "features.3.html").read_text()
+    path = Path(frame.attrs["json"])                    # made at other T_k: not linked
+    own["thresholds"]["T"][0] = np.nextafter(own["thresholds"]["T"][0], np.inf)
+    path.write_text(json.dumps(own))
+    layer_results(run, "features.3", cube, tiny_labels, ScoreConfig(progress=False),
+                  log=logs.append)
+    assert json.loads((res / "features.3.json").read_text())["analyses"][
+        "concept_vectors"] is None
+    assert any("features.3.concept_vectors.json: made at other thresholds" in m
+               for m in logs), logs
+    assert "id=concept-vectors" not in (res / "features.3.html").read_text()

@@ -44,7 +44,7 @@ def scored(tmp_path_factory, tiny_data):
 def test_schema_and_run_metadata(scored):
     doc = scored["doc"]
     assert doc["schema"] == SCHEMA == "netdissect-zarr/results"
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     attrs = store.read_run_attrs(scored["run"])
     run = doc["run"]
     assert run["layer"] == LAYER and Path(run["path"]) == scored["run"]
@@ -118,7 +118,7 @@ def test_summary_both_conventions_and_round_trips(scored):
 def test_html_generated_from_document(scored):
     html = (scored["res"] / f"{LAYER}.html").read_text()
     s = scored["doc"]["summary"]
-    assert html.startswith("<!DOCTYPE html>") and "netdissect-zarr/results v1" in html
+    assert html.startswith("<!DOCTYPE html>") and "netdissect-zarr/results v2" in html
     assert f"<th>{s['detectors']}</th><th>{s['unique_top_labels']}</th>" \
            f"<th>{s['per_category_sum']}</th>" in html
     assert len(re.findall(r"<tr id=unit-\d+ class=det ", html)) == s["detectors"]
@@ -128,7 +128,7 @@ def test_reader_refuses_other_documents(scored, tmp_path):
     doc = scored["doc"]
     assert read_document(scored["res"] / f"{LAYER}.json")["units"] == doc["units"]
     newer = dict(doc, schema_version=SCHEMA_VERSION + 1)
-    with pytest.raises(ResultsError, match="schema_version 2 is not supported"):
+    with pytest.raises(ResultsError, match="schema_version 3 is not supported"):
         check_document(newer, "x.json")
     with pytest.raises(ResultsError, match="not a results document"):
         check_document({"summary": {}}, "old.json")

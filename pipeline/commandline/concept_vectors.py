@@ -4,7 +4,7 @@ per-pixel logistic regression, against the best single unit on held-out images.
     netdissect concept-vectors RUN --layer L [--concepts a,b] [--quantile Q]
         [--train-fraction 0.5] [--pixels N] [--seed 0] [--device cpu] [--steps 100]
         [--l2 1e-4] [--weighting balanced|population] [--threshold 0.5]
-        [--label-cache PATH] [--quiet]
+        [--label-cache PATH] [--dataset DIR] [--results-dir DIR] [--quiet]
 
 The experiment is pipeline/concept_vectors/experiment.py's concept_vectors; this command
 parses and prints. The images are split at random (--seed) into training images
@@ -13,8 +13,10 @@ most --pixels pixels of the training images (half of them the concept's pixels, 
 other pixels of images of its category); its mask sigmoid(w . a + b) > --threshold and
 the best single unit's mask (the unit best on the training images, at T_k of
 --quantile) are counted exactly on the held-out images. Writes
-RUN/results/<layer>.concept_vectors.csv (one row per concept), .npy (the weights, one row
-per concept) and .png (single unit against vector IoU, by category).
+RUN/results/[q<quantile>/]<layer>.concept_vectors.csv (one row per concept, units
+numbered from 1), .npy (the weights, one row per concept), .png (single unit against
+vector IoU, by category) and .json (the versioned document); a scoring's results document
+and page at the same quantile there are updated to show them.
 """
 from __future__ import annotations
 
@@ -51,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default) or population (their share of the pixels)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="the vector's mask is sigmoid(w . a + b) > this (default 0.5)")
-    p.add_argument("--label-cache", help="label cache path (default: under $NETDISSECT_CACHE)")
+    cli.add_run_data(p)
+    p.add_argument("--results-dir", default=None,
+                   help="write the files here instead of RUN/results")
     cli.add_quiet(p)
 
 
@@ -67,15 +71,18 @@ def run(a: argparse.Namespace) -> int:
             a.run, a.layers[0], concepts=cli.comma_list(a.concepts), quantile=a.quantile,
             train_fraction=a.train_fraction, pixels_per_concept=a.pixels, seed=a.seed,
             device=a.device, label_cache=a.label_cache, progress=not a.quiet,
-            steps=a.steps, l2=a.l2, weighting=a.weighting, threshold=a.threshold)
+            steps=a.steps, l2=a.l2, weighting=a.weighting, threshold=a.threshold,
+            results_dir=a.results_dir, dataset=a.dataset)
+        from pipeline.concept_vectors.document import numbered_from_one
         cols = ["concept", "category", "unit", "unit_iou", "vector_iou", "units_50",
-                "units_90"]
-        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+                "units_90"]                 # units from 1, as in the files
+        print(numbered_from_one(frame)[cols].to_string(index=False,
+                                                       float_format=lambda v: f"{v:.3f}"))
         better = int((frame["vector_iou"] > frame["unit_iou"]).sum())
         print(f"{better} of {len(frame)} concepts: the vector's held-out IoU beats the best "
               f"single unit's (mean {frame['vector_iou'].mean():.3f} vs "
               f"{frame['unit_iou'].mean():.3f})")
-        for k in ("csv", "npy", "png"):
+        for k in ("csv", "npy", "png", "json"):
             print(f"  {k}: {frame.attrs[k]}")
 
     return cli.run_main(

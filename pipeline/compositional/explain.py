@@ -38,11 +38,11 @@ import numpy as np
 from cache import store
 from cache.set_counts import SetCounts, counts_source, read_set_counts, write_set_counts
 from pipeline.compositional.search import SetIndex, UnitFormulas, search_unit
+from pipeline.reports.analyses import FORMULAS_SCHEMA as SCHEMA
 
 __all__ = ["compositional", "CompositionalResult", "parse_units", "formulas_name",
            "layer_set_counts"]
 
-SCHEMA = "netdissect-zarr/formulas"
 SCHEMA_VERSION = 1
 DEFAULT_QUANTILE, DEFAULT_LENGTH, DEFAULT_BEAM = 0.005, 3, 5
 
@@ -204,28 +204,13 @@ def compositional(run, layer: str, quantile: float = DEFAULT_QUANTILE,
         write_json(out / f"{stem}.json", doc)
     if not store.is_url(final):
         if stem == f"{store.layer_file_name(layer)}.formulas":
-            _show_on_page(run, layer, Path(final), dataset, log)
+            from pipeline.reports.analyses import refresh_results
+            refresh_results(run, layer, Path(final), dataset, log)
         from pipeline.reports.index_page import write_index
         write_index(Path(final).parent if folder else Path(final))
     where = (lambda n: f"{final}/{n}") if store.is_url(final) else (lambda n: Path(final) / n)
     return CompositionalResult(layer, float(quantile), length, beam, found, header, rows,
                                where(f"{stem}.csv"), where(f"{stem}.json"), stats)
-
-
-def _show_on_page(run, layer: str, folder: Path, dataset, log) -> None:
-    """Write the layer's page in ``folder`` again with the formulas beside the labels,
-    when a scoring at this quantile wrote one there (its results document is there)."""
-    from pipeline.files import write_text
-    from pipeline.reports.document import document_path, read_document
-    from pipeline.reports.html_page import layer_report, read_formulas
-    name = store.layer_file_name(layer)
-    doc_path = document_path(folder, name)
-    if not doc_path.is_file():
-        return
-    page = layer_report(read_document(doc_path), run, layer, dataset,
-                        log=lambda *a: None, formulas=read_formulas(folder, name))
-    write_text(folder / f"{name}.html", page)
-    log(f"[{layer}] formulas added to {folder / f'{name}.html'}")
 
 
 def _units_text(units) -> str:

@@ -189,7 +189,8 @@ def concept_vectors(run, layer: str, concepts: Sequence[str | int] | None = None
                     progress: bool = False, *, steps: int = 100, l2: float = 1e-4,
                     weighting: str = "balanced", threshold: float = 0.5,
                     memory_bytes: int = 512 << 20, tile_images: int | None = None,
-                    write: bool = True, log=None) -> tuple[pd.DataFrame, np.ndarray]:
+                    write: bool = True, results_dir=None, dataset=None, log=None
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
     """Concept vectors of ``layer`` (module docstring): (frame, weights).
 
     frame: one row per concept (COLUMNS; units numbered from 0); weights: (C, K)
@@ -198,9 +199,13 @@ def concept_vectors(run, layer: str, concepts: Sequence[str | int] | None = None
     pixels_per_concept: the sample size n per concept (positives up to n // 2);
     threshold: the mask is sigmoid(w . a + b) > threshold; steps, l2, weighting: the
     training (pipeline/concept_vectors/training.py); on CPU torch runs one thread (the
-    weights are bit for bit the same for the same seed and thread count). With ``write``, the frame goes to
-    RUN/results/<layer>.concept_vectors.csv, the weights to .npy beside it, and the chart
-    to .png (``frame.attrs`` holds their paths).
+    weights are bit for bit the same for the same seed and thread count). With ``write``,
+    the frame goes to RUN/results/[q<quantile>/]<layer>.concept_vectors.csv (units
+    numbered from 1, as in every file; the frame's are 0-based), the weights to .npy
+    beside it, the chart to .png and the versioned document to .json
+    (pipeline/concept_vectors/document.py; ``frame.attrs`` holds their paths), under
+    ``results_dir`` when given; a results document of the same quantile there is linked
+    to it and its page shows the vectors (``dataset``: the unit images' dataset).
     """
     cfg = VectorConfig(quantile, train_fraction, int(pixels_per_concept), int(seed),
                        float(threshold), TrainConfig(int(steps), float(l2), weighting,
@@ -217,7 +222,7 @@ def concept_vectors(run, layer: str, concepts: Sequence[str | int] | None = None
         labels = label_cache
     else:
         from pipeline.stages import run_label_cache
-        labels = run_label_cache(path, None, label_cache, progress=progress, log=say)
+        labels = run_label_cache(path, dataset, label_cache, progress=progress, log=say)
     wanted = concept_numbers(labels, concepts)
     t0 = time.perf_counter()
     T = layer_threshold(path, layer, quantile, say)
@@ -233,7 +238,8 @@ def concept_vectors(run, layer: str, concepts: Sequence[str | int] | None = None
     say(f"[{layer}] concept vectors of {len(frame)} concepts: "
         f"{frame.attrs['seconds']:.1f} s")
     if write:
-        frame.attrs.update(write_outputs(path, layer, frame, weights, cfg))
+        frame.attrs.update(write_outputs(path, layer, frame, weights, cfg, labels, T,
+                                         results_dir, dataset, say))
     return frame, weights
 
 
@@ -329,19 +335,46 @@ def compute(acts, maxima, labels, T: np.ndarray, cfg: VectorConfig,
 
 
 def write_outputs(run, layer: str, frame: pd.DataFrame, weights: np.ndarray,
-                  cfg: VectorConfig) -> dict:
-    """RUN/results/<layer>.concept_vectors.csv/.npy/.png; returns their final paths."""
-    from pipeline.files import write_csv, write_npy
+                  cfg: VectorConfig, labels, T: np.ndarray, results_dir=None, dataset=None,
+                  log=print) -> dict:
+    """RUN/results/[q<quantile>/]<layer>.concept_vectors.csv/.npy/.png/.json (under
+    ``results_dir`` when given), then the results document there linked to them;
+    returns the files' final paths."""
+    import io
+    from pathlib import Path
+    from pipeline.concept_vectors.document import numbered_from_one, vectors_document
+    from pipeline.files import write_bytes, write_csv, write_json
     from pipeline.reports.charts import concept_vector_chart
+    from pipeline.reports.document import run_metadata, scoring_versions
+    from pipeline.reports.analyses import refresh_results
     name = store.layer_file_name(layer)
     base = f"{name}.concept_vectors"
-    with store.results_output(run) as (local, final):
-        write_csv(local / f"{base}.csv", list(frame.columns),
-                  frame.itertuples(index=False, name=None))
-        write_npy(local / f"{base}.npy", np.asarray(weights, dtype=np.float64))
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(weights, dtype=np.float64))
+    acts = store.activations(run, layer)
+    config = {"quantile": cfg.quantile, "train_fraction": cfg.train_fraction,
+              "pixels_per_concept": cfg.pixels_per_concept, "seed": cfg.seed,
+              "threshold": cfg.threshold, "steps": cfg.train.steps, "l2": cfg.train.l2,
+              "weighting": cfg.train.weighting, "device": cfg.train.device}
+    doc = vectors_document(frame, weights, f"{base}.npy", buf.getvalue(),
+                           run_metadata(store.read_run_attrs(run), layer, store.run_path(run),
+                                        acts.shape, acts.dtype, labels.path,
+                                        labels.fingerprint),
+                           scoring_versions(), config, T)
+    files = numbered_from_one(frame)
+    folder = "" if float(cfg.quantile) == VectorConfig.quantile else f"q{float(cfg.quantile):g}"
+    with store.results_output(run, results_dir, folder) as (local, final):
+        write_csv(local / f"{base}.csv", list(files.columns),
+                  files.itertuples(index=False, name=None))
+        write_bytes(local / f"{base}.npy", buf.getvalue())
         concept_vector_chart(local / f"{base}.png", frame["unit_iou"], frame["vector_iou"],
                              frame["category"], frame["concept"],
                              title=f"{layer}: concept vectors vs best single unit "
                                    f"(held-out, q={cfg.quantile})")
-    sep = "/" if isinstance(final, str) else os.sep
-    return {k: f"{final}{sep}{base}.{k}" for k in ("csv", "npy", "png")}
+        write_json(local / f"{base}.json", doc)
+    if not store.is_url(final):
+        refresh_results(run, layer, Path(final), dataset, log)
+        from pipeline.reports.index_page import write_index
+        write_index(Path(final).parent if folder else Path(final))
+    sep = "/" if store.is_url(final) else os.sep
+    return {k: f"{final}{sep}{base}.{k}" for k in ("csv", "npy", "png", "json")}

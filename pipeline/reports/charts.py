@@ -135,9 +135,12 @@ def rotation_chart(path: str | os.PathLike, points: Sequence[RotationPoint],
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    path = Path(path)
-    _save(fig, path)
-    return path
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+    else:
+        buf, path = path, None
+    _save(fig, path or buf, **({} if path else {"format": "png"}))
+    return path or buf
 
 
 def comparison_chart(path: str | os.PathLike, tables: Sequence[ResultTable],
@@ -167,10 +170,11 @@ def comparison_chart(path: str | os.PathLike, tables: Sequence[ResultTable],
     return path
 
 
-def concept_vector_chart(path: str | os.PathLike, unit_iou: Sequence[float],
+def concept_vector_chart(path, unit_iou: Sequence[float],
                          vector_iou: Sequence[float], categories: Sequence[str],
-                         names: Sequence[str], title: str = "", labelled: int = 12) -> Path:
-    """PNG: one point per concept, its best single unit's held-out IoU (x) against its
+                         names: Sequence[str], title: str = "", labelled: int = 12):
+    """PNG written to ``path`` (a file, returned as a Path, or a binary buffer, returned
+    as it is): one point per concept, its best single unit's held-out IoU (x) against its
     concept vector's (y), coloured by category, with the diagonal; the ``labelled``
     concepts farthest from the diagonal are named."""
     plt = _pyplot()
@@ -198,6 +202,9 @@ def concept_vector_chart(path: str | os.PathLike, unit_iou: Sequence[float],
                   title_fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    path = Path(path)
-    _save(fig, path)
-    return path
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+    else:
+        buf, path = path, None
+    _save(fig, path or buf, **({} if path else {"format": "png"}))
+    return path or buf

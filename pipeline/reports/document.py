@@ -23,10 +23,15 @@ the HTML page, :mod:`pipeline.reports.html_page`) is generated from it, and
                 detector, [p_image, p_spatial, null {concept, iou_sample, mean_*, max_*}],
                 best {category: {label, label_number, truth, activation, intersect, iou}}
     null:       null-model run facts (kinds, permutations, images, seed, seconds) or null
+    analyses:   (version 2) {formulas, concept_vectors}: each null or the summary and file
+                name of that analysis made beside the document at its very thresholds
+                (pipeline/reports/analyses.py); with formulas, each unit record gains
+                ``formula`` {formula, iou, length, single_iou}
 
 A reader accepts documents of this schema with ``schema_version <= SCHEMA_VERSION`` and
 refuses newer ones. Version 1 keeps the keys of the summary JSON it replaces
-(``summary``, ``thresholds``, ``units``).
+(``summary``, ``thresholds``, ``units``); version 2 adds ``analyses`` (a version 1
+document reads as having none).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from pipeline.reports.netdissect_csv import P_COLUMNS, CategoryStats, ResultTabl
 from pipeline.scoring import Dissection, UnitResult
 
 SCHEMA = "netdissect-zarr/results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALPHA = 0.05
 
 
@@ -145,6 +150,7 @@ def build_document(d: Dissection, intersect: np.ndarray, activation: np.ndarray,
         "summary": summary,
         "units": units,
         "null": null_block,
+        "analyses": {"formulas": None, "concept_vectors": None},
     }
 
 

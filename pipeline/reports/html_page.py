@@ -17,7 +17,10 @@ run's activation cache (never the network):
   images with its mask drawn (:mod:`pipeline.reports.images`; images with an empty mask
   framed in red). The chosen image indices (0-based rows of index.csv) are in the strip's
   ``data-images`` attribute;
-- the concept table: per concept its units as links, and a link showing only them.
+- the concept table: per concept its units as links, and a link showing only them;
+- when ``netdissect compositional`` ran at the page's thresholds, a "formula (IoU)" column
+  beside the labels; when ``netdissect concept-vectors`` did, a section with its chart
+  and one row per concept (the document's ``analyses``, :mod:`pipeline.reports.analyses`).
 
 Sorting, filtering and enlarging come from one inline script (:mod:`page_script`); the
 page is complete without it. Every image is embedded as a base64 ``data:`` URI (chart
@@ -42,13 +45,12 @@ from pipeline.reports.netdissect_csv import p_columns
 from pipeline.reports.page_script import SCRIPT, STYLE
 
 def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] | None = None,
-           top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None,
-           formulas: dict | None = None) -> str:
+           top: np.ndarray | None = None, note: str = "", empty: np.ndarray | None = None
+           ) -> str:
     """The page (module docstring). chart: PNG bytes or None; strips/top: per unit (unit
     order) or None (no images; ``note`` says why); empty (K, n) bool: top images whose
-    mask is empty (framed in red, counted in the cell); formulas: unit (1-based) ->
-    (formula, IoU) of the compositional search at this quantile (:func:`read_formulas`),
-    shown beside the label."""
+    mask is empty (framed in red, counted in the cell). The units' formulas and the
+    concept vectors come from the document's ``analyses`` (pipeline/reports/analyses.py)."""
     s = doc["summary"]
     concepts = concept_units(doc)
     out = _summary_section(doc)
@@ -71,8 +73,11 @@ def render(doc: dict, chart: bytes | None = None, strips: Sequence[np.ndarray] |
                    f"{e(str(sig.get('alpha')))}: "
                    + ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in sig.items()
                                if k != "alpha") + "</p>")
-    out += _units_section(doc, strips, top, note, empty, formulas)
+    out += _units_section(doc, strips, top, note, empty)
     out.append("<h2 id=concepts>Concepts</h2>" + table_html(concepts))
+    vectors = (doc.get("analyses") or {}).get("concept_vectors")
+    if vectors:
+        out += _vectors_section(vectors, str(doc["run"].get("layer")))
     out.append("<div id=lightbox hidden><p></p><img alt=''></div>" + SCRIPT
                + "</body></html>\n")
     return "\n".join(out)
@@ -91,7 +96,9 @@ def _summary_section(doc: dict) -> list[str]:
         f"<h1>Layer {e(layer)}</h1>",
         "<p><a href='index.html'>all scorings of this run</a> &middot; "
         "<a href='#concepts-chart'>what it detects</a> &middot; <a href='#units'>units</a>"
-        " &middot; <a href='#concepts'>concepts</a></p>",
+        " &middot; <a href='#concepts'>concepts</a>"
+        + (" &middot; <a href='#concept-vectors'>concept vectors</a>"
+           if (doc.get("analyses") or {}).get("concept_vectors") else "") + "</p>",
         *(f"<p class=warn><b>Warning</b>: {e(w)}.</p>" for w in s.get("warnings", [])),
         f"<p>model {e(str(run.get('model', {}).get('spec')))}, dataset "
         f"{e(str(run.get('dataset', {}).get('path')))} "
@@ -133,24 +140,8 @@ def _controls(categories) -> str:
             "</form>")
 
 
-def read_formulas(folder, layer_file: str) -> dict | None:
-    """unit (1-based) -> (formula, IoU) from ``folder/<layer_file>.formulas.json`` (the
-    default search of ``netdissect compositional``, written beside the results document of
-    the same quantile), or None when there is none (or it cannot be read)."""
-    import json
-    from pathlib import Path
-    path = Path(folder) / f"{layer_file}.formulas.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return {int(u["unit"]): (u["best"]["formula"], float(u["best"]["iou"]))
-                for u in doc["units"] if u.get("best")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarray | None,
-                   note: str, empty: np.ndarray | None = None,
-                   formulas: dict | None = None) -> list[str]:
+                   note: str, empty: np.ndarray | None = None) -> list[str]:
     """The units heading, its notes, the controls and the units table."""
     e = html.escape
     cats = doc["summary"]["categories"]
@@ -172,7 +163,8 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
         out.append(f"<p>{e(note)}</p>")
     out.append(_controls(cats))
     cols = list(_COLUMNS) + [(p, "", "4.6em") for p in pcols]
-    if formulas is not None:
+    formulas = (doc.get("analyses") or {}).get("formulas")
+    if formulas:
         cols.append(("formula (IoU)", "", "12em"))
         out.insert(2, "<p>Formula: the unit's best formula of concepts (AND, OR, AND NOT) "
                       "found by <code>netdissect compositional</code> at this quantile, its "
@@ -217,33 +209,71 @@ def _units_section(doc: dict, strips: Sequence[np.ndarray] | None, top: np.ndarr
                    f"<td class=l>{e(u['label'])}</td><td class=l>{e(u['category'])}</td>"
                    f"<td>{u['iou']:.4f}</td><td>{'yes' if u['detector'] else ''}</td>"
                    + "".join(f"<td>{u[p]:.3g}</td>" for p in pcols)
-                   + (_formula_cell(formulas.get(u["unit"])) if formulas is not None else "")
+                   + (_formula_cell(u.get("formula")) if formulas else "")
                    + f"<td class=best title='{' / '.join(best)}'>{'<br>'.join(best)}</td>"
                    f"{cell}</tr>")
     out.append("</tbody></table>")
     return out
 
 
-def _formula_cell(found) -> str:
-    if found is None:
+def _formula_cell(found: dict | None) -> str:
+    if not found:
         return "<td class=l></td>"
-    text, iou = found
-    return f"<td class=best title='{html.escape(text)}'>{html.escape(text)} {iou:.3f}</td>"
+    text = html.escape(str(found["formula"]))
+    return f"<td class=best title='{text}'>{text} {float(found['iou']):.3f}</td>"
+
+
+def _vectors_section(block: dict, layer: str) -> list[str]:
+    """Concept vectors (Net2Vec) of the layer: the chart (best single unit against vector,
+    held-out IoU, by category) and one row per concept, largest gain first."""
+    from pipeline.reports.charts import concept_vector_chart
+    import io
+    e = html.escape
+    rows = block.get("concepts") or []
+    summ = block.get("summary") or {}
+    cfg = block.get("config") or {}
+    buf = io.BytesIO()
+    concept_vector_chart(buf, [r["unit_iou"] for r in rows], [r["vector_iou"] for r in rows],
+                         [r["category"] for r in rows], [r["concept"] for r in rows],
+                         title=f"{layer}: concept vectors vs best single unit (held-out)")
+    out = ["<h2 id=concept-vectors>Concept vectors</h2>",
+           f"<p>Per concept, a weighting of the layer's units learned by per-pixel logistic "
+           f"regression (<code>netdissect concept-vectors</code>, {e(str(block['file']))}) "
+           f"on {e(str((block.get('split') or {}).get('train_images')))} training images, "
+           f"and its IoU on the {e(str((block.get('split') or {}).get('heldout_images')))} "
+           f"held-out ones against the unit best on the training images (seed "
+           f"{e(str(cfg.get('seed')))}). The vector beats the best single unit on "
+           f"{e(str(summ.get('vector_better')))} of {e(str(summ.get('concepts')))} "
+           f"concepts. Units carrying 50% / 90%: the fewest units holding that share of "
+           f"the weights' absolute sum.</p>",
+           f"<p><img class=chart alt='concept vectors against single units' "
+           f"src='{data_uri(buf.getvalue())}'></p>",
+           "<table id=vector-table><thead><tr><th class=l>concept</th><th class=l>category"
+           "</th><th>best unit</th><th>unit IoU</th><th>vector IoU</th><th>gain</th>"
+           "<th>units 50%</th><th>units 90%</th></tr></thead><tbody>"]
+    for r in sorted(rows, key=lambda r: (-(r["vector_iou"] - r["unit_iou"]), r["label"])):
+        out.append(f"<tr><td class=l>{e(str(r['concept']))}</td>"
+                   f"<td class=l>{e(str(r['category']))}</td>"
+                   f"<td><a href='#unit-{int(r['unit'])}'>{int(r['unit'])}</a></td>"
+                   f"<td>{r['unit_iou']:.4f}</td><td>{r['vector_iou']:.4f}</td>"
+                   f"<td>{r['vector_iou'] - r['unit_iou']:+.4f}</td>"
+                   f"<td>{int(r['units_50'])}</td><td>{int(r['units_90'])}</td></tr>")
+    out.append("</tbody></table>")
+    return out
 
 
 def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
                  top_n: int = DEFAULT_TOP_IMAGES, *, progress: bool = False,
-                 log=print, formulas: dict | None = None) -> str:
+                 log=print) -> str:
     """The page of one scored layer. ``run``/``dataset`` (a BrodenDataset, a path, or None
     for the path the run recorded) give the unit images; ``top_n`` 0 or no readable dataset
-    gives the page without them (``log`` says why); ``formulas`` as for :func:`render`."""
+    gives the page without them (``log`` says why)."""
     s = doc["summary"]
     title = (f"{doc['run'].get('layer')}: unique detectors per category (quantile "
              f"{s['quantile']}, IoU > {s['iou_threshold']})")
     chart = layer_chart_png(s, title)
     if top_n <= 0 or run is None:
-        return render(doc, chart, note="" if top_n <= 0 else "no run: no unit images",
-                      formulas=formulas)
+        return render(doc, chart, note="" if top_n <= 0 else "no run: no unit images")
     from cache import store
     from pipeline.broden import BrodenError
     try:
@@ -251,13 +281,13 @@ def layer_report(doc: dict, run=None, layer: str | None = None, dataset=None,
     except (BrodenError, OSError) as ex:
         note = f"unit images left out: the dataset could not be read ({ex}); pass --dataset"
         log(f"[{layer}] {note}")
-        return render(doc, chart, note=note, formulas=formulas)
+        return render(doc, chart, note=note)
     t0 = time.perf_counter()
     strips, top, empty = unit_strips(store.activations(run, layer), store.maxima(run, layer),
                               np.asarray(doc["thresholds"]["T"], dtype=np.float64),
                               dataset.load_image, seg, top_n, progress=progress,
                               desc=f"images {layer}")
-    page = render(doc, chart, strips, top, empty=empty, formulas=formulas)
+    page = render(doc, chart, strips, top, empty=empty)
     log(f"[{layer}] HTML report with top-{top.shape[1]} images of {len(strips)} units: "
         f"{time.perf_counter() - t0:.1f} s, {len(page) / 1e6:.1f} MB")
     return page

@@ -2,8 +2,8 @@
 scoring (the default one in ``results/``, named ones in ``results/<name>/``), with its
 settings (quantile, IoU threshold, categories, null model), its headline numbers
 (detectors, unique concepts of the detectors' top labels, the per-category sum) and links
-to its HTML pages and CSV (and the formula tables of ``netdissect compositional`` at the
-same quantile). Rebuilt from the results documents on disk after every scoring,
+to its HTML pages and CSV (and the formula tables of ``netdissect compositional`` and the
+concept vectors' table and chart at the same quantile). Rebuilt from the results documents on disk after every scoring,
 so it lists what is there (a scoring removed by hand disappears from it). Self-contained,
 no script.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.files import write_text
+from pipeline.reports.document import SCHEMA as RESULTS_SCHEMA
 
 INDEX_NAME = "index.html"
 
@@ -32,7 +33,7 @@ def scored_documents(results: Path) -> list[tuple[str, Path, dict]]:
                 doc = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue                      # not a results document (or being written)
-            if isinstance(doc, dict) and doc.get("schema") and "summary" in doc:
+            if isinstance(doc, dict) and doc.get("schema") == RESULTS_SCHEMA:
                 found.append((scoring, path, doc))
     return found
 
@@ -74,8 +75,11 @@ def render_index(results: Path, run_facts: dict | None = None) -> str:
             links = [f"<a href='{rel}{quote(p)}'>{e(p)}</a>"
                      for p in _pages(path.parent, path.stem)]
             links.append(f"<a href='{rel}{quote(path.stem)}.csv'>{e(path.stem)}.csv</a>")
-            links += [f"<a href='{rel}{quote(f.name)}'>{e(f.name)}</a>"    # compositional
-                      for f in sorted(path.parent.glob(f"{path.stem}.formulas*.csv"))]
+            links += [f"<a href='{rel}{quote(f.name)}'>{e(f.name)}</a>"    # the analyses
+                      for pattern in (f"{path.stem}.formulas*.csv",
+                                      f"{path.stem}.concept_vectors.csv",
+                                      f"{path.stem}.concept_vectors.png")
+                      for f in sorted(path.parent.glob(pattern))]
             out.append(
                 f"<tr><td class=l>{e(scoring or '(default)')}</td>"
                 f"<td class=l>{e(str(s.get('layer', path.stem)))}</td>"
