@@ -33,7 +33,7 @@ from cache.labels import LabelCache
 from cache.store import store_location
 from pipeline.devices import resolve_device
 from pipeline.parallel import bounded_map, worker_start
-from pipeline.tally import Tally, tally_tile
+from pipeline.tally import Tally
 
 
 # Worker processes take about 3 s to start (importing torch); below this many activation
@@ -97,8 +97,9 @@ def count_tile(acts, maxima, labels: LabelCache, thr: torch.Tensor, start: int, 
     BLOCK_IMAGES images (what is in memory at once): the chunk step of the replay's
     reduction (threads, worker processes and Dask tasks all merge these)."""
     dev = thr.device
+    total = Tally(thr, labels.num_labels, len(labels.categories), tuple(acts.shape[2:]),
+                  tuple(labels.seg_size), device=dev)
     step = tile_size(acts.chunks[0], labels.chunk_images, BLOCK_IMAGES)
-    total = None
     for s in range(start, stop, step):
         e = min(s + step, stop)
         t = labels.read(s, e)
@@ -106,13 +107,9 @@ def count_tile(acts, maxima, labels: LabelCache, thr: torch.Tensor, start: int, 
         # compiled pass; the array code converts them)
         planes = t.planes if dev.type == "cpu" else torch.from_numpy(
             t.planes.astype(np.int32)).to(dev)
-        block = (torch.from_numpy(acts[s:e]).to(dev), thr, planes,
-                 torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev))
-        mx = torch.from_numpy(maxima[s:e]).to(dev)
-        if total is None:
-            total = tally_tile(block[0], mx, *block[1:], labels.num_labels)
-        else:
-            total.add(block[0], *block[2:], mx)
+        total.add(torch.from_numpy(acts[s:e]).to(dev), planes,
+                  torch.from_numpy(t.scalars).to(dev), torch.from_numpy(t.present).to(dev),
+                  torch.from_numpy(maxima[s:e]).to(dev))
     return total
 
 

@@ -144,31 +144,30 @@ class _Geometry:
     cell_hi_x: torch.Tensor  # (w,) int64
 
 
-_NUMBA: list = []       # [pipeline.tally_numba.count_tile or None] once the import was tried
-_NUMBA_MAX_LEVELS = 8   # pipeline.tally_numba.MAX_LEVELS (kept here: no numba import)
+_NUMBA: list = []       # [the module pipeline.tally_numba or None] once the import was tried
 
 
 def _numba_tally():
-    """The compiled pixel stage (:func:`pipeline.tally_numba.count_tile`), or None
-    without numba."""
+    """The compiled pixel stage's module (:mod:`pipeline.tally_numba`), or None without
+    numba."""
     if not _NUMBA:
         try:
-            from pipeline.tally_numba import count_tile
+            from pipeline import tally_numba
         except ImportError:
-            count_tile = None
-        _NUMBA.append(count_tile)
+            tally_numba = None
+        _NUMBA.append(tally_numba)
     return _NUMBA[0]
 
 
 def _compiled_axes(h: int, w: int, sh: int, sw: int) -> tuple:
     """(y1s (h,), wy (sh,), ystart (h + 1,), x1s (w,), wx (sw,), xstart (w + 1,)): the
     cells of the (h, w) -> (sh, sw) upsampling as the compiled kernel reads them."""
-    from pipeline.tally_numba import cell_starts
     out = []
     for n_in, n_out in ((h, sh), (w, sw)):
         idx0, _, w1 = bilinear_weights(n_in, n_out)
-        out += [np.minimum(np.arange(n_in) + 1, n_in - 1).astype(np.int64),
-                np.ascontiguousarray(w1, dtype=np.float64), cell_starts(idx0, n_in)]
+        hi = np.minimum(np.arange(n_in) + 1, n_in - 1)         # idx1 of each cell
+        out += [hi.astype(np.int64), np.ascontiguousarray(w1, dtype=np.float64),
+                _numba_tally().cell_starts(idx0, n_in)]
     return tuple(out)
 
 
@@ -240,7 +239,9 @@ class _Kernel:
                 self.set_method = "numba"
             self._axes = _compiled_axes(self.h, self.w, *seg_size)
         self.pixel_kernel = pixel_kernel
-        self.geo = _geometry(self.h, self.w, *seg_size, self.device)
+        # the pieces of the array code (the compiled pass works on cells and rows)
+        self.geo = _geometry(self.h, self.w, *seg_size, self.device) \
+            if pixel_kernel == "arrays" else None
         self._hbuf: torch.Tensor | None = None  # the (c, k, set) histogram's allocation
         self._hbuf_zero = True                  # whether it is all zero
 
@@ -290,26 +291,28 @@ class _Kernel:
 
     def _count_compiled(self, acts, sets: LabelSets, present, hist, cat) -> None:
         """Steps 1-4 in one compiled pass (:mod:`pipeline.tally_numba`), which counts at
-        most _NUMBA_MAX_LEVELS levels: more levels are counted in groups of consecutive
+        most MAX_LEVELS levels: more levels are counted in groups of consecutive
         sorted levels, whose per-level counts give the counts by c of all V levels."""
         a = acts.numpy()
-        if a.dtype != np.float64:
-            a = a.astype(np.float32)                # exact; float16 has no compiled loops
+        if a.dtype != np.float64:                   # exact; float16 has no compiled loops
+            a = a.astype(np.float32, copy=False)
         a = np.ascontiguousarray(a)
         args = (*self._axes, sets.sid.reshape(sets.sid.shape[0], -1).numpy(),
                 sets.labels.numpy(), np.asarray(sets.offsets, dtype=np.int64), present.numpy())
         Ts, V = self._Tsorted.numpy(), self.V
-        if V <= _NUMBA_MAX_LEVELS:
-            _numba_tally()(a, Ts, _SLACK, *args, hist.numpy(), cat.numpy())
+        compiled = _numba_tally()
+        most = compiled.MAX_LEVELS
+        if V <= most:
+            compiled.count_tile(a, Ts, _SLACK, *args, hist.numpy(), cat.numpy())
             return
         # passing[v]: pixels above the v-th smallest level; exactly c levels: passing[c - 1]
         # - passing[c] (sorted levels: a pixel above one is above every lower one)
         passing = [np.zeros((V, self.K * n), np.int64) for n in (self.L, self.G)]
-        for v0 in range(0, V, _NUMBA_MAX_LEVELS):
-            part = np.ascontiguousarray(Ts[v0:v0 + _NUMBA_MAX_LEVELS])
+        for v0 in range(0, V, most):
+            part = np.ascontiguousarray(Ts[v0:v0 + most])
             n = part.shape[0]
             by_c = [np.zeros((n + 1) * self.K * x, np.int64) for x in (self.L, self.G)]
-            _numba_tally()(a, part, _SLACK, *args, *by_c)
+            compiled.count_tile(a, part, _SLACK, *args, *by_c)
             for acc, counts in zip(passing, by_c):
                 above = counts.reshape(n + 1, -1)[::-1].cumsum(axis=0)[::-1]   # c >= r
                 acc[v0:v0 + n] += above[1:]
@@ -571,6 +574,8 @@ class Tally:
         if tuple(acts.shape[1:]) != (K, self.h, self.w):
             raise ValueError(f"acts has shape {tuple(acts.shape)}, expected (B, {K}, "
                              f"{self.h}, {self.w})")
+        for name, lab in (("planes", planes), ("scalars", scalars)):
+            _check_integer(name, lab)
         # the compiled pass reads the label cache's integers as they are (no copy)
         keep = isinstance(planes, np.ndarray) and planes.dtype.kind in "iu" \
             and planes.dtype.itemsize <= 4 and self._kernel is not None \
@@ -584,8 +589,9 @@ class Tally:
         if present.shape[1] != self.G:
             raise ValueError(f"present has {present.shape[1]} categories, expected {self.G}")
         for name, lab in (("planes", planes), ("scalars", scalars)):
-            if lab.size if keep and lab is planes else lab.numel():
-                lo = 0 if keep and lab is planes and lab.dtype.kind == "u" else int(lab.min())
+            array = isinstance(lab, np.ndarray)
+            if lab.size if array else lab.numel():
+                lo = 0 if array and lab.dtype.kind == "u" else int(lab.min())
                 hi = int(lab.max())
                 if lo < 0 or hi >= L:
                     raise ValueError(f"{name} hold labels in {lo}..{hi}, outside 0..{L - 1}: "
@@ -681,6 +687,26 @@ def merged(*parts: Tally) -> Tally:
     for p in parts[1:]:
         total.merge(p)
     return total
+
+
+_INTEGER_TENSORS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                    torch.uint16, torch.uint32, torch.uint64)
+
+
+def _check_integer(name: str, labels) -> None:
+    """ValueError unless ``labels`` (a numpy array, tensor or sequence) holds integers (or
+    nothing): label numbers are never rounded (a float plane is a caller's mistake)."""
+    if not isinstance(labels, (np.ndarray, torch.Tensor)):
+        labels = np.asarray(labels)
+    dtype = labels.dtype
+    if isinstance(labels, torch.Tensor):
+        ok = labels.numel() == 0 or dtype in _INTEGER_TENSORS
+    else:
+        ok = labels.size == 0 or dtype.kind in "iu"
+    if not ok:
+        raise ValueError(f"{name} hold {dtype} values: label numbers must be integers (the "
+                         f"label cache's slots are uint16); convert exact whole numbers "
+                         f"with .astype(np.int32), never round")
 
 
 def tally_tile(acts, maxima, thresholds, planes, scalars, present, num_labels: int,

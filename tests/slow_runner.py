@@ -4,7 +4,9 @@
 
 decode: each label-cache chunk decode sleeps SECONDS first (pipeline.label_decoding.decode_range;
         use --workers 1 so decoding runs in this process).
-tally:  each replay tile sleeps SECONDS first (pipeline.replay.tally_tile).
+tally:  each replay tile sleeps SECONDS first (pipeline.replay.count_tile, the one function
+        every tile of the replay goes through; use --workers 1 so tiles run in this
+        process). A missing hook fails loudly here, never as a silently unslowed run.
 render: each synthetic image sleeps SECONDS first (pipeline.synthetic.writer._write_one; its
         forked worker processes inherit the patch).
 """
@@ -33,7 +35,7 @@ def main() -> None:
         mod.decode_range = slowed(mod.decode_range, float(seconds))
     elif what == "tally":
         import pipeline.replay as mod
-        mod.tally_tile = slowed(mod.tally_tile, float(seconds))
+        mod.count_tile = slowed(mod.count_tile, float(seconds))
     elif what == "render":
         import pipeline.synthetic.writer as mod
         mod._write_one = slowed(mod._write_one, float(seconds))

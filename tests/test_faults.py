@@ -12,6 +12,7 @@ in tests/test_kill_resume.py.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -79,6 +80,19 @@ def assert_scored_like_reference(run: Path, ref: Path) -> None:
         sf.assert_cubes_equal(sf.stored_cube(run, layer), sf.stored_cube(ref, layer))
         assert (sf.units_of(run / "results" / f"{layer}.json")
                 == sf.units_of(ref / "results" / f"{layer}.json"))
+
+
+def thresholds_stored(run: Path, layer: str):
+    """A condition: the layer's thresholds are stored for good (their node sealed with its
+    digest, after the arrays), so a scoring killed from now on keeps them."""
+    node = run / "layers" / layer / "quantiles" / "zarr.json"
+
+    def sealed() -> bool:
+        try:
+            return "digest" in json.loads(node.read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            return False            # not there yet, or being written
+    return sealed
 
 
 def score_cmd(run: Path, labels: Path, *extra) -> list:
@@ -177,17 +191,16 @@ def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setu
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
     labels = setup["labels"].path
     proc = sf.start(*score_cmd(run, labels))
-    thresholds = run / "layers" / "{}" / "quantiles" / "thresholds" / "zarr.json"
     try:
-        wait_for(Path(str(thresholds).format("features.2")).is_file, proc, "features.2")
+        wait_for(thresholds_stored(run, "features.2"), proc, "features.2")
         second = sf.cli("scripts/score.py", run, "--label-cache", labels, "--quiet",
                         check=False)
         assert second.returncode == 2, second.stdout + second.stderr
         assert "being written by another scoring (pid" in second.stderr
         assert "wait for it to finish, then score again" in second.stderr
         assert "--out" not in second.stderr                 # score.py has no --out
-        wait_for(Path(str(thresholds).format("features.3")).is_file, proc, "features.3")
-        time.sleep(0.3)                                   # inside the tally of features.3
+        # its tiles take 0.4 s each (score_cmd): the kill lands before the cube is stored
+        wait_for(thresholds_stored(run, "features.3"), proc, "features.3")
         sf.kill9(proc)
     finally:
         sf.reap(proc)
@@ -202,10 +215,8 @@ def test_scoring_kill9_rerun_equals_uninterrupted_and_second_writer_refused(setu
 def test_scoring_ctrl_c_is_clean_and_rerun_completes(setup, tmp_path):
     run = sf.copy_fresh(setup["run"], tmp_path / "run")
     proc = sf.start(*score_cmd(run, setup["labels"].path))
-    thresholds = run / "layers" / "features.2" / "quantiles" / "thresholds" / "zarr.json"
-    wait_for(thresholds.is_file, proc, "the thresholds of features.2")
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    wait_for(thresholds_stored(run, "features.2"), proc, "the thresholds of features.2")
+    proc.send_signal(signal.SIGINT)                     # in its slowed tiles
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "rerun the same command" in err

@@ -123,6 +123,25 @@ def test_label_cache_integers_are_read_as_they_are():
         tally_tile(acts, None, T, cp.astype(np.uint16), cs, present, 299)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "arrays"])
+def test_label_numbers_that_are_not_integers_are_refused(kernel):
+    """Float label planes or scalars (numpy or torch) are refused by name on every pixel
+    stage, never truncated to integers; empty scalars of any dtype are nothing to read."""
+    acts, cat, planes, scalars = make_case(22, B=2, L=40, ties=False)
+    T = exact_thresholds_inmemory(acts, [0.02])
+    cp, cs = canonical(planes, scalars, (32, 32))
+    present = np.ones((2, 3), bool)
+    for bad in (cp.astype(np.float32) + 0.5, torch.as_tensor(cp, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"planes hold .*float.* values: label numbers "
+                                             r"must be integers"):
+            tally_tile(acts, None, T, bad, cs, present, 40, pixel_kernel=kernel)
+    with pytest.raises(ValueError, match=r"scalars hold float64 values"):
+        tally_tile(acts, None, T, cp, cs.astype(np.float64), present, 40,
+                   pixel_kernel=kernel)
+    empty = tally_tile(acts, None, T, cp, np.zeros((2, 0)), present, 40, pixel_kernel=kernel)
+    assert empty.images == 2
+
+
 @pytest.mark.parametrize("levels", [1, 8, 9, 17])
 def test_compiled_pass_level_counts(levels):
     """The compiled pass counts up to 8 levels at once and more in groups of 8 sorted
