@@ -30,6 +30,16 @@ def _pyplot():
     return plt
 
 
+def _saved(fig, target):
+    """:func:`_save` as PNG to ``target``: a path (returned as a Path) or a binary buffer
+    (returned as it is)."""
+    if isinstance(target, (str, os.PathLike)):
+        _save(fig, Path(target))
+        return Path(target)
+    _save(fig, target, format="png")
+    return target
+
+
 def _save(fig, target, **savefig_kw) -> None:
     """Lay out, save at DPI to ``target`` (a path, written atomically as PNG, or a binary
     buffer), close the figure."""
@@ -135,12 +145,7 @@ def rotation_chart(path: str | os.PathLike, points: Sequence[RotationPoint],
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    if isinstance(path, (str, os.PathLike)):
-        path = Path(path)
-    else:
-        buf, path = path, None
-    _save(fig, path or buf, **({} if path else {"format": "png"}))
-    return path or buf
+    return _saved(fig, path)
 
 
 def comparison_chart(path: str | os.PathLike, tables: Sequence[ResultTable],
@@ -202,9 +207,4 @@ def concept_vector_chart(path, unit_iou: Sequence[float],
                   title_fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    if isinstance(path, (str, os.PathLike)):
-        path = Path(path)
-    else:
-        buf, path = path, None
-    _save(fig, path or buf, **({} if path else {"format": "png"}))
-    return path or buf
+    return _saved(fig, path)
