@@ -147,6 +147,16 @@ def read_thresholds(layer: zarr.Group, source: dict, log=None
     return np.asarray(q.attrs["levels"], dtype=np.float64), got[0]
 
 
+def thresholds_at(stored: tuple[np.ndarray, np.ndarray] | None, quantile: float
+                  ) -> np.ndarray | None:
+    """(K,) T_k at ``quantile`` from :func:`read_thresholds`'s (levels, thresholds), or
+    None when nothing is stored or not at that level (exact match to 1e-12)."""
+    if stored is None:
+        return None
+    hit = np.flatnonzero(np.abs(stored[0] - float(quantile)) <= 1e-12)
+    return stored[1][hit[0]] if hit.size else None
+
+
 def write_thresholds(layer: zarr.Group, levels, thresholds: np.ndarray, source: dict) -> None:
     """Merge (levels, thresholds) into what is stored for ``source`` and write it."""
     levels = np.asarray(levels, dtype=np.float64)

@@ -80,11 +80,16 @@ def group_name(quantile: float) -> str:
     return f"q{float(quantile):g}"
 
 
+def thresholds_digest(thresholds: np.ndarray) -> str:
+    """SHA-256 of the (K,) float64 thresholds, as a counts source records them."""
+    return hashlib.sha256(np.ascontiguousarray(thresholds, np.float64)).hexdigest()
+
+
 def counts_source(cube_source: dict, quantile: float, thresholds: np.ndarray) -> dict:
     """What set counts at ``quantile`` are computed from: the cube's source, the
     quantile and a SHA-256 of the (K,) float64 thresholds."""
-    digest = hashlib.sha256(np.ascontiguousarray(thresholds, np.float64)).hexdigest()
-    return {**cube_source, "quantile": float(quantile), "thresholds": digest}
+    return {**cube_source, "quantile": float(quantile),
+            "thresholds": thresholds_digest(thresholds)}
 
 
 def read_set_counts(layer: zarr.Group, quantile: float, source: dict, log=None

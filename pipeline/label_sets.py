@@ -72,21 +72,22 @@ def label_sets(planes: torch.Tensor, scalars: torch.Tensor, num_labels: int,
     num_labels: L, at most 2^31
     method:     "numba", "torch" or "auto" (numba on CPU when installed, else torch)
     """
+    host = isinstance(planes, np.ndarray)        # the label cache's slots, as read
     if method == "auto":
-        method = "numba" if (isinstance(planes, np.ndarray) or planes.device.type == "cpu") \
-            and numba_available() else "torch"
+        method = "numba" if (host or planes.device.type == "cpu") and numba_available() \
+            else "torch"
     if method == "numba":
         kernel = _numba_kernel()
         if kernel is None:
             raise ValueError("label-set method 'numba' needs numba: pip install numba, "
                              "or use method='torch'")
-        if not isinstance(planes, np.ndarray) and planes.device.type != "cpu":
+        if not host and planes.device.type != "cpu":
             raise ValueError(f"label-set method 'numba' runs on CPU, planes are on "
                              f"{planes.device}: use method='torch'")
-        sid, rep = kernel(planes if isinstance(planes, np.ndarray) else planes.numpy())
+        sid, rep = kernel(planes if host else planes.numpy())
         sid, rep = torch.from_numpy(sid), torch.from_numpy(rep)
     elif method == "torch":
-        if isinstance(planes, np.ndarray):
+        if host:
             planes = torch.from_numpy(planes.astype(np.int32))
         sid, rep = _packed_rounds(planes, num_labels)
     else:

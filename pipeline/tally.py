@@ -689,10 +689,6 @@ def merged(*parts: Tally) -> Tally:
     return total
 
 
-_INTEGER_TENSORS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-                    torch.uint16, torch.uint32, torch.uint64)
-
-
 def _check_integer(name: str, labels) -> None:
     """ValueError unless ``labels`` (a numpy array, tensor or sequence) holds integers (or
     nothing): label numbers are never rounded (a float plane is a caller's mistake)."""
@@ -700,7 +696,8 @@ def _check_integer(name: str, labels) -> None:
         labels = np.asarray(labels)
     dtype = labels.dtype
     if isinstance(labels, torch.Tensor):
-        ok = labels.numel() == 0 or dtype in _INTEGER_TENSORS
+        ok = labels.numel() == 0 or not (dtype.is_floating_point or dtype.is_complex
+                                         or dtype == torch.bool)
     else:
         ok = labels.size == 0 or dtype.kind in "iu"
     if not ok:

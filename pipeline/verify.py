@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import zarr
 
 from cache import integrity, metadata, store
@@ -96,7 +95,7 @@ def check_stored_results(t: Target) -> list[Finding]:
     every chunk valid. All are derived data: the next score.py recomputes them."""
     if t.group is None:
         return []
-    from pipeline.layer_stages import cube_source, layer_source
+    from pipeline.layer_stages import layer_source
     more = ["--label-cache", str(t.label_cache)] if t.label_cache else []
     fix = shlex.join(["scripts/score.py", str(t.run), *more]) + " (recomputes it)"
     out = []
@@ -108,8 +107,7 @@ def check_stored_results(t: Target) -> list[Finding]:
             continue            # what it reads is damaged: check_run_chunks names it
         labels = _label_cache(t)
         wanted = {"quantiles": (THRESHOLD_ARRAYS, source),
-                  "cube": (CUBE_ARRAYS, cube_source(t.group, layer, labels) if labels else
-                           {**source, "labels": t.attrs["dataset"]["fingerprint"]})}
+                  "cube": (CUBE_ARRAYS, _cube_wanted(t, layer, source, labels))}
         for name, (arrays, want) in wanted.items():
             attrs, problem = node_problem(g, name, arrays)
             where = str(store.store_location(g.store, f"{g.path}/{name}"))
@@ -127,6 +125,14 @@ def check_stored_results(t: Target) -> list[Finding]:
     return out
 
 
+def _cube_wanted(t: Target, layer: str, source: dict, labels) -> dict:
+    """The source a layer's cube (and its set counts) must record now: with the label
+    cache, its label-PNG digests too (compared without them otherwise)."""
+    from pipeline.layer_stages import cube_source
+    return (cube_source(t.group, layer, labels) if labels else
+            {**source, "labels": t.attrs["dataset"]["fingerprint"]})
+
+
 def check_set_counts(t: Target) -> list[Finding]:
     """The compositional search's stored label-set counts (cache/set_counts.py) of every
     layer and quantile: metadata intact, computed from the run, labels and thresholds as
@@ -134,9 +140,9 @@ def check_set_counts(t: Target) -> list[Finding]:
     them (a stale or damaged node is ignored, never read)."""
     if t.group is None:
         return []
-    from cache.cube import read_thresholds
-    from cache.set_counts import ARRAYS, GROUP
-    from pipeline.layer_stages import cube_source, layer_source
+    from cache.cube import read_thresholds, thresholds_at
+    from cache.set_counts import ARRAYS, GROUP, thresholds_digest
+    from pipeline.layer_stages import layer_source
     labels = _label_cache(t)
     more = ["--label-cache", str(t.label_cache)] if t.label_cache else []
     out = []
@@ -148,8 +154,7 @@ def check_set_counts(t: Target) -> list[Finding]:
             source = layer_source(t.group, layer)
         except (store.RunError, LabelCacheError):
             continue            # what it reads is damaged: check_run_chunks names it
-        cube = (cube_source(t.group, layer, labels) if labels else
-                {**source, "labels": t.attrs["dataset"]["fingerprint"]})
+        cube = _cube_wanted(t, layer, source, labels)
         stored_T = read_thresholds(g, source)
         for node in sorted(g[GROUP].group_keys()):
             name = f"{GROUP}/{node}"
@@ -165,11 +170,9 @@ def check_set_counts(t: Target) -> list[Finding]:
             src = dict(attrs.get("source") or {})
             digest, q = src.pop("thresholds", None), src.pop("quantile", None)
             fresh = _without_labels(src, labels) == cube
-            if fresh and stored_T is not None and q is not None:
-                hit = np.flatnonzero(np.abs(stored_T[0] - float(q)) <= 1e-12)
-                if hit.size:
-                    from cache.set_counts import counts_source
-                    fresh = counts_source({}, q, stored_T[1][hit[0]])["thresholds"] == digest
+            T = None if q is None else thresholds_at(stored_T, q)
+            if fresh and T is not None:         # (no stored T: the digest is not judged)
+                fresh = thresholds_digest(T) == digest
             if not fresh:
                 out.append(Finding(where, STALE, "computed from other activations, labels or "
                                    "thresholds than the run holds now", fix))

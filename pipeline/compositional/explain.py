@@ -39,6 +39,7 @@ from cache import store
 from cache.set_counts import SetCounts, counts_source, read_set_counts, write_set_counts
 from pipeline.compositional.search import SetIndex, UnitFormulas, search_unit
 from pipeline.reports.analyses import FORMULAS_SCHEMA as SCHEMA
+from pipeline.reports.analyses import analysis_folder, analysis_written
 
 __all__ = ["compositional", "CompositionalResult", "parse_units", "formulas_name",
            "layer_set_counts"]
@@ -116,14 +117,10 @@ def layer_set_counts(run, layer: str, labels, quantile: float, *, workers: int |
     by one replay (thresholds first, as scoring computes them) and stored in the run
     under its lock. Stats: set_counts_seconds, set_counts_reused, sets, entries."""
     from pipeline.layer_stages import cube_source, layer_source
-    from cache.cube import read_thresholds
+    from cache.cube import read_thresholds, thresholds_at
     from pipeline.stages import scoring_lock
     group = store.layer_group(run, layer)
-    stored_T = read_thresholds(group, layer_source(run, layer))
-    T = None
-    if stored_T is not None:
-        hit = np.flatnonzero(np.abs(stored_T[0] - quantile) <= 1e-12)
-        T = stored_T[1][hit[0]] if hit.size else None
+    T = thresholds_at(read_thresholds(group, layer_source(run, layer)), quantile)
     if T is not None:
         source = counts_source(cube_source(run, layer, labels), quantile, T)
         counts = read_set_counts(group, quantile, source, log)
@@ -196,18 +193,14 @@ def compositional(run, layer: str, quantile: float = DEFAULT_QUANTILE,
                     units, categories, stats)
     from pipeline.files import write_csv, write_json
     from pipeline.reports.spreadsheet import inert_table
-    folder = "" if float(quantile) == DEFAULT_QUANTILE else f"q{float(quantile):g}"
+    folder = analysis_folder(quantile)
     stem = formulas_name(store.layer_file_name(layer), length, beam,
                          None if units is None else _units_text(units), categories)
     with store.results_output(run, results_dir, folder) as (out, final):
         write_csv(out / f"{stem}.csv", *inert_table(header, rows))
         write_json(out / f"{stem}.json", doc)
-    if not store.is_url(final):
-        if stem == f"{store.layer_file_name(layer)}.formulas":
-            from pipeline.reports.analyses import refresh_results
-            refresh_results(run, layer, Path(final), dataset, log)
-        from pipeline.reports.index_page import write_index
-        write_index(Path(final).parent if folder else Path(final))
+    analysis_written(run, layer, final, folder, dataset, log,
+                     refresh=stem == f"{store.layer_file_name(layer)}.formulas")
     where = (lambda n: f"{final}/{n}") if store.is_url(final) else (lambda n: Path(final) / n)
     return CompositionalResult(layer, float(quantile), length, beam, found, header, rows,
                                where(f"{stem}.csv"), where(f"{stem}.json"), stats)

@@ -48,12 +48,12 @@ def _summary(rows: pd.DataFrame) -> dict:
             "mean_unit_iou": float(rows["unit_iou"].mean()) if len(rows) else 0.0}
 
 
-def vectors_document(frame: pd.DataFrame, weights: np.ndarray, weights_file: str,
+def vectors_document(files: pd.DataFrame, weights: np.ndarray, weights_file: str,
                      weights_bytes: bytes, run_block: dict, versions: dict, config: dict,
                      thresholds: np.ndarray) -> dict:
-    """The document (module docstring) of ``frame`` (the API's, units from 0) and its
-    (C, K) ``weights``, whose .npy file ``weights_file`` holds ``weights_bytes``."""
-    files = numbered_from_one(frame)
+    """The document (module docstring) of ``files`` (the frame as the files hold it:
+    :func:`numbered_from_one`) and its (C, K) ``weights``, whose .npy file
+    ``weights_file`` holds ``weights_bytes``."""
     by_cat = {str(c): _summary(g) for c, g in files.groupby("category", sort=False)}
     concepts = []
     for rec, w in zip(files.to_dict(orient="records"), np.asarray(weights)):
@@ -65,13 +65,13 @@ def vectors_document(frame: pd.DataFrame, weights: np.ndarray, weights_file: str
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": run_block, "versions": versions, "config": config,
-        "split": {"train_images": int(frame.attrs.get("train_images", 0)),
-                  "heldout_images": int(frame.attrs.get("heldout_images", 0))},
+        "split": {"train_images": int(files.attrs.get("train_images", 0)),
+                  "heldout_images": int(files.attrs.get("heldout_images", 0))},
         "thresholds": {"quantile": float(config["quantile"]),
                        "T": [float(t) for t in thresholds]},
         "weights": {"file": weights_file, "shape": [int(s) for s in np.shape(weights)],
                     "sha256": hashlib.sha256(weights_bytes).hexdigest()},
         "summary": {**_summary(files), "by_category": by_cat},
-        "seconds": frame.attrs.get("seconds"),
+        "seconds": files.attrs.get("seconds"),
         "concepts": concepts,
     }

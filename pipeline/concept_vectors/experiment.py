@@ -341,12 +341,11 @@ def write_outputs(run, layer: str, frame: pd.DataFrame, weights: np.ndarray,
     ``results_dir`` when given), then the results document there linked to them;
     returns the files' final paths."""
     import io
-    from pathlib import Path
     from pipeline.concept_vectors.document import numbered_from_one, vectors_document
     from pipeline.files import write_bytes, write_csv, write_json
     from pipeline.reports.charts import concept_vector_chart
     from pipeline.reports.document import run_metadata, scoring_versions
-    from pipeline.reports.analyses import refresh_results
+    from pipeline.reports.analyses import analysis_folder, analysis_written
     name = store.layer_file_name(layer)
     base = f"{name}.concept_vectors"
     buf = io.BytesIO()
@@ -356,13 +355,13 @@ def write_outputs(run, layer: str, frame: pd.DataFrame, weights: np.ndarray,
               "pixels_per_concept": cfg.pixels_per_concept, "seed": cfg.seed,
               "threshold": cfg.threshold, "steps": cfg.train.steps, "l2": cfg.train.l2,
               "weighting": cfg.train.weighting, "device": cfg.train.device}
-    doc = vectors_document(frame, weights, f"{base}.npy", buf.getvalue(),
+    files = numbered_from_one(frame)
+    doc = vectors_document(files, weights, f"{base}.npy", buf.getvalue(),
                            run_metadata(store.read_run_attrs(run), layer, store.run_path(run),
                                         acts.shape, acts.dtype, labels.path,
                                         labels.fingerprint),
                            scoring_versions(), config, T)
-    files = numbered_from_one(frame)
-    folder = "" if float(cfg.quantile) == VectorConfig.quantile else f"q{float(cfg.quantile):g}"
+    folder = analysis_folder(cfg.quantile)
     with store.results_output(run, results_dir, folder) as (local, final):
         write_csv(local / f"{base}.csv", list(files.columns),
                   files.itertuples(index=False, name=None))
@@ -372,9 +371,6 @@ def write_outputs(run, layer: str, frame: pd.DataFrame, weights: np.ndarray,
                              title=f"{layer}: concept vectors vs best single unit "
                                    f"(held-out, q={cfg.quantile})")
         write_json(local / f"{base}.json", doc)
-    if not store.is_url(final):
-        refresh_results(run, layer, Path(final), dataset, log)
-        from pipeline.reports.index_page import write_index
-        write_index(Path(final).parent if folder else Path(final))
+    analysis_written(run, layer, final, folder, dataset, log)
     sep = "/" if store.is_url(final) else os.sep
     return {k: f"{final}{sep}{base}.{k}" for k in ("csv", "npy", "png", "json")}

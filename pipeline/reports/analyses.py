@@ -24,6 +24,12 @@ VECTORS_SCHEMA = "netdissect-zarr/concept-vectors"
 READABLE = {FORMULAS_SCHEMA: 1, VECTORS_SCHEMA: 1}
 
 
+def analysis_folder(quantile: float) -> str:
+    """The folder under results/ of an analysis at ``quantile``: "" at the default 0.005
+    (beside the default scoring), else ``q<quantile>`` (beside the scoring at it)."""
+    return "" if float(quantile) == 0.005 else f"q{float(quantile):g}"
+
+
 def analysis_files(layer_file: str) -> dict[str, str]:
     """{analysis: file name} of the default analyses of one layer."""
     return {"formulas": f"{layer_file}.formulas.json",
@@ -52,10 +58,15 @@ def _same_thresholds(doc: dict, other: dict) -> bool:
         return False
 
 
+def _single_iou(unit: dict) -> float:
+    """IoU of a formulas-document unit's best single label (its length-1 formula)."""
+    first = (unit.get("by_length") or [None])[0]
+    return float(first["iou"]) if first else 0.0
+
+
 def _formulas_block(f: dict, file: str) -> dict:
     units = [u for u in f.get("units", []) if u.get("best")]
-    gain = [u for u in units if (u["best"]["iou"] > ((u.get("by_length") or [None])[0] or
-                                                     {"iou": 0.0})["iou"])]
+    gain = [u for u in units if u["best"]["iou"] > _single_iou(u)]
     return {"file": file, "schema": f["schema"], "schema_version": f["schema_version"],
             "created": f.get("created"), "config": f.get("config"),
             "units": len(f.get("units", [])), "units_with_formula": len(units),
@@ -104,13 +115,26 @@ def attach_analyses(doc: dict, folder: str | Path, layer_file: str, log=None) ->
             for rec in doc["units"]:
                 f = by_unit.get(int(rec["unit"]))
                 if f and f.get("best"):
-                    single = (f.get("by_length") or [None])[0]
                     rec["formula"] = {"formula": f["best"]["formula"],
                                       "iou": float(f["best"]["iou"]),
                                       "length": int(f["best"]["length"]),
-                                      "single_iou": float(single["iou"]) if single else 0.0}
+                                      "single_iou": _single_iou(f)}
     doc["analyses"] = found
     return doc
+
+
+def analysis_written(run, layer: str, final, folder: str, dataset=None, log=print,
+                     refresh: bool = True) -> None:
+    """After an analysis was written to ``final`` (the results folder ``folder`` of the
+    run, "" or ``q<Q>``): :func:`refresh_results` there (when ``refresh``: the default
+    analysis of the layer) and the run's index rebuilt. Nothing for results at a URL."""
+    from cache import store
+    if store.is_url(final):
+        return
+    if refresh:
+        refresh_results(run, layer, Path(final), dataset, log)
+    from pipeline.reports.index_page import write_index
+    write_index(Path(final).parent if folder else Path(final))
 
 
 def refresh_results(run, layer: str, folder: Path, dataset=None, log=print) -> Path | None:

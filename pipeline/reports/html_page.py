@@ -33,12 +33,13 @@ headless Chromium).
 from __future__ import annotations
 
 import html
+import io
 import time
 from typing import Sequence
 
 import numpy as np
 
-from pipeline.reports.charts import layer_chart_png
+from pipeline.reports.charts import concept_vector_chart, layer_chart_png
 from pipeline.reports.concept_chart import chart_html, concept_units, table_html
 from pipeline.reports.images import DEFAULT_TOP_IMAGES, ROW_IMAGES, data_uri, unit_strips
 from pipeline.reports.netdissect_csv import p_columns
@@ -226,8 +227,6 @@ def _formula_cell(found: dict | None) -> str:
 def _vectors_section(block: dict, layer: str) -> list[str]:
     """Concept vectors (Net2Vec) of the layer: the chart (best single unit against vector,
     held-out IoU, by category) and one row per concept, largest gain first."""
-    from pipeline.reports.charts import concept_vector_chart
-    import io
     e = html.escape
     rows = block.get("concepts") or []
     summ = block.get("summary") or {}
